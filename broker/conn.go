@@ -1,0 +1,489 @@
+package broker
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqttd/mqttd/packet"
+)
+
+// conn is one client network connection. Its read loop is the only goroutine
+// that reads from nc and the only one that touches the fields marked "read
+// loop"; output goes through the outbound buffer (outMu), drained by a writer
+// goroutine that runs only while there is something to write.
+type conn struct {
+	srv      *Server
+	nc       net.Conn
+	listener string
+	remote   string
+	vectored bool // nc takes writev (a TCP socket): big payloads are not copied
+
+	// read loop
+	version      packet.Version
+	sess         *session
+	info         ClientInfo
+	will         *packet.Will
+	keepAlive    time.Duration
+	cleanExit    bool              // DISCONNECT received: no will
+	aliases      map[uint16]string // v5 inbound topic aliases
+	problemInfo  bool              // v5: client accepts reason strings
+	sessionTaken atomic.Bool       // closed because another connection took the client id
+
+	// set during CONNECT before the session is attached; read under session.mu
+	recvMax    int // client's receive maximum (v5), our send window
+	maxOutSize int // largest packet the client accepts (v5); 0 = no limit
+	connected  atomic.Bool
+
+	outMu      sync.Mutex
+	outBuf     []byte    // encoded packets waiting to be written
+	outItems   []outItem // large payloads written straight from the shared message
+	spareBuf   []byte
+	spareItems []outItem
+	iov        net.Buffers
+	outBytes   int  // backlog in bytes
+	writing    bool // a writer goroutine is running
+	closeAfter bool // close nc once the backlog is written
+	dead       bool // nc is closed; output is dropped
+	writerWG   sync.WaitGroup
+
+	stats connStats
+}
+
+// outItem marks a large payload that follows the header ending at hdrEnd.
+type outItem struct {
+	hdrEnd  int
+	payload []byte
+}
+
+// connStats are one connection's counters, folded into the server's totals
+// when it closes. Each is written by one goroutine and read by the $SYS loop.
+type connStats struct {
+	msgsIn, bytesIn, pubIn, pubBytesIn     atomic.Int64
+	msgsOut, bytesOut, pubOut, pubBytesOut atomic.Int64
+	dropped                                atomic.Int64
+}
+
+const (
+	inlinePayload = 1024     // payloads up to this size are copied next to their header
+	bufPoolCap    = 64 << 10 // larger buffers are not pooled
+)
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+	bufPool    = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+)
+
+func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+
+func putBuf(b []byte) {
+	if b != nil && cap(b) <= bufPoolCap {
+		b = b[:0]
+		bufPool.Put(&b)
+	}
+}
+
+func newConn(s *Server, nc net.Conn, listener string) *conn {
+	_, vec := nc.(*net.TCPConn)
+	return &conn{srv: s, nc: nc, listener: listener, remote: nc.RemoteAddr().String(), vectored: vec}
+}
+
+// serve runs the connection to its end.
+func (c *conn) serve() {
+	err := c.readLoop()
+	c.teardown(err)
+	c.writerWG.Wait()
+}
+
+var (
+	errClosedByServer = errors.New("broker: connection closed by server")
+	errShuttingDown   = errors.New("broker: server shutting down")
+	errTakenOver      = errors.New("broker: session taken over")
+	errKeepAlive      = errors.New("broker: keep alive timeout")
+	errConnectTimeout = errors.New("broker: no CONNECT in time")
+	errSecondConnect  = errors.New("broker: second CONNECT")
+	errNotConnect     = errors.New("broker: first packet is not CONNECT")
+)
+
+// readLoop reads and dispatches packets until the connection ends. Between
+// packets it holds no read buffer: an idle connection waits for readability
+// with none (waitReadable) and takes a pooled reader only while bytes flow.
+func (c *conn) readLoop() error {
+	c.nc.SetReadDeadline(time.Now().Add(c.srv.opts.ConnectTimeout))
+	var br *bufio.Reader
+	defer func() {
+		if br != nil {
+			br.Reset(nil)
+			readerPool.Put(br)
+		}
+	}()
+	for {
+		if br == nil || br.Buffered() == 0 {
+			if br != nil {
+				br.Reset(nil)
+				readerPool.Put(br)
+				br = nil
+			}
+			if err := waitReadable(c.nc); err != nil {
+				return c.readErr(err)
+			}
+			br = readerPool.Get().(*bufio.Reader)
+			br.Reset(c.nc)
+		}
+		fh, err := packet.ReadFixedHeader(br)
+		if err != nil {
+			return c.readErr(err)
+		}
+		// Reject an oversized packet before allocating its body [MQTT-3.1.2-24].
+		if size := 1 + varintLen(fh.Remaining) + fh.Remaining; size > c.srv.opts.MaxPacketSize {
+			return packet.PacketTooLarge
+		}
+		body := make([]byte, fh.Remaining)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return c.readErr(err)
+		}
+		c.stats.msgsIn.Add(1)
+		c.stats.bytesIn.Add(int64(1 + varintLen(fh.Remaining) + fh.Remaining))
+		if !c.connected.Load() {
+			if fh.Type != packet.CONNECT {
+				return errNotConnect // [MQTT-3.1.0-1]
+			}
+			if err := c.handleConnect(fh, body); err != nil {
+				return err
+			}
+		} else {
+			pkt, err := packet.Decode(fh, body, c.version)
+			if err != nil {
+				return err
+			}
+			if err := c.handle(pkt); err != nil {
+				return err
+			}
+		}
+		if c.keepAlive > 0 {
+			// [MQTT-3.1.2-24] (3.1.1) / [MQTT-3.1.2-22] (5.0): 1.5 x keep alive.
+			c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+		}
+	}
+}
+
+// readErr names a read failure: a deadline is the keep-alive (or connect)
+// timeout, anything else passes through.
+func (c *conn) readErr(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if c.connected.Load() {
+			return errKeepAlive
+		}
+		return errConnectTimeout
+	}
+	return err
+}
+
+func varintLen(n int) int {
+	switch {
+	case n < 128:
+		return 1
+	case n < 16384:
+		return 2
+	case n < 2097152:
+		return 3
+	}
+	return 4
+}
+
+// handle dispatches one packet of a connected client.
+func (c *conn) handle(pkt packet.Packet) error {
+	switch p := pkt.(type) {
+	case *packet.Publish:
+		return c.handlePublish(p)
+	case *packet.Puback:
+		c.sess.puback(p.PacketID)
+	case *packet.Pubrec:
+		c.sess.pubrec(p.PacketID, p.ReasonCode)
+	case *packet.Pubrel:
+		c.handlePubrel(p)
+	case *packet.Pubcomp:
+		c.sess.pubcomp(p.PacketID)
+	case *packet.Subscribe:
+		return c.handleSubscribe(p)
+	case *packet.Unsubscribe:
+		return c.handleUnsubscribe(p)
+	case *packet.Pingreq:
+		c.send(&packet.Pingresp{}) // [MQTT-3.12.4-1]
+	case *packet.Disconnect:
+		return c.handleDisconnect(p)
+	case *packet.Connect:
+		return errSecondConnect // [MQTT-3.1.0-2]
+	case *packet.Auth:
+		// Enhanced authentication is not offered: AUTH without a method agreed
+		// at CONNECT is a protocol error [MQTT-3.15.0-?].
+		return packet.ProtocolError
+	default:
+		// CONNACK, SUBACK, UNSUBACK, PINGRESP from a client [MQTT-2.0.0-?].
+		return packet.ProtocolError
+	}
+	return nil
+}
+
+// send queues a control packet.
+func (c *conn) send(p packet.Packet) {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.dead || c.closeAfter {
+		return
+	}
+	if c.outBuf == nil {
+		c.outBuf = getBuf()
+	}
+	n := len(c.outBuf)
+	b, err := p.Encode(c.outBuf, c.version)
+	if err != nil {
+		c.srv.log.Error("encode failed", "client", c.info.ClientID, "packet", p.Type().String(), "err", err)
+		c.outBuf = b[:n]
+		return
+	}
+	c.outBuf = b
+	c.outBytes += len(b) - n
+	c.stats.msgsOut.Add(1)
+	c.kickLocked()
+}
+
+// sendResult says what became of a PUBLISH handed to writePublish.
+type sendResult int
+
+const (
+	sent     sendResult = iota // queued for the socket
+	dropped                    // over the backlog (QoS 0) or too large for the client
+	tooLarge                   // bigger than the client's maximum packet size
+	gone                       // the connection is closing
+)
+
+// writePublish queues one PUBLISH for this subscriber: its own header, the
+// shared payload.
+func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, subIDs []uint32) sendResult {
+	p := packet.Publish{Topic: m.Topic, QoS: qos, PacketID: id, Retain: retain, Dup: dup, Payload: m.Payload}
+	if c.version == packet.V5 {
+		p.Props = outProps(m, subIDs)
+	}
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.dead || c.closeAfter {
+		return gone
+	}
+	if qos == 0 && c.outBytes > c.srv.opts.MaxBacklogBytes {
+		c.stats.dropped.Add(1)
+		return dropped
+	}
+	if c.outBuf == nil {
+		c.outBuf = getBuf()
+	}
+	start := len(c.outBuf)
+	b, err := p.AppendHeader(c.outBuf, c.version)
+	if err != nil {
+		c.srv.log.Error("encode failed", "client", c.info.ClientID, "topic", m.Topic, "err", err)
+		c.outBuf = b[:start]
+		return dropped
+	}
+	size := len(b) - start + len(m.Payload)
+	// Never send a packet larger than the client allows [MQTT-3.1.2-24] (5.0):
+	// it is discarded as if it had been sent [MQTT-3.1.2-25].
+	if c.maxOutSize > 0 && size > c.maxOutSize {
+		c.outBuf = b[:start]
+		c.stats.dropped.Add(1)
+		return tooLarge
+	}
+	if len(m.Payload) <= inlinePayload || !c.vectored {
+		b = append(b, m.Payload...)
+	} else {
+		c.outItems = append(c.outItems, outItem{hdrEnd: len(b), payload: m.Payload})
+	}
+	c.outBuf = b
+	c.outBytes += size
+	c.stats.msgsOut.Add(1)
+	c.stats.pubOut.Add(1)
+	c.stats.pubBytesOut.Add(int64(len(m.Payload)))
+	c.kickLocked()
+	return sent
+}
+
+// outProps are the v5 properties of one delivery: the message's own, with
+// the remaining expiry [MQTT-3.3.2-6] and this subscriber's subscription
+// identifiers [MQTT-3.3.4-3]. The topic alias is never forwarded [MQTT-3.3.2-?].
+func outProps(m *Message, subIDs []uint32) *packet.Properties {
+	mp := m.Props
+	if mp == nil && len(subIDs) == 0 {
+		return nil
+	}
+	if mp != nil && mp.MessageExpiry == nil && mp.TopicAlias == nil && len(subIDs) == 0 {
+		return mp
+	}
+	var p packet.Properties
+	if mp != nil {
+		p = *mp
+		p.TopicAlias = nil
+		if mp.MessageExpiry != nil {
+			left := int64(*mp.MessageExpiry) - int64(time.Since(m.Created)/time.Second)
+			if left < 1 {
+				left = 1
+			}
+			p.MessageExpiry = packet.Ptr(uint32(left))
+		}
+	}
+	p.SubscriptionIDs = subIDs
+	return &p
+}
+
+// kickLocked starts the writer if none runs. outMu is held.
+func (c *conn) kickLocked() {
+	if !c.writing {
+		c.writing = true
+		c.writerWG.Add(1)
+		go c.writeLoop()
+	}
+}
+
+// writeLoop writes the backlog in vectored writes until it is empty, then
+// returns its buffers to the pools and exits.
+func (c *conn) writeLoop() {
+	defer c.writerWG.Done()
+	for {
+		c.outMu.Lock()
+		if len(c.outBuf) == 0 {
+			c.writing = false
+			putBuf(c.outBuf)
+			putBuf(c.spareBuf)
+			c.outBuf, c.spareBuf, c.spareItems, c.iov = nil, nil, nil, nil
+			if c.closeAfter && !c.dead {
+				c.dead = true
+				c.nc.Close()
+			}
+			c.outMu.Unlock()
+			return
+		}
+		buf, items := c.outBuf, c.outItems
+		c.outBuf, c.outItems = c.spareBuf, c.spareItems
+		c.spareBuf, c.spareItems = nil, nil
+		if c.outBuf == nil {
+			c.outBuf = getBuf()
+		}
+		c.outBytes = 0
+		c.outMu.Unlock()
+
+		n, err := c.flush(buf, items)
+		c.stats.bytesOut.Add(n)
+		clear(items)
+
+		c.outMu.Lock()
+		c.spareBuf, c.spareItems = buf[:0], items[:0]
+		if err != nil {
+			c.dead = true
+			c.writing = false
+			putBuf(c.outBuf)
+			putBuf(c.spareBuf)
+			c.outBuf, c.outItems, c.spareBuf, c.spareItems, c.iov = nil, nil, nil, nil, nil
+			c.outMu.Unlock()
+			c.nc.Close() // the read loop sees it and tears down
+			return
+		}
+		c.outMu.Unlock()
+	}
+}
+
+// flush writes one batch with a deadline: a client that reads nothing for
+// WriteTimeout is disconnected as a slow consumer.
+func (c *conn) flush(buf []byte, items []outItem) (int64, error) {
+	c.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.WriteTimeout))
+	if len(items) == 0 {
+		n, err := c.nc.Write(buf)
+		return int64(n), err
+	}
+	iov := c.iov[:0]
+	prev := 0
+	for _, it := range items {
+		iov = append(iov, buf[prev:it.hdrEnd], it.payload)
+		prev = it.hdrEnd
+	}
+	if prev < len(buf) {
+		iov = append(iov, buf[prev:])
+	}
+	keep := iov
+	n, err := iov.WriteTo(c.nc)
+	clear(keep)
+	c.iov = keep[:0]
+	return n, err
+}
+
+// closeAfterFlush closes the connection once what is queued has been
+// written (bounded by WriteTimeout).
+func (c *conn) closeAfterFlush() {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.dead || c.closeAfter {
+		return
+	}
+	c.closeAfter = true
+	if !c.writing {
+		c.dead = true
+		c.nc.Close()
+	}
+}
+
+// disconnect ends the connection from the server's side, telling a v5 client
+// why with DISCONNECT [MQTT-3.14.2-?] first.
+func (c *conn) disconnect(why error) {
+	if c.connected.Load() && c.version == packet.V5 {
+		if rc, ok := disconnectCode(why); ok {
+			c.send(&packet.Disconnect{ReasonCode: rc})
+		}
+	}
+	c.closeAfterFlush()
+}
+
+// disconnectCode maps an error onto the reason code a v5 DISCONNECT carries.
+func disconnectCode(err error) (packet.ReasonCode, bool) {
+	switch {
+	case errors.Is(err, errShuttingDown):
+		return packet.ServerShuttingDown, true
+	case errors.Is(err, errTakenOver):
+		return packet.SessionTakenOver, true
+	case errors.Is(err, errKeepAlive):
+		return packet.KeepAliveTimeout, true
+	case errors.Is(err, errSecondConnect), errors.Is(err, errNotConnect):
+		return packet.ProtocolError, true
+	}
+	var rc packet.ReasonCode
+	if errors.As(err, &rc) && rc.IsError() {
+		return rc, true
+	}
+	return 0, false
+}
+
+// teardown runs once when the read loop ends: the one place where errors
+// become a DISCONNECT (v5) or a plain close (3.x), the will is published and
+// the session detached.
+func (c *conn) teardown(err error) {
+	log := c.srv.log
+	switch {
+	case err == nil || c.cleanExit:
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		log.Debug("connection closed", "client", c.info.ClientID, "remote", c.remote)
+	default:
+		log.Info("client disconnected", "client", c.info.ClientID, "remote", c.remote, "listener", c.listener, "reason", err.Error())
+	}
+	c.disconnect(err)
+	if !c.connected.Load() {
+		return
+	}
+	c.srv.stats.fold(&c.stats)
+	if !c.cleanExit && c.will != nil {
+		c.srv.publishWill(c.will, &c.info)
+	}
+	c.will = nil
+	c.sess.detach(c)
+	c.srv.stats.connected.Add(-1)
+}

@@ -1,0 +1,213 @@
+package broker
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/topic"
+)
+
+// serverTopicAliasMax is how many topic aliases a v5 client may set up
+// towards the server (Mosquitto's default max_topic_alias).
+const serverTopicAliasMax = 10
+
+// errRefused ends a connection whose CONNACK refused it.
+var errRefused = errors.New("broker: connection refused")
+
+// handleConnect decodes and answers the CONNECT packet. On refusal it queues
+// the CONNACK with the reason and returns errRefused (or the decode error
+// where the spec says to close without CONNACK).
+func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
+	pkt, err := packet.Decode(fh, body, 0)
+	cp, _ := pkt.(*packet.Connect)
+	if err != nil {
+		var rc packet.ReasonCode
+		errors.As(err, &rc)
+		switch {
+		case rc == packet.UnsupportedProtocolVersion:
+			// [MQTT-3.1.2-2] CONNACK 0x01 (3.x) / 0x84 (5.0), then close.
+			c.version = packet.V311
+			if cp != nil && cp.Version == packet.V5 {
+				c.version = packet.V5
+			}
+			return c.refuse(packet.UnsupportedProtocolVersion, err)
+		case cp != nil && cp.Version == packet.V5 && rc.IsError():
+			// 5.0: a malformed CONNECT may be answered with CONNACK 0x81/0x82.
+			c.version = packet.V5
+			return c.refuse(rc, err)
+		}
+		return err // 3.x: close without CONNACK [MQTT-3.1.4-1]
+	}
+	c.version = cp.Version
+	opts := &c.srv.opts
+	v5 := cp.Version == packet.V5
+
+	if cp.Will != nil {
+		if err := topic.ValidateName(cp.Will.Topic); err != nil { // [MQTT-3.1.3-11]
+			if v5 {
+				return c.refuse(packet.TopicNameInvalid, err)
+			}
+			return errors.Join(errRefused, err) // [MQTT-3.1.3-?] invalid will topic: close
+		}
+	}
+
+	// Client identifier [MQTT-3.1.3-3..9].
+	id := cp.ClientID
+	assigned := false
+	switch {
+	case len(id) > opts.MaxClientIDLen:
+		return c.refuse(packet.ClientIdentifierNotValid, nil)
+	case id == "" && cp.Version == packet.V31:
+		return c.refuse(packet.ClientIdentifierNotValid, nil) // 3.1 requires 1 to 23 characters
+	case id == "" && !cp.CleanStart && !v5:
+		return c.refuse(packet.ClientIdentifierNotValid, nil) // [MQTT-3.1.3-8]
+	case id == "":
+		id = c.srv.assignClientID() // [MQTT-3.1.3-6], [MQTT-3.2.2-16]
+		assigned = true
+	}
+	c.info = ClientInfo{ClientID: id, Username: cp.Username, HasUsername: cp.HasUsername,
+		Password: cp.Password, HasPassword: cp.HasPassword, Remote: c.remote, Listener: c.listener}
+
+	// Authentication.
+	if !cp.HasUsername && !opts.AllowAnonymous {
+		c.srv.stats.authFailed.Add(1)
+		return c.refuse(packet.NotAuthorized, errors.New("anonymous clients are not allowed"))
+	}
+	if opts.Authenticate != nil {
+		if err := opts.Authenticate(&c.info); err != nil {
+			c.srv.stats.authFailed.Add(1)
+			rc := packet.BadUserNameOrPassword
+			errors.As(err, &rc)
+			return c.refuse(rc, err)
+		}
+	} else if cp.HasUsername && !opts.AllowAnonymous {
+		c.srv.stats.authFailed.Add(1)
+		return c.refuse(packet.NotAuthorized, errors.New("no authentication configured"))
+	}
+
+	// Keep alive: 3.x clients asking for more than max_keepalive are refused
+	// (they cannot be told another value, as Mosquitto); 5.0 clients are told
+	// the server's value [MQTT-3.2.2-21].
+	ka := cp.KeepAlive
+	var serverKA *uint16
+	if ka > opts.MaxKeepAlive || (ka == 0 && opts.MaxKeepAlive < 65535) {
+		if !v5 {
+			return c.refuse(packet.ClientIdentifierNotValid, errors.New("keep alive above max_keepalive"))
+		}
+		ka = opts.MaxKeepAlive
+		serverKA = packet.Ptr(ka)
+	}
+	c.keepAlive = time.Duration(ka) * time.Second
+
+	// Session lifetime.
+	persistent := !cp.CleanStart
+	expiry := opts.PersistentClientExpiration
+	if expiry == 0 {
+		expiry = -1 // never
+	}
+	if v5 {
+		// 5.0: the Session Expiry Interval decides, clean start only discards
+		// what existed [MQTT-3.1.2-4..6], [MQTT-3.1.2-23].
+		var se uint32
+		if cp.Props != nil && cp.Props.SessionExpiry != nil {
+			se = *cp.Props.SessionExpiry
+		}
+		persistent = se > 0
+		switch se {
+		case 0:
+			expiry = 0
+		case 0xFFFFFFFF:
+			expiry = -1
+		default:
+			expiry = time.Duration(se) * time.Second
+		}
+		c.recvMax = 65535
+		if p := cp.Props; p != nil {
+			if p.ReceiveMaximum != nil {
+				c.recvMax = int(*p.ReceiveMaximum)
+			}
+			if p.MaximumPacketSize != nil {
+				c.maxOutSize = int(*p.MaximumPacketSize)
+			}
+			c.problemInfo = p.RequestProblemInfo == nil || *p.RequestProblemInfo == 1
+		} else {
+			c.problemInfo = true
+		}
+	}
+	c.will = cp.Will
+
+	ack := &packet.Connack{}
+	if v5 {
+		props := &packet.Properties{TopicAliasMaximum: packet.Ptr[uint16](serverTopicAliasMax), ServerKeepAlive: serverKA}
+		if assigned {
+			props.AssignedClientID = id
+		}
+		if opts.MaxPacketSize < maxPacketSize {
+			props.MaximumPacketSize = packet.Ptr(uint32(opts.MaxPacketSize))
+		}
+		ack.Props = props
+	}
+
+	// Take over or resume the session [MQTT-3.1.4-2..4].
+	srv := c.srv
+	srv.sessMu.Lock()
+	old := srv.sessions[id]
+	var oldConn *conn
+	var sess *session
+	if old != nil {
+		old.mu.Lock()
+		oldConn, old.conn = old.conn, nil
+		if !cp.CleanStart && old.persistent && !old.ended {
+			sess = old
+			ack.SessionPresent = true // [MQTT-3.2.2-2]
+		}
+		old.mu.Unlock()
+	}
+	if sess == nil {
+		sess = newSession(srv, id) // [MQTT-3.1.2-6] clean start: a new session
+		srv.sessions[id] = sess
+	}
+	sess.mu.Lock()
+	sess.persistent = persistent
+	sess.expiry = expiry
+	sess.info = &c.info
+	c.sess = sess
+	c.send(ack) // CONNACK is the first packet the server sends [MQTT-3.2.0-1]
+	c.connected.Store(true)
+	sess.attachLocked(c)
+	sess.mu.Unlock()
+	srv.sessMu.Unlock()
+
+	if oldConn != nil {
+		oldConn.sessionTaken.Store(true)
+		oldConn.disconnect(errTakenOver) // [MQTT-3.1.4-3]
+		srv.log.Info("client taken over", "client", id, "remote", oldConn.remote)
+	}
+	if old != nil && old != sess {
+		srv.endSession(old, false)
+	}
+	n := srv.stats.connected.Add(1)
+	srv.stats.noteMaxConnected(n)
+	srv.log.Info("client connected", "client", id, "remote", c.remote, "listener", c.listener,
+		"version", cp.Version.String(), "clean", cp.CleanStart, "keepalive", ka, "session_present", ack.SessionPresent)
+	return nil
+}
+
+// refuse queues a CONNACK carrying rc (mapped to a 3.x return code for 3.x
+// clients) and ends the connection [MQTT-3.2.2-5].
+func (c *conn) refuse(rc packet.ReasonCode, why error) error {
+	c.send(&packet.Connack{ReasonCode: rc})
+	c.srv.log.Info("connection refused", "remote", c.remote, "listener", c.listener,
+		"client", c.info.ClientID, "reason", rc.Error(), "err", why)
+	return errRefused
+}
+
+// assignClientID makes a unique identifier for a client that sent none.
+func (s *Server) assignClientID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return "auto-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,139 @@
+package broker
+
+import (
+	"errors"
+
+	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/topic"
+)
+
+// handleSubscribe adds the subscriptions, answers SUBACK with one code per
+// filter in order [MQTT-3.8.4-1], [MQTT-3.9.3-1], then sends the matching
+// retained messages [MQTT-3.8.4-?].
+func (c *conn) handleSubscribe(p *packet.Subscribe) error {
+	v5 := c.version == packet.V5
+	codes := make([]packet.ReasonCode, len(p.Subscriptions))
+	type retainedFor struct {
+		filter string
+		qos    byte
+		rap    bool
+		subIDs []uint32
+	}
+	var toSend []retainedFor
+	var subID uint32
+	if v5 && p.Props != nil && len(p.Props.SubscriptionIDs) > 0 {
+		subID = p.Props.SubscriptionIDs[0]
+	}
+	s := c.sess
+	for i, sub := range p.Subscriptions {
+		group, filter, shared, err := topic.ParseShare(sub.Filter)
+		if err == nil && !shared {
+			filter = sub.Filter
+			err = topic.ValidateFilter(filter)
+		}
+		if err != nil {
+			if !v5 {
+				// 3.x: an invalid filter is a protocol violation: close
+				// [MQTT-4.8.0-1], as Mosquitto does.
+				return errors.Join(packet.TopicFilterInvalid, err)
+			}
+			codes[i] = packet.TopicFilterInvalid
+			continue
+		}
+		if shared && sub.NoLocal {
+			return packet.ProtocolError // [MQTT-3.8.3-4]
+		}
+		if c.srv.opts.Authorize != nil && !c.srv.opts.Authorize(&c.info, filter, false) && !c.srv.canEverRead(&c.info, filter) {
+			codes[i] = packet.NotAuthorized
+			if !v5 {
+				codes[i] = packet.UnspecifiedError // 0x80 failure [MQTT-3.9.3-?]
+			}
+			continue
+		}
+		o := subOptions{QoS: min(sub.QoS, 2), NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
+			RetainHandling: sub.RetainHandling, SubID: subID}
+		key := subKey(group, filter)
+		s.mu.Lock()
+		if s.ended {
+			s.mu.Unlock()
+			return errClosedByServer
+		}
+		_, existed := s.subs[key]
+		s.subs[key] = subEntry{filter: filter, group: group, opts: o} // replaces [MQTT-3.8.4-3]
+		if !existed {
+			s.nsubs.Add(1)
+		}
+		s.mu.Unlock()
+		c.srv.subs.Add(filter, group, s, o)
+		s.mu.Lock()
+		ended := s.ended
+		s.mu.Unlock()
+		if ended { // ended (taken over) while we added: do not leave it behind
+			c.srv.subs.Remove(filter, group, s)
+			return errClosedByServer
+		}
+		codes[i] = packet.ReasonCode(o.QoS) // granted QoS [MQTT-3.9.3-?]
+		// Retained messages: not for shared subscriptions [MQTT-4.8.2-?];
+		// retain handling 1 only for a new subscription, 2 never [MQTT-3.3.1-9..11].
+		if !shared && (o.RetainHandling == 0 || o.RetainHandling == 1 && !existed) {
+			var ids []uint32
+			if subID != 0 {
+				ids = []uint32{subID}
+			}
+			toSend = append(toSend, retainedFor{filter, o.QoS, o.RetainAsPublished, ids})
+		}
+	}
+	c.send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
+	for _, r := range toSend {
+		for _, m := range c.srv.retained.match(r.filter) {
+			if c.srv.opts.Authorize != nil && !c.srv.opts.Authorize(&c.info, m.Topic, false) {
+				continue
+			}
+			// Sent with RETAIN set [MQTT-3.3.1-8].
+			s.deliver(m, min(m.QoS, r.qos), true, r.subIDs)
+		}
+	}
+	return nil
+}
+
+// canEverRead is the hook for refusing a subscription the ACL would never
+// deliver; with a per-topic Authorize only, a wildcard filter is accepted and
+// each message is checked at delivery (Mosquitto's behaviour).
+func (s *Server) canEverRead(info *ClientInfo, filter string) bool {
+	return topic.HasWildcard(filter)
+}
+
+// handleUnsubscribe removes subscriptions and answers UNSUBACK
+// [MQTT-3.10.4-4]; 5.0 says per filter whether one existed.
+func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
+	codes := make([]packet.ReasonCode, len(p.Filters))
+	s := c.sess
+	for i, f := range p.Filters {
+		group, filter, shared, err := topic.ParseShare(f)
+		if !shared {
+			filter = f
+		}
+		if err != nil {
+			if c.version != packet.V5 {
+				return errors.Join(packet.TopicFilterInvalid, err)
+			}
+			codes[i] = packet.TopicFilterInvalid
+			continue
+		}
+		key := subKey(group, filter)
+		s.mu.Lock()
+		_, existed := s.subs[key]
+		if existed {
+			delete(s.subs, key)
+			s.nsubs.Add(-1)
+		}
+		s.mu.Unlock()
+		if existed {
+			c.srv.subs.Remove(filter, group, s) // [MQTT-3.10.4-1]
+		} else {
+			codes[i] = packet.NoSubscriptionExisted
+		}
+	}
+	c.send(&packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
+	return nil
+}

@@ -1,0 +1,41 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/mqttd/mqttd/packet"
+)
+
+// Message is one application message as the broker routes it. It is built
+// once per PUBLISH and shared by pointer with every subscriber: nothing
+// changes it after routing begins.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte // as published
+	Retain  bool // as published
+	Props   *packet.Properties
+	From    string    // publisher's client id ("" for the broker itself)
+	Created time.Time // when the broker received it (for message expiry)
+}
+
+// expired reports whether the v5 message expiry interval has passed
+// [MQTT-3.3.2-5].
+func (m *Message) expired(now time.Time) bool {
+	if m.Props == nil || m.Props.MessageExpiry == nil {
+		return false
+	}
+	return now.Sub(m.Created) >= time.Duration(*m.Props.MessageExpiry)*time.Second
+}
+
+// size is what the message counts against byte limits.
+func (m *Message) size() int64 { return int64(len(m.Topic) + len(m.Payload)) }
+
+// subOptions are what the broker keeps per subscription in the topic index.
+type subOptions struct {
+	QoS               byte
+	NoLocal           bool
+	RetainAsPublished bool
+	RetainHandling    byte
+	SubID             uint32
+}

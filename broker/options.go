@@ -1,0 +1,101 @@
+package broker
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Options configure a Server. The zero value is usable: every zero field takes
+// the default named in its comment (Mosquitto's default where it has one).
+type Options struct {
+	// AllowAnonymous lets clients connect without a user name. With it false and
+	// no Authenticate hook, every client is refused (as Mosquitto 2.0).
+	AllowAnonymous bool
+	// Authenticate checks a CONNECT's credentials; nil accepts every client that
+	// AllowAnonymous lets in. A non-nil error refuses the connection with the
+	// reason code it wraps (default: bad user name or password).
+	Authenticate func(c *ClientInfo) error
+	// Authorize decides whether a client may publish (write=true) to, or receive
+	// (write=false) from, a topic. nil allows everything.
+	Authorize func(c *ClientInfo, topic string, write bool) bool
+
+	MaxInflight       int    // outbound QoS 1/2 in flight per client (max_inflight_messages); default 20, -1 unlimited (65535)
+	MaxQueuedMessages int    // queued QoS 1/2 per client beyond the window (max_queued_messages); default 1000, -1 unlimited
+	MaxQueuedBytes    int64  // queued payload bytes per client (max_queued_bytes); 0 unlimited
+	QueueQoS0         bool   // queue QoS 0 for offline persistent sessions (queue_qos0_messages)
+	MessageSizeLimit  int    // largest payload accepted (message_size_limit); 0 unlimited
+	MaxPacketSize     int    // largest packet accepted (max_packet_size); 0 = the protocol maximum
+	MaxKeepAlive      uint16 // largest keep-alive granted (max_keepalive); 0 = 65535
+	MaxClientIDLen    int    // longest client id accepted; default 65535 (Mosquitto accepts long ids too)
+
+	// PersistentClientExpiration removes persistent sessions of 3.x clients that
+	// stay disconnected this long (persistent_client_expiration); 0 = never.
+	PersistentClientExpiration time.Duration
+	// SysInterval is how often $SYS topics are refreshed (sys_interval);
+	// default 10s, negative disables them.
+	SysInterval time.Duration
+
+	ConnectTimeout time.Duration // a socket must send CONNECT within this; default 10s
+	WriteTimeout   time.Duration // a write that makes no progress this long closes the connection; default 30s
+	// MaxBacklogBytes bounds the bytes waiting to be written to one connection;
+	// past it QoS 0 messages for that client are dropped (and counted). Default 8 MiB.
+	MaxBacklogBytes int
+
+	Logger  *slog.Logger // default: slog.Default()
+	Version string       // reported in $SYS/broker/version; default "mqttd"
+}
+
+// ClientInfo is what hooks are told about a client.
+type ClientInfo struct {
+	ClientID    string
+	Username    string
+	HasUsername bool
+	Password    []byte
+	HasPassword bool
+	Remote      string
+	Listener    string
+}
+
+func (o *Options) withDefaults() Options {
+	v := *o
+	if v.MaxInflight == 0 {
+		v.MaxInflight = 20
+	} else if v.MaxInflight < 0 || v.MaxInflight > 65535 {
+		v.MaxInflight = 65535
+	}
+	if v.MaxQueuedMessages == 0 {
+		v.MaxQueuedMessages = 1000
+	}
+	if v.MaxKeepAlive == 0 {
+		v.MaxKeepAlive = 65535
+	}
+	if v.MaxClientIDLen <= 0 {
+		v.MaxClientIDLen = 65535
+	}
+	if v.MaxPacketSize <= 0 || v.MaxPacketSize > maxPacketSize {
+		v.MaxPacketSize = maxPacketSize
+	}
+	if v.SysInterval == 0 {
+		v.SysInterval = 10 * time.Second
+	}
+	if v.ConnectTimeout <= 0 {
+		v.ConnectTimeout = 10 * time.Second
+	}
+	if v.WriteTimeout <= 0 {
+		v.WriteTimeout = 30 * time.Second
+	}
+	if v.MaxBacklogBytes <= 0 {
+		v.MaxBacklogBytes = 8 << 20
+	}
+	if v.Logger == nil {
+		v.Logger = slog.Default()
+	}
+	if v.Version == "" {
+		v.Version = "mqttd"
+	}
+	return v
+}
+
+// maxPacketSize is the largest packet MQTT can frame: a 4-byte remaining
+// length plus the 5-byte fixed header.
+const maxPacketSize = 268435455 + 5

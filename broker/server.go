@@ -1,0 +1,220 @@
+// Package broker is the MQTT server: connections, sessions, routing,
+// retained messages, wills, keep-alive and $SYS statistics.
+//
+// Lock order (see docs/locking.md): Server.sessMu -> session.mu -> conn.outMu.
+// No lock is held across a hook, a store call or a network write.
+package broker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/mqttd/mqttd/topic"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("broker: server closed")
+
+// Server is an MQTT broker. Create one with New, feed it listeners with Serve
+// and stop it with Shutdown.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+
+	mu        sync.Mutex // guards listeners, conns, closing
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   bool
+	wg        sync.WaitGroup // every goroutine the server starts
+	done      chan struct{}  // closed when Shutdown begins
+
+	sessMu   sync.Mutex // guards sessions
+	sessions map[string]*session
+
+	subs     *topic.Index[*session, subOptions]
+	shared   sync.Map // group+"\x00"+filter -> *atomic.Uint32 round-robin cursor
+	retained retainedStore
+
+	stats   stats
+	started time.Time
+}
+
+// New returns a Server with the given options.
+func New(opts Options) *Server {
+	o := opts.withDefaults()
+	s := &Server{
+		opts:      o,
+		log:       o.Logger,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		done:      make(chan struct{}),
+		sessions:  make(map[string]*session),
+		subs:      topic.NewIndex[*session, subOptions](4096),
+		started:   time.Now(),
+	}
+	s.retained.init()
+	if o.SysInterval > 0 {
+		s.wg.Add(1)
+		go s.sysLoop()
+	}
+	return s
+}
+
+// Serve accepts connections on l until Shutdown; it always returns a non-nil
+// error, ErrServerClosed after Shutdown. name labels the listener in logs.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	name := l.Addr().String()
+	s.log.Info("listener started", "listener", name)
+
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || !errors.Is(err, net.ErrClosed) {
+				// Temporary failure (e.g. EMFILE): back off and retry.
+				if backoff == 0 {
+					backoff = 5 * time.Millisecond
+				} else if backoff *= 2; backoff > time.Second {
+					backoff = time.Second
+				}
+				s.log.Warn("accept failed", "listener", name, "err", err, "retry_in", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-s.done:
+					return ErrServerClosed
+				}
+				continue
+			}
+			s.mu.Lock()
+			delete(s.listeners, l)
+			s.mu.Unlock()
+			return err
+		}
+		backoff = 0
+		s.startConn(nc, name)
+	}
+}
+
+func (s *Server) isClosing() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// startConn tracks nc and starts its read loop; after Shutdown began it just
+// closes nc.
+func (s *Server) startConn(nc net.Conn, listener string) {
+	c := newConn(s, nc, listener)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.stats.connsTotal.Add(1)
+	go func() {
+		defer s.wg.Done()
+		c.serve()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+}
+
+// ServeConn serves one already-accepted connection (for custom transports and
+// tests); it returns when the connection ends.
+func (s *Server) ServeConn(nc net.Conn, listener string) {
+	done := make(chan struct{})
+	c := newConn(s, nc, listener)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	go func() { defer close(done); c.serve() }()
+	<-done
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown stops the listeners, disconnects every client (v5 clients are told
+// 0x8B server shutting down), publishes nothing further and waits for the
+// server's goroutines until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closing {
+		s.closing = true
+		close(s.done)
+	}
+	ls := make([]net.Listener, 0, len(s.listeners))
+	for l := range s.listeners {
+		ls = append(ls, l)
+	}
+	cs := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
+	for _, c := range cs {
+		c.disconnect(errShuttingDown)
+	}
+	wait := make(chan struct{})
+	go func() { s.wg.Wait(); close(wait) }()
+	select {
+	case <-wait:
+	case <-ctx.Done():
+		for _, c := range cs {
+			c.nc.Close()
+		}
+		return ctx.Err()
+	}
+	s.sessMu.Lock()
+	for _, ss := range s.sessions {
+		ss.stopExpiry()
+	}
+	s.sessMu.Unlock()
+	s.log.Info("server stopped")
+	return nil
+}
+
+// Addrs returns the addresses of the listeners being served.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]net.Addr, 0, len(s.listeners))
+	for l := range s.listeners {
+		out = append(out, l.Addr())
+	}
+	return out
+}

@@ -1,0 +1,314 @@
+package broker
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqttd/mqttd/packet"
+)
+
+// session is the server side of a client id: subscriptions, the outbound
+// QoS 1/2 window and queue, and inbound QoS 2 packet ids. It outlives its
+// connection when persistent.
+type session struct {
+	srv *Server
+	id  string
+
+	nsubs atomic.Int32 // subscriptions; routing skips de-duplication when <= 1
+
+	mu          sync.Mutex
+	conn        *conn // nil while offline
+	info        *ClientInfo
+	persistent  bool          // kept after disconnect
+	expiry      time.Duration // how long kept offline; <0 = forever
+	subs        map[string]subEntry
+	inflight    map[uint16]*outMsg // outbound QoS 1/2 awaiting acknowledgement
+	order       []*outMsg          // inflight in send order (acknowledged ones skipped)
+	queue       []*outMsg          // waiting for the window
+	qhead       int
+	queuedBytes int64
+	nextID      uint16
+	inbound     map[uint16]struct{} // QoS 2 packet ids received, PUBREL not yet [MQTT-4.3.3-?]
+	expiryTimer *time.Timer
+	ended       bool // removed from the server; nothing more is delivered
+}
+
+// subEntry is one subscription of the session, keyed by group and filter.
+type subEntry struct {
+	filter, group string
+	opts          subOptions
+}
+
+// outMsg is one outbound QoS 1/2 (or queued QoS 0) delivery.
+type outMsg struct {
+	msg    *Message
+	qos    byte
+	retain bool
+	subIDs []uint32
+	id     uint16
+	pubrel bool // PUBREC received, PUBREL sent
+	done   bool // acknowledged
+}
+
+func newSession(s *Server, id string) *session {
+	return &session{srv: s, id: id, subs: make(map[string]subEntry)}
+}
+
+func subKey(group, filter string) string {
+	if group == "" {
+		return filter
+	}
+	return group + "\x00" + filter
+}
+
+// windowLocked is how many QoS 1/2 messages may be in flight to the client.
+func (s *session) windowLocked() int {
+	w := s.srv.opts.MaxInflight
+	if c := s.conn; c != nil && c.recvMax > 0 && c.recvMax < w {
+		w = c.recvMax // the client's Receive Maximum [MQTT-3.3.4-9]
+	}
+	return w
+}
+
+// deliver hands one message to the session at the QoS and retain flag the
+// router chose for it.
+func (s *session) deliver(m *Message, qos byte, retain bool, subIDs []uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	c := s.conn
+	if qos == 0 {
+		if c != nil {
+			c.writePublish(m, 0, 0, retain, false, subIDs)
+		} else if s.srv.opts.QueueQoS0 && s.persistent {
+			s.enqueueLocked(&outMsg{msg: m, retain: retain, subIDs: subIDs})
+		}
+		return
+	}
+	om := &outMsg{msg: m, qos: qos, retain: retain, subIDs: subIDs}
+	if c != nil && s.qhead == len(s.queue) && len(s.inflight) < s.windowLocked() {
+		s.sendLocked(c, om)
+		return
+	}
+	s.enqueueLocked(om)
+}
+
+// enqueueLocked queues a delivery behind the window, within the per-client
+// bounds by count and bytes; past them the message is dropped and counted.
+func (s *session) enqueueLocked(om *outMsg) {
+	o := &s.srv.opts
+	if (o.MaxQueuedMessages > 0 && len(s.queue)-s.qhead >= o.MaxQueuedMessages) ||
+		(o.MaxQueuedBytes > 0 && s.queuedBytes+om.msg.size() > o.MaxQueuedBytes) {
+		s.srv.stats.dropped.Add(1)
+		return
+	}
+	s.queue = append(s.queue, om)
+	s.queuedBytes += om.msg.size()
+}
+
+// sendLocked gives om a packet id, puts it in flight and writes it.
+func (s *session) sendLocked(c *conn, om *outMsg) {
+	if om.qos == 0 {
+		c.writePublish(om.msg, 0, 0, om.retain, false, om.subIDs)
+		return
+	}
+	om.id = s.nextIDLocked()
+	switch c.writePublish(om.msg, om.qos, om.id, om.retain, false, om.subIDs) {
+	case tooLarge, dropped:
+		return // behaves as if sent and acknowledged [MQTT-3.1.2-25]
+	}
+	if s.inflight == nil {
+		s.inflight = make(map[uint16]*outMsg)
+	}
+	s.inflight[om.id] = om
+	s.order = append(s.order, om)
+}
+
+// nextIDLocked returns a packet id not in flight [MQTT-2.3.1-2].
+func (s *session) nextIDLocked() uint16 {
+	for {
+		s.nextID++
+		if s.nextID == 0 {
+			s.nextID = 1
+		}
+		if _, used := s.inflight[s.nextID]; !used {
+			return s.nextID
+		}
+	}
+}
+
+// refillLocked moves queued messages into the window while it has room,
+// skipping those that expired while queued [MQTT-3.3.2-5].
+func (s *session) refillLocked() {
+	c := s.conn
+	if c == nil {
+		return
+	}
+	now := time.Now()
+	w := s.windowLocked()
+	for s.qhead < len(s.queue) && (len(s.inflight) < w || s.queue[s.qhead].qos == 0) {
+		om := s.queue[s.qhead]
+		s.queue[s.qhead] = nil
+		s.qhead++
+		s.queuedBytes -= om.msg.size()
+		if om.msg.expired(now) {
+			continue
+		}
+		s.sendLocked(c, om)
+	}
+	if s.qhead == len(s.queue) {
+		s.queue, s.qhead = nil, 0
+	} else if s.qhead > 1024 && s.qhead*2 > len(s.queue) {
+		s.queue = append([]*outMsg(nil), s.queue[s.qhead:]...)
+		s.qhead = 0
+	}
+}
+
+// ackLocked frees the slot of an acknowledged message.
+func (s *session) ackLocked(om *outMsg) {
+	delete(s.inflight, om.id)
+	om.done = true
+	i := 0
+	for i < len(s.order) && s.order[i].done {
+		s.order[i] = nil
+		i++
+	}
+	s.order = s.order[i:]
+	if len(s.inflight) == 0 {
+		s.order = nil
+		s.inflight = nil
+	}
+	s.refillLocked()
+}
+
+// puback completes a QoS 1 delivery [MQTT-4.3.2-?].
+func (s *session) puback(id uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if om := s.inflight[id]; om != nil && om.qos == 1 {
+		s.ackLocked(om)
+	}
+}
+
+// pubrec answers PUBREC with PUBREL [MQTT-4.3.3-?]; an error code ends the
+// delivery (5.0).
+func (s *session) pubrec(id uint16, rc packet.ReasonCode) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	om := s.inflight[id]
+	if om == nil || om.qos != 2 {
+		if s.conn != nil {
+			// [MQTT-4.3.3-?] unknown id: PUBREL with 0x92 (5.0)
+			s.conn.send(&packet.Pubrel{PacketID: id, ReasonCode: packet.PacketIdentifierNotFound})
+		}
+		return
+	}
+	if rc.IsError() {
+		s.ackLocked(om)
+		return
+	}
+	om.pubrel = true
+	if s.conn != nil {
+		s.conn.send(&packet.Pubrel{PacketID: id})
+	}
+}
+
+// pubcomp completes a QoS 2 delivery.
+func (s *session) pubcomp(id uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if om := s.inflight[id]; om != nil && om.qos == 2 && om.pubrel {
+		s.ackLocked(om)
+	}
+}
+
+// attachLocked binds a new connection and re-sends what was in flight: PUBLISH
+// with DUP set [MQTT-4.4.0-1], or PUBREL for those already received
+// [MQTT-4.4.0-2]; then fills the window from the queue.
+func (s *session) attachLocked(c *conn) {
+	s.stopExpiryLocked()
+	s.conn = c
+	for _, om := range s.order {
+		if om.done {
+			continue
+		}
+		if om.pubrel {
+			c.send(&packet.Pubrel{PacketID: om.id})
+		} else {
+			c.writePublish(om.msg, om.qos, om.id, om.retain, true, om.subIDs)
+		}
+	}
+	s.refillLocked()
+}
+
+// detach unbinds c at the end of its connection; a session that is not
+// persistent ends, a persistent one starts its expiry clock.
+func (s *session) detach(c *conn) {
+	s.mu.Lock()
+	if s.conn != c {
+		s.mu.Unlock() // taken over: the new connection owns the session
+		return
+	}
+	s.conn = nil
+	end := !s.persistent || s.expiry == 0
+	if !end && s.expiry > 0 {
+		s.expiryTimer = time.AfterFunc(s.expiry, func() { s.srv.expireSession(s) })
+	}
+	s.mu.Unlock()
+	if end {
+		s.srv.endSession(s, true)
+	}
+}
+
+func (s *session) stopExpiryLocked() {
+	if s.expiryTimer != nil {
+		s.expiryTimer.Stop()
+		s.expiryTimer = nil
+	}
+}
+
+func (s *session) stopExpiry() {
+	s.mu.Lock()
+	s.stopExpiryLocked()
+	s.mu.Unlock()
+}
+
+// expireSession removes an offline session whose expiry passed.
+func (srv *Server) expireSession(s *session) {
+	if srv.endSession(s, true) {
+		srv.log.Info("session expired", "client", s.id)
+		srv.stats.expired.Add(1)
+	}
+}
+
+// endSession removes s from the server and its subscriptions from the index.
+// With onlyOffline it does nothing if a connection has (re)attached to s. It
+// reports whether it ended the session.
+func (srv *Server) endSession(s *session, onlyOffline bool) bool {
+	srv.sessMu.Lock()
+	s.mu.Lock()
+	if s.ended || (onlyOffline && s.conn != nil) {
+		s.mu.Unlock()
+		srv.sessMu.Unlock()
+		return false
+	}
+	if srv.sessions[s.id] == s {
+		delete(srv.sessions, s.id)
+	}
+	s.ended = true
+	s.stopExpiryLocked()
+	subs := s.subs
+	s.subs = nil
+	s.queue, s.inflight, s.order, s.inbound = nil, nil, nil, nil
+	s.queuedBytes, s.qhead = 0, 0
+	s.mu.Unlock()
+	srv.sessMu.Unlock()
+	for _, e := range subs {
+		srv.subs.Remove(e.filter, e.group, s)
+	}
+	s.nsubs.Store(0)
+	return true
+}
