@@ -1,0 +1,353 @@
+package topic
+
+import (
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// Entry is one subscription in an Index.
+type Entry[K comparable, V any] struct {
+	Filter string // the real filter (without $share/group/)
+	Group  string // shared-subscription group, "" for a normal subscription
+	Key    K      // the subscriber (the broker uses a pointer to its session)
+	Value  V      // subscription options chosen by the broker
+}
+
+// Index is the subscription index: a trie of filter levels plus a bounded
+// cache of match results. A subscription is identified by (filter, group,
+// key): the same key may subscribe to one filter once without a group and
+// once in each shared-subscription group.
+//
+// Index is safe for concurrent use. Add and Remove take an exclusive lock.
+// Match first looks in the cache without any lock; on a miss it walks the trie
+// under a read lock, so readers never block one another. Add and Remove
+// invalidate exactly the cached results they can change (for a filter without
+// wildcards only its own topic, otherwise every cached topic it matches)
+// before they return, so a Match that starts after an Add or Remove returned
+// sees its effect.
+//
+// The index keeps references to the filter and group strings it is given.
+// Create one with NewIndex; the zero Index is not usable.
+type Index[K comparable, V any] struct {
+	mu sync.RWMutex
+	// root is the node above the first level. Guarded by mu.
+	root node[K, V]
+	// edges holds the literal children of every node, keyed by parent and
+	// level: one map for the whole trie keeps a node with a single child
+	// (the common case for topics like devices/<id>/cmd) small. Guarded by mu.
+	edges map[edgeKey[K, V]]*node[K, V]
+	// nodes counts the nodes below the root. Guarded by mu.
+	nodes int
+	// edgesPeak is the most entries edges has held since it was made; a
+	// Go map keeps its peak size, so pruneLocked rebuilds it once it holds
+	// far fewer. Guarded by mu.
+	edgesPeak int
+	count     atomic.Int64
+	cache     matchCache[K, V]
+	// beforePut, when set by a test, runs on a cache miss between walking
+	// the trie and caching the result.
+	beforePut func()
+	// scratch holds *[]Entry buffers that Match collects results in.
+	scratch sync.Pool
+}
+
+// node is one level of the trie. A subscription is held by the node of its
+// filter's last level.
+type node[K comparable, V any] struct {
+	parent *node[K, V]
+	level  string // the literal level; "" for the root and for '+' and '#' nodes
+	plus   *node[K, V]
+	hash   *node[K, V] // a '#' as the last level; never has children
+	kids   int32       // literal children, in Index.edges
+	subs   []Entry[K, V]
+	// idx finds a subscription in subs by (group, key) once subs is long;
+	// nil while subs is short and scanned instead.
+	idx map[subKey[K]]int32
+}
+
+type edgeKey[K comparable, V any] struct {
+	parent *node[K, V]
+	level  string
+}
+
+type subKey[K comparable] struct {
+	group string
+	key   K
+}
+
+const (
+	// defaultCacheSize is the number of cached topics when NewIndex is
+	// given no size.
+	defaultCacheSize = 1024
+	// idxMin is the number of subscriptions on one node from which a map
+	// finds them; below idxMin/2 the map is dropped again.
+	idxMin = 16
+	// maxScratch is the largest Match buffer (in entries) kept for reuse.
+	maxScratch = 4096
+	// minEdgesShrink is the peak size of the edges map from which it is
+	// rebuilt smaller when it empties.
+	minEdgesShrink = 4096
+)
+
+// NewIndex returns an empty index whose match cache holds about cacheSize
+// topics (rounded up to a power of two); cacheSize <= 0 means 1024.
+func NewIndex[K comparable, V any](cacheSize int) *Index[K, V] {
+	if cacheSize <= 0 {
+		cacheSize = defaultCacheSize
+	}
+	ix := &Index[K, V]{edges: make(map[edgeKey[K, V]]*node[K, V])}
+	ix.cache.init(cacheSize)
+	return ix
+}
+
+// Len is the number of subscriptions.
+func (ix *Index[K, V]) Len() int {
+	return int(ix.count.Load())
+}
+
+// Add adds the subscription (filter, group, key) with value v, or replaces the
+// value of that subscription when it exists. It reports whether it was new.
+// filter is the real filter (without $share/group/), already validated by the
+// caller; group is "" for a normal subscription.
+func (ix *Index[K, V]) Add(filter, group string, key K, v V) (added bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	n := &ix.root
+	for rest, more := filter, true; more; {
+		var level string
+		level, rest, more = nextLevel(rest)
+		n = ix.childLocked(n, level, !more)
+	}
+	if i := n.find(group, key); i >= 0 {
+		n.subs[i].Value = v
+	} else {
+		if len(n.subs) > 0 {
+			// Share the stored filter's bytes instead of keeping another copy.
+			filter = n.subs[0].Filter
+		}
+		n.insert(Entry[K, V]{Filter: filter, Group: group, Key: key, Value: v})
+		ix.count.Add(1)
+		added = true
+	}
+	ix.cache.invalidate(filter)
+	return added
+}
+
+// Remove removes the subscription (filter, group, key) and reports whether it
+// existed. Nodes left without subscriptions or children are removed.
+func (ix *Index[K, V]) Remove(filter, group string, key K) (removed bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	n := &ix.root
+	for rest, more := filter, true; more; {
+		var level string
+		level, rest, more = nextLevel(rest)
+		if n = ix.lookupLocked(n, level, !more); n == nil {
+			return false
+		}
+	}
+	i := n.find(group, key)
+	if i < 0 {
+		return false
+	}
+	n.removeAt(i)
+	ix.count.Add(-1)
+	ix.pruneLocked(n)
+	ix.cache.invalidate(filter)
+	return true
+}
+
+// Match returns every subscription whose filter matches the topic name.
+// The slice may be shared with the cache and with other callers: it must not
+// be modified. Its order is unspecified but the same for the same index state.
+// Match does not validate name.
+func (ix *Index[K, V]) Match(name string) []Entry[K, V] {
+	h := ix.cache.hash(name)
+	if res, ok := ix.cache.get(h, name); ok {
+		return res
+	}
+	buf, _ := ix.scratch.Get().(*[]Entry[K, V])
+	if buf == nil {
+		buf = new([]Entry[K, V])
+	}
+	ix.mu.RLock()
+	*buf = ix.matchLocked(name, (*buf)[:0])
+	// One allocation of the exact size, rather than the growing appends.
+	var res []Entry[K, V]
+	if len(*buf) > 0 {
+		res = slices.Clone(*buf)
+	}
+	if ix.beforePut != nil {
+		ix.beforePut()
+	}
+	// Stored while still holding the read lock, so no Add or Remove can
+	// change the trie between computing the result and caching it: the
+	// writer's invalidation always runs after the store.
+	ix.cache.put(h, name, res)
+	ix.mu.RUnlock()
+	if cap(*buf) <= maxScratch {
+		clear(*buf) // keep no subscriber alive from the pool
+		ix.scratch.Put(buf)
+	}
+	return res
+}
+
+// lookupLocked returns the child of n for level (the filter's last level when
+// last), or nil.
+func (ix *Index[K, V]) lookupLocked(n *node[K, V], level string, last bool) *node[K, V] {
+	switch {
+	case level == "+":
+		return n.plus
+	case level == "#" && last:
+		return n.hash
+	default:
+		return ix.edges[edgeKey[K, V]{n, level}]
+	}
+}
+
+// childLocked returns the child of n for level, creating it if needed.
+func (ix *Index[K, V]) childLocked(n *node[K, V], level string, last bool) *node[K, V] {
+	if c := ix.lookupLocked(n, level, last); c != nil {
+		return c
+	}
+	c := &node[K, V]{parent: n}
+	switch {
+	case level == "+":
+		n.plus = c
+	case level == "#" && last:
+		n.hash = c
+	default:
+		c.level = level
+		ix.edges[edgeKey[K, V]{n, level}] = c
+		ix.edgesPeak = max(ix.edgesPeak, len(ix.edges))
+		n.kids++
+	}
+	ix.nodes++
+	return c
+}
+
+// pruneLocked removes n and then its ancestors while they hold nothing.
+func (ix *Index[K, V]) pruneLocked(n *node[K, V]) {
+	for n != &ix.root && len(n.subs) == 0 && n.kids == 0 && n.plus == nil && n.hash == nil {
+		p := n.parent
+		switch n {
+		case p.plus:
+			p.plus = nil
+		case p.hash:
+			p.hash = nil
+		default:
+			delete(ix.edges, edgeKey[K, V]{p, n.level})
+			p.kids--
+		}
+		n.parent = nil
+		ix.nodes--
+		n = p
+	}
+	if ix.edgesPeak >= minEdgesShrink && len(ix.edges) < ix.edgesPeak/4 {
+		// Not maps.Clone, which keeps the old capacity.
+		edges := make(map[edgeKey[K, V]]*node[K, V], len(ix.edges))
+		maps.Copy(edges, ix.edges)
+		ix.edges = edges
+		ix.edgesPeak = len(ix.edges)
+	}
+}
+
+// matchLocked walks the trie for name.
+func (ix *Index[K, V]) matchLocked(name string, out []Entry[K, V]) []Entry[K, V] {
+	root := &ix.root
+	level, rest, more := nextLevel(name)
+	// [MQTT-4.7.2-1] a name starting with '$' is not matched by a filter
+	// whose first level is a wildcard.
+	if !IsSys(name) {
+		if root.hash != nil {
+			out = append(out, root.hash.subs...)
+		}
+		if root.plus != nil {
+			out = ix.walkLocked(root.plus, rest, more, out)
+		}
+	}
+	if c := ix.edges[edgeKey[K, V]{root, level}]; c != nil {
+		out = ix.walkLocked(c, rest, more, out)
+	}
+	return out
+}
+
+// walkLocked appends the subscriptions below n that match the rest of the
+// name. n matched the previous level; more reports whether a level remains.
+func (ix *Index[K, V]) walkLocked(n *node[K, V], name string, more bool, out []Entry[K, V]) []Entry[K, V] {
+	if !more {
+		out = append(out, n.subs...)
+		if n.hash != nil {
+			// [MQTT-4.7.1-2] "a/#" matches "a".
+			out = append(out, n.hash.subs...)
+		}
+		return out
+	}
+	if n.hash != nil {
+		out = append(out, n.hash.subs...)
+	}
+	level, rest, more := nextLevel(name)
+	if n.plus != nil {
+		out = ix.walkLocked(n.plus, rest, more, out)
+	}
+	if n.kids > 0 {
+		if c := ix.edges[edgeKey[K, V]{n, level}]; c != nil {
+			out = ix.walkLocked(c, rest, more, out)
+		}
+	}
+	return out
+}
+
+// find returns the position of (group, key) in n.subs, or -1.
+func (n *node[K, V]) find(group string, key K) int {
+	if n.idx != nil {
+		if i, ok := n.idx[subKey[K]{group, key}]; ok {
+			return int(i)
+		}
+		return -1
+	}
+	for i := range n.subs {
+		if n.subs[i].Key == key && n.subs[i].Group == group {
+			return i
+		}
+	}
+	return -1
+}
+
+func (n *node[K, V]) insert(e Entry[K, V]) {
+	n.subs = append(n.subs, e)
+	switch {
+	case n.idx != nil:
+		n.idx[subKey[K]{e.Group, e.Key}] = int32(len(n.subs) - 1)
+	case len(n.subs) >= idxMin:
+		n.idx = make(map[subKey[K]]int32, len(n.subs))
+		for i := range n.subs {
+			n.idx[subKey[K]{n.subs[i].Group, n.subs[i].Key}] = int32(i)
+		}
+	}
+}
+
+// removeAt removes n.subs[i] by moving the last subscription into its place.
+func (n *node[K, V]) removeAt(i int) {
+	last := len(n.subs) - 1
+	if n.idx != nil {
+		delete(n.idx, subKey[K]{n.subs[i].Group, n.subs[i].Key})
+		if i != last {
+			n.idx[subKey[K]{n.subs[last].Group, n.subs[last].Key}] = int32(i)
+		}
+	}
+	n.subs[i] = n.subs[last]
+	n.subs[last] = Entry[K, V]{} // drop references held by the spare capacity
+	n.subs = n.subs[:last]
+	switch {
+	case last == 0:
+		n.subs = nil
+	case cap(n.subs) > 2*idxMin && last < cap(n.subs)/4:
+		n.subs = append([]Entry[K, V](nil), n.subs...)
+	}
+	if n.idx != nil && last < idxMin/2 {
+		n.idx = nil
+	}
+}
