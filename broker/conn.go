@@ -23,6 +23,15 @@ type conn struct {
 	listener string
 	remote   string
 	vectored bool // nc takes writev (a TCP socket): big payloads are not copied
+	idle     idleWaiter
+
+	// Polled connections (see poller): no goroutine while idle.
+	polled    atomic.Bool
+	fd        int32
+	pollMu    sync.Mutex // guards pollState, closeReq
+	pollState int
+	closeReq  bool
+	timer     *time.Timer // keep-alive / connect timeout while idle
 
 	// read loop
 	version      packet.Version
@@ -93,11 +102,20 @@ func newConn(s *Server, nc net.Conn, listener string) *conn {
 	return &conn{srv: s, nc: nc, listener: listener, remote: nc.RemoteAddr().String(), vectored: vec}
 }
 
-// serve runs the connection to its end.
+// serve runs a connection that has its own read goroutine to its end.
 func (c *conn) serve() {
 	err := c.readLoop()
 	c.teardown(err)
 	c.writerWG.Wait()
+}
+
+// finish drops the ended connection from the server.
+func (c *conn) finish() {
+	s := c.srv
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 var (
@@ -111,65 +129,84 @@ var (
 )
 
 // readLoop reads and dispatches packets until the connection ends. Between
-// packets it holds no read buffer: an idle connection waits for readability
-// with none (waitReadable) and takes a pooled reader only while bytes flow.
+// bursts of traffic it holds no read buffer: an idle connection waits for
+// readability with none (waitReadable), and readBurst takes a pooled reader
+// only while bytes flow. Keeping this frame small lets the runtime shrink an
+// idle connection's stack to its minimum.
 func (c *conn) readLoop() error {
 	c.nc.SetReadDeadline(time.Now().Add(c.srv.opts.ConnectTimeout))
-	var br *bufio.Reader
-	defer func() {
-		if br != nil {
-			br.Reset(nil)
-			readerPool.Put(br)
-		}
-	}()
 	for {
-		if br == nil || br.Buffered() == 0 {
-			if br != nil {
-				br.Reset(nil)
-				readerPool.Put(br)
-				br = nil
-			}
-			if err := waitReadable(c.nc); err != nil {
-				return c.readErr(err)
-			}
-			br = readerPool.Get().(*bufio.Reader)
-			br.Reset(c.nc)
-		}
-		fh, err := packet.ReadFixedHeader(br)
-		if err != nil {
+		if err := c.waitReadable(); err != nil {
 			return c.readErr(err)
 		}
-		// Reject an oversized packet before allocating its body [MQTT-3.1.2-24].
-		if size := 1 + varintLen(fh.Remaining) + fh.Remaining; size > c.srv.opts.MaxPacketSize {
-			return packet.PacketTooLarge
-		}
-		body := make([]byte, fh.Remaining)
-		if _, err := io.ReadFull(br, body); err != nil {
-			return c.readErr(err)
-		}
-		c.stats.msgsIn.Add(1)
-		c.stats.bytesIn.Add(int64(1 + varintLen(fh.Remaining) + fh.Remaining))
-		if !c.connected.Load() {
-			if fh.Type != packet.CONNECT {
-				return errNotConnect // [MQTT-3.1.0-1]
-			}
-			if err := c.handleConnect(fh, body); err != nil {
-				return err
-			}
-		} else {
-			pkt, err := packet.Decode(fh, body, c.version)
-			if err != nil {
-				return err
-			}
-			if err := c.handle(pkt); err != nil {
-				return err
-			}
-		}
-		if c.keepAlive > 0 {
-			// [MQTT-3.1.2-24] (3.1.1) / [MQTT-3.1.2-22] (5.0): 1.5 x keep alive.
-			c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+		if err := c.readBurst(); err != nil {
+			return err
 		}
 	}
+}
+
+// readBurst reads packets while the pooled reader has bytes buffered (at
+// least one packet), then gives the reader back.
+//
+//go:noinline
+func (c *conn) readBurst() error {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(c.nc)
+	defer func() {
+		br.Reset(nil)
+		readerPool.Put(br)
+	}()
+	for {
+		if err := c.readPacket(br); err != nil {
+			return err
+		}
+		if br.Buffered() == 0 {
+			return nil
+		}
+	}
+}
+
+// readPacket reads and handles one packet.
+func (c *conn) readPacket(br *bufio.Reader) error {
+	fh, err := packet.ReadFixedHeader(br)
+	if err != nil {
+		return c.readErr(err)
+	}
+	// Reject an oversized packet before allocating its body [MQTT-3.1.2-24].
+	size := 1 + varintLen(fh.Remaining) + fh.Remaining
+	if size > c.srv.opts.MaxPacketSize {
+		return packet.PacketTooLarge
+	}
+	body := make([]byte, fh.Remaining)
+	if _, err := io.ReadFull(br, body); err != nil {
+		return c.readErr(err)
+	}
+	c.stats.msgsIn.Add(1)
+	c.stats.bytesIn.Add(int64(size))
+	if !c.connected.Load() {
+		if fh.Type != packet.CONNECT {
+			return errNotConnect // [MQTT-3.1.0-1]
+		}
+		if err := c.handleConnect(fh, body); err != nil {
+			return err
+		}
+		if c.keepAlive == 0 {
+			c.nc.SetReadDeadline(time.Time{}) // keep alive 0: no timeout [MQTT-3.1.2-10]
+		}
+	} else {
+		pkt, err := packet.Decode(fh, body, c.version)
+		if err != nil {
+			return err
+		}
+		if err := c.handle(pkt); err != nil {
+			return err
+		}
+	}
+	if c.keepAlive > 0 {
+		// [MQTT-3.1.2-24] (3.1.1) / [MQTT-3.1.2-22] (5.0): 1.5 x keep alive.
+		c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+	}
+	return nil
 }
 
 // readErr names a read failure: a deadline is the keep-alive (or connect)
@@ -360,7 +397,7 @@ func (c *conn) writeLoop() {
 			c.outBuf, c.spareBuf, c.spareItems, c.iov = nil, nil, nil, nil
 			if c.closeAfter && !c.dead {
 				c.dead = true
-				c.nc.Close()
+				c.closeNC()
 			}
 			c.outMu.Unlock()
 			return
@@ -386,8 +423,8 @@ func (c *conn) writeLoop() {
 			putBuf(c.outBuf)
 			putBuf(c.spareBuf)
 			c.outBuf, c.outItems, c.spareBuf, c.spareItems, c.iov = nil, nil, nil, nil, nil
+			c.closeNC() // the reader (or poller) sees it and tears down
 			c.outMu.Unlock()
-			c.nc.Close() // the read loop sees it and tears down
 			return
 		}
 		c.outMu.Unlock()
@@ -429,7 +466,7 @@ func (c *conn) closeAfterFlush() {
 	c.closeAfter = true
 	if !c.writing {
 		c.dead = true
-		c.nc.Close()
+		c.closeNC()
 	}
 }
 

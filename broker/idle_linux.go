@@ -1,40 +1,60 @@
 package broker
 
 import (
-	"net"
 	"syscall"
 	"unsafe"
 )
 
-// waitReadable blocks until nc has bytes (or EOF, or an error) to read,
-// without reading them, so that an idle connection holds no read buffer. It
-// honours nc's read deadline. Connections that do not expose their socket
-// (TLS, WebSocket) return at once and the caller's read blocks instead.
-func waitReadable(nc net.Conn) error {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
+// idleWaiter waits for a socket to become readable without reading from it,
+// so that an idle connection holds no read buffer. Built on first use.
+type idleWaiter struct {
+	rc   syscall.RawConn
+	peek func(fd uintptr) bool // allocated once per connection
+	one  [1]byte
+	err  error
+	none bool // the conn exposes no socket (TLS, WebSocket)
+}
+
+// waitReadable blocks until the connection has bytes (or EOF, or an error)
+// to read, honouring its read deadline. Connections that do not expose their
+// socket return at once and the caller's read blocks instead.
+func (c *conn) waitReadable() error {
+	w := &c.idle
+	if w.none {
 		return nil
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	var one [1]byte
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&one[0])), 1,
-			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		switch errno {
-		case syscall.EAGAIN:
-			return false // nothing yet: park in the poller
-		case 0, syscall.EINTR:
-			return true // data or EOF: the real read sees which
+	if w.rc == nil {
+		sc, ok := c.nc.(syscall.Conn)
+		if !ok {
+			w.none = true
+			return nil
 		}
-		rerr = errno
-		return true
-	})
-	if err != nil {
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			w.none = true
+			return nil
+		}
+		w.rc = rc
+		w.peek = w.peekFD
+	}
+	w.err = nil
+	if err := w.rc.Read(w.peek); err != nil {
 		return err
 	}
-	return rerr
+	return w.err
+}
+
+// peekFD reports whether fd has something to read: false parks the caller
+// in the runtime's poller until it does.
+func (w *idleWaiter) peekFD(fd uintptr) bool {
+	_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&w.one[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	switch errno {
+	case syscall.EAGAIN:
+		return false
+	case 0, syscall.EINTR:
+		return true // data or EOF: the real read sees which
+	}
+	w.err = errno
+	return true
 }

@@ -2,7 +2,8 @@
 
 package broker
 
-import "net"
+// idleWaiter is empty off Linux: the read loop's own read blocks.
+type idleWaiter struct{}
 
-// waitReadable is a no-op off Linux: the read loop's own read blocks.
-func waitReadable(nc net.Conn) error { return nil }
+// waitReadable returns at once off Linux.
+func (c *conn) waitReadable() error { return nil }

@@ -41,6 +41,7 @@ type Server struct {
 
 	stats   stats
 	started time.Time
+	poller  *poller // idle TCP connections; nil: a goroutine per connection
 }
 
 // New returns a Server with the given options.
@@ -57,6 +58,7 @@ func New(opts Options) *Server {
 		started:   time.Now(),
 	}
 	s.retained.init()
+	s.poller = newPoller()
 	if o.SysInterval > 0 {
 		s.wg.Add(1)
 		go s.sysLoop()
@@ -136,12 +138,12 @@ func (s *Server) startConn(nc net.Conn, listener string) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.stats.connsTotal.Add(1)
+	if c.startPolled() {
+		return
+	}
 	go func() {
-		defer s.wg.Done()
 		c.serve()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
+		c.finish()
 	}()
 }
 
@@ -197,7 +199,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, c := range cs {
 			c.nc.Close()
 		}
+		if s.poller != nil {
+			s.poller.stop()
+		}
 		return ctx.Err()
+	}
+	if s.poller != nil {
+		s.poller.stop()
 	}
 	s.sessMu.Lock()
 	for _, ss := range s.sessions {

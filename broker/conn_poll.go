@@ -1,0 +1,125 @@
+package broker
+
+import (
+	"net"
+	"time"
+)
+
+// States of a polled connection (pollState, guarded by pollMu).
+const (
+	pollIdle    = iota // armed in the poller, no goroutine
+	pollReading        // a burst goroutine is reading
+	pollClosed         // ended; teardown claimed by whoever set this
+)
+
+// startPolled hands c to the server's poller. It reports false when c cannot
+// be polled (no poller, not a TCP socket); then c needs a read goroutine.
+func (c *conn) startPolled() bool {
+	p := c.srv.poller
+	if p == nil {
+		return false
+	}
+	c.nc.SetReadDeadline(time.Now().Add(c.srv.opts.ConnectTimeout))
+	c.pollMu.Lock()
+	defer c.pollMu.Unlock()
+	if !p.add(c) {
+		return false
+	}
+	c.timer = time.AfterFunc(c.srv.opts.ConnectTimeout, c.pollTimeout)
+	c.polled.Store(true)
+	return true
+}
+
+// pollReady runs on the poller's goroutine when c's socket is readable.
+func (c *conn) pollReady() {
+	c.pollMu.Lock()
+	if c.pollState != pollIdle {
+		c.pollMu.Unlock()
+		return
+	}
+	c.pollState = pollReading
+	c.pollMu.Unlock()
+	go c.pollBurst()
+}
+
+// pollBurst reads while bytes keep coming, then re-arms the socket and exits.
+func (c *conn) pollBurst() {
+	var err error
+	for {
+		if err = c.readBurst(); err != nil || !c.moreToRead() {
+			break
+		}
+	}
+	c.pollMu.Lock()
+	if err == nil && c.closeReq {
+		err = net.ErrClosed
+	}
+	if err != nil {
+		c.pollState = pollClosed
+		c.srv.poller.removeLocked(c)
+		c.pollMu.Unlock()
+		c.endPolled(err)
+		return
+	}
+	switch {
+	case !c.connected.Load(): // the connect timeout keeps running
+	case c.keepAlive > 0:
+		c.timer.Reset(c.keepAlive * 3 / 2) // [MQTT-3.1.2-24]
+	default:
+		c.timer.Stop()
+	}
+	c.pollState = pollIdle
+	c.srv.poller.rearmLocked(c)
+	c.pollMu.Unlock()
+}
+
+// pollTimeout fires when an idle connection sent nothing for 1.5 x its keep
+// alive, or no CONNECT within the connect timeout.
+func (c *conn) pollTimeout() {
+	c.pollMu.Lock()
+	if c.pollState != pollIdle {
+		c.pollMu.Unlock()
+		return // reading: the burst re-arms the timer
+	}
+	c.pollState = pollClosed
+	c.srv.poller.removeLocked(c)
+	c.pollMu.Unlock()
+	err := errConnectTimeout
+	if c.connected.Load() {
+		err = errKeepAlive
+	}
+	c.endPolled(err)
+}
+
+// closeNC closes the socket. A polled connection has no reader to notice,
+// so an idle one is torn down here; a reading one when its burst ends.
+// Called with outMu held (lock order: conn.outMu -> conn.pollMu).
+func (c *conn) closeNC() {
+	if !c.polled.Load() {
+		c.nc.Close()
+		return
+	}
+	c.pollMu.Lock()
+	claim := false
+	switch c.pollState {
+	case pollIdle:
+		c.pollState = pollClosed
+		c.srv.poller.removeLocked(c)
+		claim = true
+	case pollReading:
+		c.closeReq = true
+	}
+	c.pollMu.Unlock()
+	c.nc.Close()
+	if claim {
+		go c.endPolled(net.ErrClosed)
+	}
+}
+
+// endPolled ends a polled connection: the same teardown as the read loop's.
+func (c *conn) endPolled(err error) {
+	c.timer.Stop()
+	c.teardown(err)
+	c.writerWG.Wait()
+	c.finish()
+}

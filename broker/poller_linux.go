@@ -1,0 +1,143 @@
+package broker
+
+import (
+	"net"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// poller keeps idle TCP connections in an epoll set instead of parking a
+// goroutine on each: an idle connection then costs no goroutine stack at all
+// (a parked goroutine cannot shrink below 4 KB). When a socket becomes
+// readable, the poller starts a goroutine that reads the burst of packets
+// and re-arms the socket (EPOLLONESHOT) once it has drained it.
+type poller struct {
+	epfd   int
+	wakeFD int // eventfd that stops run
+	mu     sync.Mutex
+	conns  map[int32]*conn
+	done   chan struct{}
+}
+
+func newPoller() *poller {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil
+	}
+	r, _, errno := syscall.Syscall(syscall.SYS_EVENTFD2, 0, syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
+	if errno != 0 {
+		syscall.Close(epfd)
+		return nil
+	}
+	wake := int(r)
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(wake)}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		syscall.Close(epfd)
+		syscall.Close(wake)
+		return nil
+	}
+	p := &poller{epfd: epfd, wakeFD: wake, conns: make(map[int32]*conn), done: make(chan struct{})}
+	go p.run()
+	return p
+}
+
+// run dispatches readiness events until stop.
+func (p *poller) run() {
+	defer close(p.done)
+	events := make([]syscall.EpollEvent, 256)
+	for {
+		n, err := syscall.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if err == syscall.EINTR {
+				continue
+			}
+			return
+		}
+		for i := range n {
+			fd := events[i].Fd
+			if int(fd) == p.wakeFD {
+				return
+			}
+			p.mu.Lock()
+			c := p.conns[fd]
+			p.mu.Unlock()
+			if c != nil {
+				c.pollReady()
+			}
+		}
+	}
+}
+
+// stop ends run and releases the epoll set.
+func (p *poller) stop() {
+	one := uint64(1)
+	syscall.Write(p.wakeFD, (*[8]byte)(unsafe.Pointer(&one))[:])
+	<-p.done
+	syscall.Close(p.epfd)
+	syscall.Close(p.wakeFD)
+}
+
+const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+
+// add registers c's socket; false means c must be served by a goroutine.
+func (p *poller) add(c *conn) bool {
+	tc, ok := c.nc.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var fd int32 = -1
+	rc.Control(func(f uintptr) { fd = int32(f) })
+	if fd < 0 {
+		return false
+	}
+	c.fd = fd
+	c.idle.rc = rc
+	p.mu.Lock()
+	p.conns[fd] = c
+	p.mu.Unlock()
+	ev := syscall.EpollEvent{Events: pollEvents, Fd: fd}
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
+		p.mu.Lock()
+		delete(p.conns, fd)
+		p.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// rearm asks for the next readiness event of c. If bytes are already
+// waiting, epoll reports them at once. c.pollMu is held.
+func (p *poller) rearmLocked(c *conn) {
+	ev := syscall.EpollEvent{Events: pollEvents, Fd: c.fd}
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(c.fd), &ev)
+}
+
+// removeLocked takes c out of the set before its socket is closed (so a
+// reused descriptor number never reaches the wrong connection). c.pollMu is
+// held.
+func (p *poller) removeLocked(c *conn) {
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(c.fd), nil)
+	p.mu.Lock()
+	if p.conns[c.fd] == c {
+		delete(p.conns, c.fd)
+	}
+	p.mu.Unlock()
+}
+
+// moreToRead reports, without blocking, whether c's socket has bytes (or
+// EOF) waiting.
+func (c *conn) moreToRead() bool {
+	more := false
+	c.idle.rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		more = errno != syscall.EAGAIN && (errno != 0 || n >= 0)
+	})
+	return more
+}

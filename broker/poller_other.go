@@ -1,0 +1,13 @@
+//go:build !linux
+
+package broker
+
+// poller is Linux-only; elsewhere every connection has its own read goroutine.
+type poller struct{}
+
+func newPoller() *poller               { return nil }
+func (p *poller) stop()                {}
+func (p *poller) add(c *conn) bool     { return false }
+func (p *poller) rearmLocked(c *conn)  {}
+func (p *poller) removeLocked(c *conn) {}
+func (c *conn) moreToRead() bool       { return false }
