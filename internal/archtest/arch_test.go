@@ -1,0 +1,59 @@
+package archtest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/mqttd/mqttd/"
+
+// allowed lists, for each package, the project packages it may depend on
+// (directly or not) and whether it may use modules outside the standard
+// library. Test-only packages are not checked.
+var allowed = map[string]struct {
+	project  []string
+	external bool
+}{
+	"packet":   {nil, false},
+	"topic":    {nil, false},
+	"auth":     {[]string{"topic"}, true},
+	"listener": {nil, true},
+	"store":    {[]string{"packet"}, false},
+	"broker":   {[]string{"packet", "topic", "auth", "store", "metrics"}, true},
+	"client":   {[]string{"packet", "topic"}, true},
+	"cmd/mqtt": {[]string{"client", "packet", "topic"}, true},
+}
+
+func TestImportDirection(t *testing.T) {
+	for pkg, rule := range allowed {
+		t.Run(pkg, func(t *testing.T) {
+			out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "../../"+pkg).CombinedOutput()
+			if err != nil {
+				if strings.Contains(string(out), "no Go files") || strings.Contains(string(out), "cannot find") {
+					t.Skipf("%s does not exist yet", pkg)
+				}
+				t.Fatalf("go list %s: %v\n%s", pkg, err, out)
+			}
+			ok := map[string]bool{pkg: true}
+			for _, p := range rule.project {
+				ok[p] = true
+			}
+			for _, dep := range strings.Fields(string(out)) {
+				if rest, isProject := strings.CutPrefix(dep, mod); isProject {
+					top := rest
+					if !strings.HasPrefix(rest, "cmd/") {
+						top, _, _ = strings.Cut(rest, "/")
+					}
+					if !ok[top] && !ok[rest] {
+						t.Errorf("%s depends on %s (allowed: %v)", pkg, rest, rule.project)
+					}
+					continue
+				}
+				if !rule.external {
+					t.Errorf("%s depends on %s outside the standard library", pkg, dep)
+				}
+			}
+		})
+	}
+}
