@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
 )
 
 // conn is one client network connection. Its read loop is the only goroutine
@@ -32,6 +33,11 @@ type conn struct {
 	pollState int
 	closeReq  bool
 	timer     *time.Timer // keep-alive / connect timeout while idle
+
+	// Store writes of the current read burst and the acknowledgements that
+	// wait for them (read loop only); see persist.go.
+	pend     store.Batch
+	pendAcks []packet.Packet
 
 	// read loop
 	version      packet.Version
@@ -62,6 +68,7 @@ type conn struct {
 	writerWG   sync.WaitGroup
 
 	stats connStats
+	lst   *listenerState // per-listener settings; nil when served by plain Serve
 }
 
 // outItem marks a large payload that follows the header ending at hdrEnd.
@@ -99,7 +106,8 @@ func putBuf(b []byte) {
 
 func newConn(s *Server, nc net.Conn, listener string) *conn {
 	_, vec := nc.(*net.TCPConn)
-	return &conn{srv: s, nc: nc, listener: listener, remote: nc.RemoteAddr().String(), vectored: vec}
+	return &conn{srv: s, nc: nc, listener: listener, remote: nc.RemoteAddr().String(), vectored: vec,
+		lst: s.listenerFor(listener)}
 }
 
 // serve runs a connection that has its own read goroutine to its end.
@@ -115,6 +123,7 @@ func (c *conn) finish() {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+	c.lst.release()
 	s.wg.Done()
 }
 
@@ -157,13 +166,67 @@ func (c *conn) readBurst() error {
 		readerPool.Put(br)
 	}()
 	for {
-		if err := c.readPacket(br); err != nil {
+		err := c.readPacket(br)
+		if err == nil && br.Buffered() > 0 && c.pend.Len() < maxPendingOps {
+			continue
+		}
+		if ferr := c.flushPending(); err == nil {
+			err = ferr
+		}
+		if err != nil || br.Buffered() == 0 {
 			return err
 		}
-		if br.Buffered() == 0 {
-			return nil
-		}
 	}
+}
+
+// maxPendingOps bounds the store writes one burst collects before applying.
+const maxPendingOps = 1024
+
+// batch is where this connection's handlers put store writes; nil without a
+// store.
+func (c *conn) batch() *store.Batch {
+	if c.srv.opts.Store == nil {
+		return nil
+	}
+	return &c.pend
+}
+
+// sendAck sends an acknowledgement, after the burst's store writes when
+// there are any: what it acknowledges must be on disk first.
+func (c *conn) sendAck(p packet.Packet) {
+	if c.pend.Empty() {
+		c.send(p)
+		return
+	}
+	c.pendAcks = append(c.pendAcks, p)
+}
+
+// flushPending applies the burst's store writes, then lets the waiting
+// acknowledgements go. If the store fails, nothing is acknowledged and the
+// client is disconnected (it will re-send).
+func (c *conn) flushPending() error {
+	if c.pend.Empty() {
+		for _, p := range c.pendAcks {
+			c.send(p)
+		}
+		clear(c.pendAcks)
+		c.pendAcks = c.pendAcks[:0]
+		return nil
+	}
+	err := c.srv.opts.Store.Apply(&c.pend)
+	c.pend.Reset()
+	if err != nil {
+		c.srv.log.Error("store write failed", "client", c.info.ClientID, "err", err)
+		clear(c.pendAcks)
+		c.pendAcks = c.pendAcks[:0]
+		return packet.UnspecifiedError
+	}
+	for _, p := range c.pendAcks {
+		c.send(p)
+	}
+	clear(c.pendAcks)
+	c.pendAcks = c.pendAcks[:0]
+	return nil
 }
 
 // readPacket reads and handles one packet.
@@ -239,19 +302,19 @@ func (c *conn) handle(pkt packet.Packet) error {
 	case *packet.Publish:
 		return c.handlePublish(p)
 	case *packet.Puback:
-		c.sess.puback(p.PacketID)
+		c.sess.puback(p.PacketID, c.batch())
 	case *packet.Pubrec:
-		c.sess.pubrec(p.PacketID, p.ReasonCode)
+		c.sess.pubrec(p.PacketID, p.ReasonCode, c.batch())
 	case *packet.Pubrel:
 		c.handlePubrel(p)
 	case *packet.Pubcomp:
-		c.sess.pubcomp(p.PacketID)
+		c.sess.pubcomp(p.PacketID, c.batch())
 	case *packet.Subscribe:
 		return c.handleSubscribe(p)
 	case *packet.Unsubscribe:
 		return c.handleUnsubscribe(p)
 	case *packet.Pingreq:
-		c.send(&packet.Pingresp{}) // [MQTT-3.12.4-1]
+		c.sendAck(&packet.Pingresp{}) // [MQTT-3.12.4-1]
 	case *packet.Disconnect:
 		return c.handleDisconnect(p)
 	case *packet.Connect:
@@ -303,7 +366,7 @@ const (
 // writePublish queues one PUBLISH for this subscriber: its own header, the
 // shared payload.
 func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, subIDs []uint32) sendResult {
-	p := packet.Publish{Topic: m.Topic, QoS: qos, PacketID: id, Retain: retain, Dup: dup, Payload: m.Payload}
+	p := packet.Publish{Topic: c.localTopic(m.Topic), QoS: qos, PacketID: id, Retain: retain, Dup: dup, Payload: m.Payload}
 	if c.version == packet.V5 {
 		p.Props = outProps(m, subIDs)
 	}
@@ -504,6 +567,7 @@ func disconnectCode(err error) (packet.ReasonCode, bool) {
 // become a DISCONNECT (v5) or a plain close (3.x), the will is published and
 // the session detached.
 func (c *conn) teardown(err error) {
+	c.emitEnd(err)
 	log := c.srv.log
 	switch {
 	case err == nil || c.cleanExit:

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
 	"github.com/mqttd/mqttd/topic"
 )
 
@@ -52,6 +53,7 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 			}
 			return errors.Join(errRefused, err) // [MQTT-3.1.3-?] invalid will topic: close
 		}
+		cp.Will.Topic = c.mountTopic(cp.Will.Topic)
 	}
 
 	// Client identifier [MQTT-3.1.3-3..9].
@@ -70,6 +72,10 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 	}
 	c.info = ClientInfo{ClientID: id, Username: cp.Username, HasUsername: cp.HasUsername,
 		Password: cp.Password, HasPassword: cp.HasPassword, Remote: c.remote, Listener: c.listener}
+	if err := c.applyIdentity(cp); err != nil { // use_identity_as_username
+		c.srv.stats.authFailed.Add(1)
+		return c.refuse(packet.NotAuthorized, err)
+	}
 
 	// Authentication.
 	if !cp.HasUsername && !opts.AllowAnonymous {
@@ -166,20 +172,56 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 		}
 		old.mu.Unlock()
 	}
+	var b *store.Batch
+	if srv.opts.Store != nil {
+		b = new(store.Batch)
+	}
 	if sess == nil {
 		sess = newSession(srv, id) // [MQTT-3.1.2-6] clean start: a new session
 		srv.sessions[id] = sess
+		if old != nil && b != nil {
+			old.mu.Lock()
+			if old.onDisk {
+				b.DeleteSession(id) // the old session's state ends here
+			}
+			old.mu.Unlock()
+		}
 	}
 	sess.mu.Lock()
 	sess.persistent = persistent
 	sess.expiry = expiry
 	sess.info = &c.info
 	c.sess = sess
+	if b != nil && sess.stored() {
+		b.PutSession(sess.sessionRecordLocked(time.Time{}))
+		sess.onDisk = true
+	} else if b != nil && sess.onDisk {
+		b.DeleteSession(id) // resumed, but no longer persistent
+		sess.onDisk = false
+	}
+	if b != nil && !b.Empty() {
+		// The session is on disk before CONNACK says it exists; no lock is
+		// held across the store call.
+		sess.mu.Unlock()
+		srv.sessMu.Unlock()
+		if err := srv.opts.Store.Apply(b); err != nil {
+			srv.log.Error("store write failed", "client", id, "err", err)
+			srv.endSession(sess, true)
+			return c.refuse(packet.ServerUnavailable, err)
+		}
+		sess.mu.Lock()
+		if sess.ended || sess.conn != nil {
+			// Another connection with this id won the race meanwhile.
+			sess.mu.Unlock()
+			return c.refuse(packet.ServerBusy, errors.New("client id taken over while connecting"))
+		}
+	} else {
+		srv.sessMu.Unlock()
+	}
 	c.send(ack) // CONNACK is the first packet the server sends [MQTT-3.2.0-1]
 	c.connected.Store(true)
-	sess.attachLocked(c)
+	sess.attachLocked(c, c.batch())
 	sess.mu.Unlock()
-	srv.sessMu.Unlock()
 
 	if oldConn != nil {
 		oldConn.sessionTaken.Store(true)
@@ -191,6 +233,7 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 	}
 	n := srv.stats.connected.Add(1)
 	srv.stats.noteMaxConnected(n)
+	c.emitConnected(cp.CleanStart, ka, oldConn != nil)
 	srv.log.Info("client connected", "client", id, "remote", c.remote, "listener", c.listener,
 		"version", cp.Version.String(), "clean", cp.CleanStart, "keepalive", ka, "session_present", ack.SessionPresent)
 	return nil
@@ -200,6 +243,7 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 // clients) and ends the connection [MQTT-3.2.2-5].
 func (c *conn) refuse(rc packet.ReasonCode, why error) error {
 	c.send(&packet.Connack{ReasonCode: rc})
+	c.emitRefused(rc)
 	c.srv.log.Info("connection refused", "remote", c.remote, "listener", c.listener,
 		"client", c.info.ClientID, "reason", rc.Error(), "err", why)
 	return errRefused

@@ -43,6 +43,7 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		// DISCONNECT 0x90 (5.0).
 		return errors.Join(packet.TopicNameInvalid, err)
 	}
+	p.Topic = c.mountTopic(p.Topic) // mount_point (listener_opts.go)
 
 	rc := packet.Success
 	opts := &c.srv.opts
@@ -55,18 +56,19 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		rc = packet.NotAuthorized
 	}
 
+	b := c.batch()
 	switch p.QoS {
 	case 0:
 		if rc == packet.Success {
-			c.srv.publish(c.newMessage(p), c.sess)
+			c.srv.publish(c.newMessage(p), c.sess, b)
 		}
 	case 1:
 		if rc == packet.Success {
-			if c.srv.publish(c.newMessage(p), c.sess) == 0 && c.version == packet.V5 {
+			if c.srv.publish(c.newMessage(p), c.sess, b) == 0 && c.version == packet.V5 {
 				rc = packet.NoMatchingSubscribers
 			}
 		}
-		c.send(&packet.Puback{PacketID: p.PacketID, ReasonCode: c.ackCode(rc)}) // [MQTT-4.3.2-2]
+		c.sendAck(&packet.Puback{PacketID: p.PacketID, ReasonCode: c.ackCode(rc)}) // [MQTT-4.3.2-2]
 	case 2:
 		// Method B: route on PUBLISH, remember the id until PUBREL so a
 		// re-sent PUBLISH is not routed twice [MQTT-4.3.3-2].
@@ -78,14 +80,17 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 				s.inbound = make(map[uint16]struct{})
 			}
 			s.inbound[p.PacketID] = struct{}{}
+			if b != nil && s.stored() {
+				b.PutInbound(s.id, p.PacketID)
+			}
 		}
 		s.mu.Unlock()
 		if !dup && rc == packet.Success {
-			if c.srv.publish(c.newMessage(p), s) == 0 && c.version == packet.V5 {
+			if c.srv.publish(c.newMessage(p), s, b) == 0 && c.version == packet.V5 {
 				rc = packet.NoMatchingSubscribers
 			}
 		}
-		c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: c.ackCode(rc)})
+		c.sendAck(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: c.ackCode(rc)})
 	}
 	return nil
 }
@@ -121,12 +126,15 @@ func (c *conn) handlePubrel(p *packet.Pubrel) {
 	s.mu.Lock()
 	_, ok := s.inbound[p.PacketID]
 	delete(s.inbound, p.PacketID)
+	if b := c.batch(); ok && b != nil && s.stored() {
+		b.DeleteInbound(s.id, p.PacketID)
+	}
 	s.mu.Unlock()
 	rc := packet.Success
 	if !ok {
 		rc = packet.PacketIdentifierNotFound
 	}
-	c.send(&packet.Pubcomp{PacketID: p.PacketID, ReasonCode: rc})
+	c.sendAck(&packet.Pubcomp{PacketID: p.PacketID, ReasonCode: rc})
 }
 
 // handleDisconnect ends the connection without publishing the will

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
 	"github.com/mqttd/mqttd/topic"
 )
 
@@ -43,7 +44,8 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		if shared && sub.NoLocal {
 			return packet.ProtocolError // [MQTT-3.8.3-4]
 		}
-		if c.srv.opts.Authorize != nil && !c.srv.opts.Authorize(&c.info, filter, false) && !c.srv.canEverRead(&c.info, filter) {
+		filter = c.mountTopic(filter) // mount_point (listener_opts.go)
+		if !c.srv.subscribeAllowed(&c.info, filter) {
 			codes[i] = packet.NotAuthorized
 			if !v5 {
 				codes[i] = packet.UnspecifiedError // 0x80 failure [MQTT-3.9.3-?]
@@ -52,16 +54,16 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		}
 		o := subOptions{QoS: min(sub.QoS, 2), NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
 			RetainHandling: sub.RetainHandling, SubID: subID}
-		key := subKey(group, filter)
 		s.mu.Lock()
 		if s.ended {
 			s.mu.Unlock()
 			return errClosedByServer
 		}
-		_, existed := s.subs[key]
-		s.subs[key] = subEntry{filter: filter, group: group, opts: o} // replaces [MQTT-3.8.4-3]
-		if !existed {
-			s.nsubs.Add(1)
+		existed := s.addSubLocked(group, filter, o)
+		if b := c.batch(); b != nil && s.stored() {
+			b.PutSubscription(&store.Subscription{ClientID: s.id, Group: group, SubID: subID,
+				Sub: packet.Subscription{Filter: filter, QoS: o.QoS, NoLocal: o.NoLocal,
+					RetainAsPublished: o.RetainAsPublished, RetainHandling: o.RetainHandling}})
 		}
 		s.mu.Unlock()
 		c.srv.subs.Add(filter, group, s, o)
@@ -83,14 +85,14 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			toSend = append(toSend, retainedFor{filter, o.QoS, o.RetainAsPublished, ids})
 		}
 	}
-	c.send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
+	c.sendAck(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
 	for _, r := range toSend {
 		for _, m := range c.srv.retained.match(r.filter) {
 			if c.srv.opts.Authorize != nil && !c.srv.opts.Authorize(&c.info, m.Topic, false) {
 				continue
 			}
 			// Sent with RETAIN set [MQTT-3.3.1-8].
-			s.deliver(m, min(m.QoS, r.qos), true, r.subIDs)
+			s.deliver(m, min(m.QoS, r.qos), true, r.subIDs, c.batch())
 		}
 	}
 	return nil
@@ -120,12 +122,16 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 			codes[i] = packet.TopicFilterInvalid
 			continue
 		}
+		filter = c.mountTopic(filter)
 		key := subKey(group, filter)
 		s.mu.Lock()
 		_, existed := s.subs[key]
 		if existed {
 			delete(s.subs, key)
 			s.nsubs.Add(-1)
+			if b := c.batch(); b != nil && s.stored() {
+				b.DeleteSubscription(s.id, group, filter)
+			}
 		}
 		s.mu.Unlock()
 		if existed {
@@ -134,6 +140,6 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 			codes[i] = packet.NoSubscriptionExisted
 		}
 	}
-	c.send(&packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
+	c.sendAck(&packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
 	return nil
 }

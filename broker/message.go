@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
@@ -17,6 +18,8 @@ type Message struct {
 	Props   *packet.Properties
 	From    string    // publisher's client id ("" for the broker itself)
 	Created time.Time // when the broker received it (for message expiry)
+
+	id atomic.Uint64 // store id, given when first persisted
 }
 
 // expired reports whether the v5 message expiry interval has passed

@@ -3,6 +3,8 @@ package broker
 import (
 	"log/slog"
 	"time"
+
+	"github.com/mqttd/mqttd/store"
 )
 
 // Options configure a Server. The zero value is usable: every zero field takes
@@ -40,6 +42,22 @@ type Options struct {
 	// MaxBacklogBytes bounds the bytes waiting to be written to one connection;
 	// past it QoS 0 messages for that client are dropped (and counted). Default 8 MiB.
 	MaxBacklogBytes int
+
+	// Store persists sessions, their queues and retained messages; nil keeps
+	// everything in memory. Call Server.Restore before Serve.
+	Store store.Store
+	// MaxQueuedBytesTotal bounds the bytes queued across all sessions; past
+	// it new messages for queues are dropped and counted. 0 = unlimited.
+	MaxQueuedBytesTotal int64
+
+	// CheckSubscribe, when set, decides whether a client may subscribe to a
+	// filter (after the listener's mount point; acl_check_subscribe); nil:
+	// Authorize(filter, read) decides for literal filters (listener_opts.go).
+	CheckSubscribe func(c *ClientInfo, filter string) bool
+	// OnEvent, when set, is told of connections accepted, connected, refused
+	// and ended (events.go), e.g. for Mosquitto's connection messages. It runs
+	// on the connection's goroutine with no lock held and must not block.
+	OnEvent func(Event)
 
 	Logger  *slog.Logger // default: slog.Default()
 	Version string       // reported in $SYS/broker/version; default "mqttd"

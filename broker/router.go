@@ -3,6 +3,8 @@ package broker
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/mqttd/mqttd/store"
 )
 
 // target is one session that receives a message, after merging every
@@ -19,9 +21,16 @@ var targetPool = sync.Pool{New: func() any { s := make([]target, 0, 16); return 
 // publish routes m to every matching subscription and returns how many
 // sessions it was given to. It takes no server-wide lock: the index match is
 // a shared read (cached), each session is locked on its own.
-func (s *Server) publish(m *Message, from *session) int {
+func (s *Server) publish(m *Message, from *session, b *store.Batch) int {
 	if m.Retain {
 		s.retained.set(m) // [MQTT-3.3.1-5]; an empty payload clears [MQTT-3.3.1-10]
+		if b != nil {
+			if len(m.Payload) == 0 {
+				b.DeleteRetained(m.Topic)
+			} else {
+				b.PutRetained(m.toStore(s.storeID(m)))
+			}
+		}
 	}
 	if s.isClosing() {
 		return 0
@@ -62,7 +71,7 @@ func (s *Server) publish(m *Message, from *session) int {
 		if e.Value.SubID != 0 {
 			ids = []uint32{e.Value.SubID}
 		}
-		ss.deliver(m, min(m.QoS, e.Value.QoS), e.Value.RetainAsPublished && m.Retain, ids)
+		ss.deliver(m, min(m.QoS, e.Value.QoS), e.Value.RetainAsPublished && m.Retain, ids, b)
 		n++
 	}
 	if multi != nil {
@@ -71,7 +80,7 @@ func (s *Server) publish(m *Message, from *session) int {
 			if authz == nil || s.authorizeRead(t.sess, m.Topic) {
 				// One copy at the highest granted QoS, with every identifier
 				// [MQTT-3.3.4-2], [MQTT-3.3.4-3].
-				t.sess.deliver(m, min(m.QoS, t.qos), t.rap && m.Retain, t.subIDs)
+				t.sess.deliver(m, min(m.QoS, t.qos), t.rap && m.Retain, t.subIDs, b)
 				n++
 			}
 		}
@@ -80,7 +89,7 @@ func (s *Server) publish(m *Message, from *session) int {
 		targetPool.Put(multi)
 	}
 	for k, members := range groups {
-		n += s.deliverShared(k, members, m, from)
+		n += s.deliverShared(k, members, m, b)
 	}
 	return n
 }
@@ -108,7 +117,7 @@ func mergeTarget(ts []target, ss *session, o *subOptions) []target {
 
 // deliverShared gives m to one member of a shared subscription group,
 // round-robin [MQTT-4.8.2-?], skipping members that cannot take it now.
-func (s *Server) deliverShared(key string, members []*session, m *Message, from *session) int {
+func (s *Server) deliverShared(key string, members []*session, m *Message, b *store.Batch) int {
 	v, _ := s.shared.LoadOrStore(key, new(atomic.Uint32))
 	start := int(v.(*atomic.Uint32).Add(1))
 	for i := range members {
@@ -126,7 +135,7 @@ func (s *Server) deliverShared(key string, members []*session, m *Message, from 
 		if o, ok := ss.subOptions(key); ok {
 			qos = min(qos, o.QoS)
 		}
-		ss.deliver(m, qos, false, nil)
+		ss.deliver(m, qos, false, nil, b)
 		return 1
 	}
 	return 0

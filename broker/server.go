@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqttd/mqttd/topic"
@@ -41,7 +42,11 @@ type Server struct {
 
 	stats   stats
 	started time.Time
-	poller  *poller // idle TCP connections; nil: a goroutine per connection
+	poller  *poller  // idle TCP connections; nil: a goroutine per connection
+	lstates sync.Map // listener name -> *listenerState (listener_opts.go)
+
+	msgSeq      atomic.Uint64 // last store message id
+	queuedBytes atomic.Int64  // bytes queued in all sessions (Options.MaxQueuedBytesTotal)
 }
 
 // New returns a Server with the given options.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
 )
 
 // session is the server side of a client id: subscriptions, the outbound
@@ -31,7 +32,9 @@ type session struct {
 	nextID      uint16
 	inbound     map[uint16]struct{} // QoS 2 packet ids received, PUBREL not yet [MQTT-4.3.3-?]
 	expiryTimer *time.Timer
-	ended       bool // removed from the server; nothing more is delivered
+	ended       bool   // removed from the server; nothing more is delivered
+	seq         uint64 // last queue entry sequence number given (store)
+	onDisk      bool   // a session record was written to the store
 }
 
 // subEntry is one subscription of the session, keyed by group and filter.
@@ -47,12 +50,27 @@ type outMsg struct {
 	retain bool
 	subIDs []uint32
 	id     uint16
-	pubrel bool // PUBREC received, PUBREL sent
-	done   bool // acknowledged
+	pubrel bool   // PUBREC received, PUBREL sent
+	done   bool   // acknowledged
+	seq    uint64 // store queue entry, 0 if not stored
 }
 
 func newSession(s *Server, id string) *session {
-	return &session{srv: s, id: id, subs: make(map[string]subEntry)}
+	return &session{srv: s, id: id}
+}
+
+// addSubLocked adds or replaces a subscription; it reports whether it existed.
+func (s *session) addSubLocked(group, filter string, o subOptions) (existed bool) {
+	key := subKey(group, filter)
+	if s.subs == nil {
+		s.subs = make(map[string]subEntry, 1)
+	}
+	_, existed = s.subs[key]
+	s.subs[key] = subEntry{filter: filter, group: group, opts: o} // replaces [MQTT-3.8.4-3]
+	if !existed {
+		s.nsubs.Add(1)
+	}
+	return existed
 }
 
 func subKey(group, filter string) string {
@@ -72,8 +90,8 @@ func (s *session) windowLocked() int {
 }
 
 // deliver hands one message to the session at the QoS and retain flag the
-// router chose for it.
-func (s *session) deliver(m *Message, qos byte, retain bool, subIDs []uint32) {
+// router chose for it. Store writes for a persistent session go into b.
+func (s *session) deliver(m *Message, qos byte, retain bool, subIDs []uint32, b *store.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
@@ -90,41 +108,52 @@ func (s *session) deliver(m *Message, qos byte, retain bool, subIDs []uint32) {
 	}
 	om := &outMsg{msg: m, qos: qos, retain: retain, subIDs: subIDs}
 	if c != nil && s.qhead == len(s.queue) && len(s.inflight) < s.windowLocked() {
-		s.sendLocked(c, om)
+		if s.sendLocked(c, om) {
+			s.putEntryLocked(b, om, true)
+		}
 		return
 	}
-	s.enqueueLocked(om)
+	if s.enqueueLocked(om) {
+		s.putEntryLocked(b, om, true)
+	}
 }
 
 // enqueueLocked queues a delivery behind the window, within the per-client
 // bounds by count and bytes; past them the message is dropped and counted.
-func (s *session) enqueueLocked(om *outMsg) {
+func (s *session) enqueueLocked(om *outMsg) bool {
 	o := &s.srv.opts
+	size := om.msg.size()
 	if (o.MaxQueuedMessages > 0 && len(s.queue)-s.qhead >= o.MaxQueuedMessages) ||
-		(o.MaxQueuedBytes > 0 && s.queuedBytes+om.msg.size() > o.MaxQueuedBytes) {
+		(o.MaxQueuedBytes > 0 && s.queuedBytes+size > o.MaxQueuedBytes) ||
+		(o.MaxQueuedBytesTotal > 0 && s.srv.queuedBytes.Load()+size > o.MaxQueuedBytesTotal) {
 		s.srv.stats.dropped.Add(1)
-		return
+		return false
 	}
 	s.queue = append(s.queue, om)
-	s.queuedBytes += om.msg.size()
+	s.queuedBytes += size
+	s.srv.queuedBytes.Add(size)
+	return true
 }
 
-// sendLocked gives om a packet id, puts it in flight and writes it.
-func (s *session) sendLocked(c *conn, om *outMsg) {
+// sendLocked gives om a packet id, puts it in flight and writes it. It
+// reports false when om was discarded instead.
+func (s *session) sendLocked(c *conn, om *outMsg) bool {
 	if om.qos == 0 {
 		c.writePublish(om.msg, 0, 0, om.retain, false, om.subIDs)
-		return
+		return false
 	}
 	om.id = s.nextIDLocked()
 	switch c.writePublish(om.msg, om.qos, om.id, om.retain, false, om.subIDs) {
 	case tooLarge, dropped:
-		return // behaves as if sent and acknowledged [MQTT-3.1.2-25]
+		om.id = 0
+		return false // behaves as if sent and acknowledged [MQTT-3.1.2-25]
 	}
 	if s.inflight == nil {
 		s.inflight = make(map[uint16]*outMsg)
 	}
 	s.inflight[om.id] = om
 	s.order = append(s.order, om)
+	return true
 }
 
 // nextIDLocked returns a packet id not in flight [MQTT-2.3.1-2].
@@ -142,7 +171,7 @@ func (s *session) nextIDLocked() uint16 {
 
 // refillLocked moves queued messages into the window while it has room,
 // skipping those that expired while queued [MQTT-3.3.2-5].
-func (s *session) refillLocked() {
+func (s *session) refillLocked(b *store.Batch) {
 	c := s.conn
 	if c == nil {
 		return
@@ -154,10 +183,12 @@ func (s *session) refillLocked() {
 		s.queue[s.qhead] = nil
 		s.qhead++
 		s.queuedBytes -= om.msg.size()
-		if om.msg.expired(now) {
+		s.srv.queuedBytes.Add(-om.msg.size())
+		if om.msg.expired(now) || !s.sendLocked(c, om) {
+			s.deleteEntryLocked(b, om)
 			continue
 		}
-		s.sendLocked(c, om)
+		s.putEntryLocked(b, om, false) // now in flight with its packet id
 	}
 	if s.qhead == len(s.queue) {
 		s.queue, s.qhead = nil, 0
@@ -168,7 +199,8 @@ func (s *session) refillLocked() {
 }
 
 // ackLocked frees the slot of an acknowledged message.
-func (s *session) ackLocked(om *outMsg) {
+func (s *session) ackLocked(om *outMsg, b *store.Batch) {
+	s.deleteEntryLocked(b, om)
 	delete(s.inflight, om.id)
 	om.done = true
 	i := 0
@@ -181,21 +213,21 @@ func (s *session) ackLocked(om *outMsg) {
 		s.order = nil
 		s.inflight = nil
 	}
-	s.refillLocked()
+	s.refillLocked(b)
 }
 
 // puback completes a QoS 1 delivery [MQTT-4.3.2-?].
-func (s *session) puback(id uint16) {
+func (s *session) puback(id uint16, b *store.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if om := s.inflight[id]; om != nil && om.qos == 1 {
-		s.ackLocked(om)
+		s.ackLocked(om, b)
 	}
 }
 
 // pubrec answers PUBREC with PUBREL [MQTT-4.3.3-?]; an error code ends the
 // delivery (5.0).
-func (s *session) pubrec(id uint16, rc packet.ReasonCode) {
+func (s *session) pubrec(id uint16, rc packet.ReasonCode, b *store.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	om := s.inflight[id]
@@ -207,28 +239,29 @@ func (s *session) pubrec(id uint16, rc packet.ReasonCode) {
 		return
 	}
 	if rc.IsError() {
-		s.ackLocked(om)
+		s.ackLocked(om, b)
 		return
 	}
 	om.pubrel = true
+	s.putEntryLocked(b, om, false)
 	if s.conn != nil {
 		s.conn.send(&packet.Pubrel{PacketID: id})
 	}
 }
 
 // pubcomp completes a QoS 2 delivery.
-func (s *session) pubcomp(id uint16) {
+func (s *session) pubcomp(id uint16, b *store.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if om := s.inflight[id]; om != nil && om.qos == 2 && om.pubrel {
-		s.ackLocked(om)
+		s.ackLocked(om, b)
 	}
 }
 
 // attachLocked binds a new connection and re-sends what was in flight: PUBLISH
 // with DUP set [MQTT-4.4.0-1], or PUBREL for those already received
 // [MQTT-4.4.0-2]; then fills the window from the queue.
-func (s *session) attachLocked(c *conn) {
+func (s *session) attachLocked(c *conn, b *store.Batch) {
 	s.stopExpiryLocked()
 	s.conn = c
 	for _, om := range s.order {
@@ -241,7 +274,7 @@ func (s *session) attachLocked(c *conn) {
 			c.writePublish(om.msg, om.qos, om.id, om.retain, true, om.subIDs)
 		}
 	}
-	s.refillLocked()
+	s.refillLocked(b)
 }
 
 // detach unbinds c at the end of its connection; a session that is not
@@ -257,10 +290,17 @@ func (s *session) detach(c *conn) {
 	if !end && s.expiry > 0 {
 		s.expiryTimer = time.AfterFunc(s.expiry, func() { s.srv.expireSession(s) })
 	}
+	var b *store.Batch
+	if !end && s.stored() {
+		b = new(store.Batch)
+		b.PutSession(s.sessionRecordLocked(time.Now())) // its expiry runs from now
+		s.onDisk = true
+	}
 	s.mu.Unlock()
 	if end {
 		s.srv.endSession(s, true)
 	}
+	s.srv.applyNow(b)
 }
 
 func (s *session) stopExpiryLocked() {
@@ -295,17 +335,26 @@ func (srv *Server) endSession(s *session, onlyOffline bool) bool {
 		srv.sessMu.Unlock()
 		return false
 	}
-	if srv.sessions[s.id] == s {
-		delete(srv.sessions, s.id)
-	}
 	s.ended = true
+	// A session replaced by a new one of the same id (clean start) is
+	// deleted from the store by the CONNECT that replaced it.
+	stored := s.onDisk && srv.sessions[s.id] == s
 	s.stopExpiryLocked()
 	subs := s.subs
 	s.subs = nil
+	if srv.sessions[s.id] == s {
+		delete(srv.sessions, s.id)
+	}
 	s.queue, s.inflight, s.order, s.inbound = nil, nil, nil, nil
+	srv.queuedBytes.Add(-s.queuedBytes)
 	s.queuedBytes, s.qhead = 0, 0
 	s.mu.Unlock()
 	srv.sessMu.Unlock()
+	if stored {
+		var b store.Batch
+		b.DeleteSession(s.id)
+		srv.applyNow(&b)
+	}
 	for _, e := range subs {
 		srv.subs.Remove(e.filter, e.group, s)
 	}

@@ -39,7 +39,7 @@ func (sp *sysPublisher) put(topicName, value string) {
 		return
 	}
 	sp.last[topicName] = value
-	sp.srv.publish(&Message{Topic: topicName, Payload: []byte(value), Retain: true}, nil)
+	sp.srv.publish(&Message{Topic: topicName, Payload: []byte(value), Retain: true}, nil, nil)
 }
 
 func (sp *sysPublisher) tick(now time.Time) {

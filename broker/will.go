@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
 )
 
 // publishWill publishes a client's last will, with the will's QoS and retain
@@ -23,7 +24,12 @@ func (s *Server) publishWill(w *packet.Will, info *ClientInfo) {
 		m.Created = time.Now()
 	}
 	s.log.Debug("will published", "client", info.ClientID, "topic", w.Topic)
-	s.publish(m, nil)
+	var b *store.Batch
+	if s.opts.Store != nil {
+		b = new(store.Batch)
+	}
+	s.publish(m, nil, b)
+	s.applyNow(b)
 }
 
 // willMessageProps are the will properties that travel with the message;

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +22,9 @@ import (
 type Server struct {
 	*broker.Server
 	Addr string // "127.0.0.1:PORT"
+
+	once sync.Once
+	stop func()
 }
 
 // URL is the server's address as an mqtt:// URL.
@@ -35,24 +39,34 @@ func Start(t testing.TB, opts ...func(*broker.Options)) *Server {
 		f(&o)
 	}
 	srv := broker.New(o)
+	if err := srv.Restore(); err != nil {
+		t.Fatalf("brokertest: %v", err)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("brokertest: listen: %v", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("brokertest: shutdown: %v", err)
-		}
-		if err := <-done; err != broker.ErrServerClosed {
-			t.Errorf("brokertest: Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	return &Server{Server: srv, Addr: l.Addr().String()}
+	s := &Server{Server: srv, Addr: l.Addr().String()}
+	s.stop = func() {
+		s.once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Errorf("brokertest: shutdown: %v", err)
+			}
+			if err := <-done; err != broker.ErrServerClosed {
+				t.Errorf("brokertest: Serve returned %v, want ErrServerClosed", err)
+			}
+		})
+	}
+	t.Cleanup(s.stop)
+	return s
 }
+
+// Stop shuts the server down now (it is also stopped when the test ends).
+func (s *Server) Stop() { s.stop() }
 
 // testLogger logs to stderr at debug level when MQTTD_TEST_LOG is set, and
 // discards otherwise.

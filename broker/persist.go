@@ -1,0 +1,196 @@
+package broker
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
+)
+
+// Persistence (Options.Store). What touches the disk: persistent sessions,
+// their subscriptions, their QoS 1/2 queue entries (one message record
+// shared by every entry that names it), inbound QoS 2 packet ids, retained
+// messages. Clean sessions and QoS 0 never do.
+//
+// Writes are collected per connection while it reads a burst of packets
+// (conn.pend) and applied once at the end of the burst, before the
+// acknowledgements that depend on them leave (conn.pendAcks): a QoS 1/2
+// message bound for a persistent session is on disk before its publisher
+// hears PUBACK/PUBREC, and a busy publisher pays one sync per burst, shared
+// with other connections by the store's group commit.
+
+// persistent reports whether this session's state goes to the store.
+func (s *session) stored() bool { return s.persistent && s.srv.opts.Store != nil }
+
+// storeID gives m its store id, once.
+func (srv *Server) storeID(m *Message) uint64 {
+	if id := m.id.Load(); id != 0 {
+		return id
+	}
+	m.id.CompareAndSwap(0, srv.msgSeq.Add(1))
+	return m.id.Load()
+}
+
+// toStore converts m for the store.
+func (m *Message) toStore(id uint64) *store.Message {
+	sm := &store.Message{ID: id, Received: m.Created,
+		Publish: &packet.Publish{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Props: m.Props}}
+	if m.QoS > 0 {
+		// The record is stored as a PUBLISH, which needs a packet id; the
+		// real ids belong to each session's queue entry.
+		sm.Publish.PacketID = 1
+	}
+	if sm.Received.IsZero() {
+		sm.Received = time.Now()
+	}
+	if m.Props != nil && m.Props.MessageExpiry != nil {
+		sm.Expiry = m.Created.Add(time.Duration(*m.Props.MessageExpiry) * time.Second)
+	}
+	return sm
+}
+
+func messageFromStore(sm *store.Message) *Message {
+	p := sm.Publish
+	m := &Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Props: p.Props, Created: sm.Received}
+	m.id.Store(sm.ID)
+	return m
+}
+
+// putEntryLocked records om (queued or in flight) in b. s.mu is held.
+func (s *session) putEntryLocked(b *store.Batch, om *outMsg, withMessage bool) {
+	if b == nil || !s.stored() || om.qos == 0 {
+		return
+	}
+	id := s.srv.storeID(om.msg)
+	if withMessage {
+		b.PutMessage(om.msg.toStore(id))
+	}
+	if om.seq == 0 {
+		s.seq++
+		om.seq = s.seq
+	}
+	st := store.Queued
+	switch {
+	case om.pubrel:
+		st = store.PubrelSent
+	case om.id != 0:
+		st = store.PublishSent
+	}
+	b.PutQueueEntry(&store.QueueEntry{ClientID: s.id, Seq: om.seq, MessageID: id, QoS: om.qos,
+		PacketID: om.id, State: st, Retain: om.retain, SubIDs: om.subIDs})
+}
+
+// deleteEntryLocked removes om's record once it is acknowledged.
+func (s *session) deleteEntryLocked(b *store.Batch, om *outMsg) {
+	if b != nil && s.stored() && om.seq != 0 {
+		b.DeleteQueueEntry(s.id, om.seq)
+	}
+}
+
+// sessionRecordLocked is the store's view of s. s.mu is held.
+func (s *session) sessionRecordLocked(disconnected time.Time) *store.Session {
+	rec := &store.Session{ClientID: s.id, DisconnectedAt: disconnected, ExpiryInterval: store.NeverExpire}
+	if s.expiry >= 0 {
+		rec.ExpiryInterval = uint32(s.expiry / time.Second)
+	}
+	if s.info != nil {
+		rec.Username = s.info.Username
+	}
+	if c := s.conn; c != nil {
+		rec.Version = c.version
+	}
+	return rec
+}
+
+// applyNow applies b at once (for work outside a read burst).
+func (srv *Server) applyNow(b *store.Batch) {
+	if b == nil || b.Empty() {
+		return
+	}
+	if err := srv.opts.Store.Apply(b); err != nil {
+		srv.log.Error("store write failed", "err", err)
+	}
+}
+
+// Restore loads the store's sessions, subscriptions, queues and retained
+// messages. Call it once, before Serve.
+func (srv *Server) Restore() error {
+	st := srv.opts.Store
+	if st == nil {
+		return nil
+	}
+	start := time.Now()
+	state, err := st.Load(start)
+	if err != nil {
+		return fmt.Errorf("broker: restoring from the store: %w", err)
+	}
+	msgs := make(map[uint64]*Message, len(state.Messages))
+	for id, sm := range state.Messages {
+		msgs[id] = messageFromStore(sm)
+	}
+	srv.msgSeq.Store(state.NextMessageID)
+	queued := 0
+	for _, ss := range state.Sessions {
+		rec := ss.Session
+		s := newSession(srv, rec.ClientID)
+		s.persistent = true
+		s.info = &ClientInfo{ClientID: rec.ClientID, Username: rec.Username, HasUsername: rec.Username != ""}
+		s.expiry = -1
+		if rec.ExpiryInterval != store.NeverExpire {
+			s.expiry = time.Duration(rec.ExpiryInterval) * time.Second
+		}
+		for _, sub := range ss.Subscriptions {
+			o := subOptions{QoS: sub.Sub.QoS, NoLocal: sub.Sub.NoLocal, RetainAsPublished: sub.Sub.RetainAsPublished,
+				RetainHandling: sub.Sub.RetainHandling, SubID: sub.SubID}
+			s.addSubLocked(sub.Group, sub.Sub.Filter, o)
+			srv.subs.Add(sub.Sub.Filter, sub.Group, s, o)
+		}
+		for _, e := range ss.Queue {
+			m := msgs[e.MessageID]
+			if m == nil {
+				continue
+			}
+			om := &outMsg{msg: m, qos: e.QoS, retain: e.Retain, subIDs: e.SubIDs, seq: e.Seq, id: e.PacketID,
+				pubrel: e.State == store.PubrelSent}
+			s.seq = max(s.seq, e.Seq)
+			if e.State == store.Queued || e.PacketID == 0 {
+				om.id = 0
+				s.queue = append(s.queue, om)
+				s.queuedBytes += m.size()
+				srv.queuedBytes.Add(m.size())
+			} else {
+				if s.inflight == nil {
+					s.inflight = make(map[uint16]*outMsg)
+				}
+				s.inflight[om.id] = om
+				s.order = append(s.order, om)
+				s.nextID = max(s.nextID, om.id)
+			}
+			queued++
+		}
+		for _, id := range ss.Inbound {
+			if s.inbound == nil {
+				s.inbound = make(map[uint16]struct{})
+			}
+			s.inbound[id] = struct{}{}
+		}
+		// Offline since the restart at the latest: its expiry runs from its
+		// disconnect, or from now after a crash.
+		if s.expiry >= 0 {
+			left := s.expiry
+			if !rec.DisconnectedAt.IsZero() {
+				left -= start.Sub(rec.DisconnectedAt)
+			}
+			s.expiryTimer = time.AfterFunc(max(left, 0), func() { srv.expireSession(s) })
+		}
+		s.onDisk = true
+		srv.sessions[s.id] = s
+	}
+	for _, sm := range state.Retained {
+		srv.retained.set(messageFromStore(sm))
+	}
+	srv.log.Info("store restored", "sessions", len(state.Sessions), "queued", queued,
+		"retained", len(state.Retained), "expired_sessions", len(state.Expired), "took", time.Since(start).String())
+	return nil
+}

@@ -1,0 +1,777 @@
+// Package pebble is the default store.Store: an embedded, crash-safe
+// key-value store (CockroachDB's Pebble, an LSM tree with a write-ahead log)
+// in one directory.
+//
+// Apply writes a batch to the write-ahead log; with store.SyncAlways it
+// returns once the log is synced, and concurrent Apply calls share one sync:
+// Pebble's commit pipeline gathers every batch that arrives while a sync is
+// under way into the next one. The key layout is in keys.go, the value
+// layout in codec.go.
+package pebble
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pebbledb "github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/mqttd/mqttd/store"
+	"github.com/mqttd/mqttd/store/internal/prune"
+)
+
+// formatVersion is the version of the key and value layout.
+const formatVersion = 1
+
+// DefaultSyncInterval is the longest time between syncs under
+// store.SyncBatch when Options.SyncInterval is zero.
+const DefaultSyncInterval = 10 * time.Millisecond
+
+// Options configures Open. The zero value is store.SyncAlways with the
+// default logger.
+type Options struct {
+	Sync store.SyncPolicy
+	// SyncInterval is the longest time between syncs under store.SyncBatch,
+	// and so the window of writes a power loss can take. Zero means
+	// DefaultSyncInterval.
+	SyncInterval time.Duration
+	// Logger receives Pebble's messages; nil means slog.Default().
+	Logger *slog.Logger
+
+	fs vfs.FS // tests: a file system that counts syncs
+}
+
+// Store is a store.Store in a Pebble database.
+type Store struct {
+	dir    string
+	db     *pebbledb.DB
+	policy store.SyncPolicy
+	log    *slog.Logger
+
+	mu     sync.Mutex // serialises Apply's bookkeeping and Load
+	closed bool
+	refs   map[uint64]uint32 // queue entries naming each message; guarded by mu
+	// maxSeq bounds the queue entry sequence numbers of each client: a put
+	// above it is a new entry and needs no read. Guarded by mu.
+	maxSeq map[string]uint64
+
+	inflight sync.WaitGroup        // Apply calls waiting for their sync
+	dirty    atomic.Bool           // SyncBatch: written since the last sync
+	failed   atomic.Pointer[error] // a background sync failed or damage was found: Apply refuses
+	stop     chan struct{}
+	stopped  sync.WaitGroup
+}
+
+var _ store.Store = (*Store)(nil)
+
+// fatalError is the panic value of the Pebble logger's Fatalf: Open turns it
+// into an error.
+type fatalError struct{ msg string }
+
+type logger struct{ l *slog.Logger }
+
+func (l logger) Infof(format string, args ...any) {
+	l.l.Debug("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (l logger) Errorf(format string, args ...any) {
+	l.l.Error("pebble: " + shortError{fmt.Errorf(format, args...)}.Error())
+}
+
+func (l logger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	l.l.Error("pebble: fatal: " + msg)
+	panic(fatalError{msg})
+}
+
+// Open opens the store in dir, creating dir if it does not exist. An error
+// names the directory and what to do about it; a damaged store gives an
+// error wrapping store.ErrCorrupt (see MoveAside).
+func Open(dir string, opts Options) (s *Store, err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if opts.Sync < store.SyncAlways || opts.Sync > store.SyncNever {
+		return nil, fmt.Errorf("store/pebble: open %s: %w", dir, store.ErrSyncPolicy)
+	}
+	s = &Store{dir: dir, policy: opts.Sync, log: log, stop: make(chan struct{})}
+	po := &pebbledb.Options{
+		Logger:             logger{log},
+		FormatMajorVersion: pebbledb.FormatNewest,
+		FS:                 opts.fs,
+		EventListener: &pebbledb.EventListener{
+			DataCorruption: s.onCorruption, // instead of exiting the process
+
+		},
+	}
+	db, err := openDB(dir, po)
+	if err != nil {
+		return nil, openError(dir, err)
+	}
+	s.db = db
+	if err := s.init(); err != nil {
+		return nil, errors.Join(openError(dir, err), closeDB(db))
+	}
+	if s.policy == store.SyncBatch {
+		iv := opts.SyncInterval
+		if iv <= 0 {
+			iv = DefaultSyncInterval
+		}
+		s.stopped.Add(1)
+		go s.syncLoop(iv)
+	}
+	return s, nil
+}
+
+// onCorruption is Pebble's DataCorruption event. Pebble's default is to exit
+// the process; instead the error is logged and kept: reads fail with it, and
+// Apply refuses from now on.
+func (s *Store) onCorruption(info pebbledb.DataCorruptionInfo) {
+	err := fmt.Errorf("store/pebble: the store in %s is damaged: %w: file %s: %w; "+
+		"stop mqttd and move the directory aside", s.dir, store.ErrCorrupt, info.Path, shortError{info.Details})
+	s.log.Error(err.Error())
+	s.failed.CompareAndSwap(nil, &err)
+}
+
+// openDB is pebble.Open, with a panic on damaged files made an error.
+func openDB(dir string, po *pebbledb.Options) (db *pebbledb.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: pebble: %v", store.ErrCorrupt, r)
+		}
+	}()
+	return pebbledb.Open(dir, po)
+}
+
+func closeDB(db *pebbledb.DB) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store/pebble: close: %v", r)
+		}
+	}()
+	return db.Close()
+}
+
+// damageMarkers are fragments of Pebble's messages about files it cannot
+// make sense of that it does not mark as corruption.
+var damageMarkers = []string{
+	"corrupt", "checksum", "invalid chunk", "malformed", "unexpected EOF",
+	"CURRENT", "MANIFEST", "bad magic", "unknown format", "zeroed", "invalid table",
+	"unknown to the objstorage provider", "object size mismatch",
+}
+
+// isDamage reports whether err says that files in dir are damaged.
+func isDamage(dir string, err error) bool {
+	if errors.Is(err, store.ErrCorrupt) || errors.Is(err, errBadKey) || errors.Is(err, errBadValue) ||
+		pebbledb.IsCorruptionError(err) {
+		return true
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		return false
+	}
+	msg := strings.ReplaceAll(err.Error(), dir, "")
+	for _, m := range damageMarkers {
+		if strings.Contains(msg, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// shortError shows only the first line of a Pebble error, whose message
+// may carry more.
+type shortError struct{ err error }
+
+func (e shortError) Error() string {
+	msg := e.err.Error()
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	return msg
+}
+
+func (e shortError) Unwrap() error { return e.err }
+
+func openError(dir string, err error) error {
+	err = shortError{err}
+	if isDamage(dir, err) {
+		return fmt.Errorf("store/pebble: the store in %s is damaged: %w: %w; "+
+			"move the directory aside to start empty (persistence_on_corruption move-aside does it), "+
+			"or restore it from a backup", dir, store.ErrCorrupt, err)
+	}
+	return fmt.Errorf("store/pebble: cannot open the store in %s: %w; "+
+		"check that the directory is readable and writable by mqttd and that no other process uses it",
+		dir, err)
+}
+
+// init checks the format version (writing it into a new store) and counts
+// the queue entries that name each message.
+func (s *Store) init() error {
+	v, closer, err := s.db.Get(formatKey)
+	switch {
+	case errors.Is(err, pebbledb.ErrNotFound):
+		empty, err := s.isEmpty()
+		if err != nil {
+			return err
+		}
+		if !empty {
+			return fmt.Errorf("%w: no format version record", store.ErrCorrupt)
+		}
+		if err := s.db.Set(formatKey, binary.AppendUvarint(nil, formatVersion), pebbledb.Sync); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	default:
+		ver, n := binary.Uvarint(v)
+		_ = closer.Close() // closing a Get result only releases memory; it cannot fail
+		if n <= 0 {
+			return fmt.Errorf("%w: bad format version record", store.ErrCorrupt)
+		}
+		if ver != formatVersion {
+			return fmt.Errorf("store/pebble: format version %d is not %d: written by another mqttd version", ver,
+				formatVersion)
+		}
+	}
+	s.refs = make(map[uint64]uint32)
+	s.maxSeq = make(map[string]uint64)
+	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: []byte{kindQueue}, UpperBound: []byte{kindQueue + 1}})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		id, err := queueEntryMessageID(it.Value())
+		if err != nil {
+			return errors.Join(fmt.Errorf("%w: queue entry %q: %w", store.ErrCorrupt, it.Key(), err), it.Close())
+		}
+		s.refs[id]++
+		client, rest, err := splitClient(it.Key())
+		if err != nil || len(rest) != 8 {
+			return errors.Join(fmt.Errorf("%w: queue entry key %q", store.ErrCorrupt, it.Key()), it.Close())
+		}
+		s.maxSeq[string(client)] = max(s.maxSeq[string(client)], binary.BigEndian.Uint64(rest))
+	}
+	return it.Close()
+}
+
+func (s *Store) isEmpty() (bool, error) {
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		return false, err
+	}
+	empty := !it.First()
+	return empty, errors.Join(it.Error(), it.Close())
+}
+
+func (s *Store) syncLoop(iv time.Duration) {
+	defer s.stopped.Done()
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if s.dirty.Swap(false) {
+				if err := s.db.LogData(nil, pebbledb.Sync); err != nil {
+					err = fmt.Errorf("store/pebble: sync %s: %w", s.dir, err)
+					s.log.Error(err.Error())
+					s.failed.CompareAndSwap(nil, &err)
+				}
+			}
+		}
+	}
+}
+
+// Dir returns the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// pendingEntry is a queue entry written earlier in the batch being built.
+type pendingEntry struct {
+	msgID uint64
+	live  bool // false: deleted
+}
+
+// builder turns a store.Batch into a Pebble batch and the reference count
+// changes that go with it.
+type builder struct {
+	s       *Store
+	pb      *pebbledb.Batch
+	deltas  map[uint64]int64        // reference count changes; every touched message
+	pending map[string]pendingEntry // queue key -> entry written in this batch
+	cleared map[string]struct{}     // clients whose session this batch deleted
+	maxSeq  map[string]uint64       // changes to Store.maxSeq
+	buf     []byte
+}
+
+// existing returns the message id of the queue entry at key as this batch
+// sees it so far.
+func (bd *builder) existing(clientID string, key []byte) (uint64, bool, error) {
+	if p, ok := bd.pending[string(key)]; ok {
+		return p.msgID, p.live, nil
+	}
+	if _, ok := bd.cleared[clientID]; ok {
+		return 0, false, nil
+	}
+	v, closer, err := bd.s.db.Get(key)
+	if errors.Is(err, pebbledb.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	id, err := queueEntryMessageID(v)
+	_ = closer.Close() // releases memory only
+	if err != nil {
+		return 0, false, fmt.Errorf("%w: queue entry %q: %w", store.ErrCorrupt, key, err)
+	}
+	return id, true, nil
+}
+
+// deleteSessionKeys deletes a session record and all the client's records.
+func deleteSessionKeys(pb *pebbledb.Batch, clientID string) error {
+	if err := pb.Delete(sessionKey(clientID), nil); err != nil {
+		return err
+	}
+	for _, kind := range []byte{kindSubscription, kindQueue, kindInbound} {
+		p := clientPrefix(nil, kind, clientID)
+		if err := pb.DeleteRange(p, prefixEnd(p), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (bd *builder) deleteSession(clientID string) error {
+	if err := deleteSessionKeys(bd.pb, clientID); err != nil {
+		return err
+	}
+	// Release the messages its queue names: entries written earlier in this
+	// batch, then those in the database that this batch has not replaced.
+	qp := clientPrefix(nil, kindQueue, clientID)
+	for k, p := range bd.pending {
+		if strings.HasPrefix(k, string(qp)) {
+			if p.live {
+				bd.deltas[p.msgID]--
+			}
+			delete(bd.pending, k)
+		}
+	}
+	if _, ok := bd.cleared[clientID]; !ok {
+		it, err := bd.s.db.NewIter(&pebbledb.IterOptions{LowerBound: qp, UpperBound: prefixEnd(qp)})
+		if err != nil {
+			return err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			id, err := queueEntryMessageID(it.Value())
+			if err != nil {
+				return errors.Join(fmt.Errorf("%w: queue entry %q: %w", store.ErrCorrupt, it.Key(), err), it.Close())
+			}
+			bd.deltas[id]--
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+	}
+	bd.cleared[clientID] = struct{}{}
+	bd.maxSeq[clientID] = 0
+	return nil
+}
+
+func (bd *builder) putQueueEntry(e *store.QueueEntry) error {
+	key := queueKey(e.ClientID, e.Seq)
+	top, ok := bd.maxSeq[e.ClientID]
+	if !ok {
+		top = bd.s.maxSeq[e.ClientID]
+	}
+	if e.Seq <= top { // may replace an entry
+		old, ok, err := bd.existing(e.ClientID, key)
+		if err != nil {
+			return err
+		}
+		if ok {
+			bd.deltas[old]--
+		}
+	} else {
+		bd.maxSeq[e.ClientID] = e.Seq
+	}
+	bd.deltas[e.MessageID]++
+	bd.pending[string(key)] = pendingEntry{msgID: e.MessageID, live: true}
+	bd.buf = appendQueueEntry(bd.buf[:0], e)
+	return bd.pb.Set(key, bd.buf, nil)
+}
+
+func (bd *builder) deleteQueueEntry(clientID string, seq uint64) error {
+	key := queueKey(clientID, seq)
+	old, ok, err := bd.existing(clientID, key)
+	if err != nil || !ok {
+		return err
+	}
+	bd.deltas[old]--
+	bd.pending[string(key)] = pendingEntry{}
+	return bd.pb.Delete(key, nil)
+}
+
+func (bd *builder) add(op *store.Op) error {
+	pb := bd.pb
+	var err error
+	switch op.Kind {
+	case store.OpPutSession:
+		if bd.buf, err = appendSession(bd.buf[:0], op.Session); err != nil {
+			return fmt.Errorf("%w: session %q: %w", store.ErrInvalid, op.ClientID, err)
+		}
+		return pb.Set(sessionKey(op.ClientID), bd.buf, nil)
+	case store.OpDeleteSession:
+		return bd.deleteSession(op.ClientID)
+	case store.OpPutSubscription:
+		sub := op.Subscription
+		return pb.Set(subscriptionKey(op.ClientID, sub.Group, sub.Sub.Filter), appendSubscription(bd.buf[:0], sub), nil)
+	case store.OpDeleteSubscription:
+		return pb.Delete(subscriptionKey(op.ClientID, op.Group, op.Filter), nil)
+	case store.OpPutMessage:
+		if bd.buf, err = appendMessage(bd.buf[:0], op.Message); err != nil {
+			return fmt.Errorf("%w: message %d: %w", store.ErrInvalid, op.Message.ID, err)
+		}
+		bd.deltas[op.Message.ID] += 0 // touched: dropped at the end if nothing names it
+		return pb.Set(messageKey(op.Message.ID), bd.buf, nil)
+	case store.OpPutQueueEntry:
+		return bd.putQueueEntry(op.Entry)
+	case store.OpDeleteQueueEntry:
+		return bd.deleteQueueEntry(op.ClientID, op.Seq)
+	case store.OpPutInbound:
+		return pb.Set(inboundKey(op.ClientID, op.PacketID), nil, nil)
+	case store.OpDeleteInbound:
+		return pb.Delete(inboundKey(op.ClientID, op.PacketID), nil)
+	case store.OpPutRetained:
+		if bd.buf, err = appendRetained(bd.buf[:0], op.Message); err != nil {
+			return fmt.Errorf("%w: retained message %q: %w", store.ErrInvalid, op.Topic, err)
+		}
+		return pb.Set(retainedKey(op.Topic), bd.buf, nil)
+	case store.OpDeleteRetained:
+		return pb.Delete(retainedKey(op.Topic), nil)
+	}
+	return fmt.Errorf("%w: unknown change kind %d", store.ErrInvalid, op.Kind)
+}
+
+// Apply implements store.Store.
+func (s *Store) Apply(b *store.Batch) error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return store.ErrClosed
+	}
+	if b.Empty() {
+		s.mu.Unlock()
+		return nil
+	}
+	if err := b.Validate(func(id uint64) bool { return s.refs[id] > 0 }); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	bd := &builder{
+		s:       s,
+		pb:      s.db.NewBatch(),
+		deltas:  make(map[uint64]int64),
+		pending: make(map[string]pendingEntry),
+		cleared: make(map[string]struct{}),
+		maxSeq:  make(map[string]uint64),
+	}
+	fail := func(err error) error {
+		s.mu.Unlock()
+		return errors.Join(err, bd.pb.Close())
+	}
+	for i, op := range b.Ops() {
+		if err := bd.add(&op); err != nil {
+			return fail(fmt.Errorf("store/pebble: change %d: %w", i, err))
+		}
+	}
+	for id, d := range bd.deltas {
+		if int64(s.refs[id])+d <= 0 {
+			if err := bd.pb.Delete(messageKey(id), nil); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	var err error
+	if s.policy == store.SyncAlways {
+		err = s.db.ApplyNoSyncWait(bd.pb, pebbledb.Sync)
+	} else {
+		err = s.db.Apply(bd.pb, pebbledb.NoSync)
+		s.dirty.Store(true)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("store/pebble: write to %s: %w", s.dir, err))
+	}
+	for id, d := range bd.deltas {
+		if n := int64(s.refs[id]) + d; n > 0 {
+			s.refs[id] = uint32(n)
+		} else {
+			delete(s.refs, id)
+		}
+	}
+	for c, n := range bd.maxSeq {
+		if n == 0 {
+			delete(s.maxSeq, c)
+		} else {
+			s.maxSeq[c] = n
+		}
+	}
+	if s.policy != store.SyncAlways {
+		s.mu.Unlock()
+		return bd.pb.Close()
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	defer s.inflight.Done()
+	// Wait for the sync outside the lock: batches that arrive meanwhile
+	// join the next sync.
+	if err := bd.pb.SyncWait(); err != nil {
+		return errors.Join(fmt.Errorf("store/pebble: sync %s: %w", s.dir, err), bd.pb.Close())
+	}
+	return bd.pb.Close()
+}
+
+// Load implements store.Store.
+func (s *Store) Load(now time.Time) (*store.State, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, store.ErrClosed
+	}
+	raw, err := s.readAll()
+	if err != nil {
+		if isDamage(s.dir, err) && !errors.Is(err, store.ErrCorrupt) {
+			err = fmt.Errorf("%w: %w", store.ErrCorrupt, err)
+		}
+		return nil, fmt.Errorf("store/pebble: load %s: %w", s.dir, err)
+	}
+	st, drops, refs, err := prune.Prune(raw, now)
+	if err != nil {
+		return nil, fmt.Errorf("store/pebble: load %s: %w", s.dir, err)
+	}
+	if !drops.Empty() {
+		if err := s.applyDrops(drops); err != nil {
+			return nil, fmt.Errorf("store/pebble: load %s: delete expired records: %w", s.dir, err)
+		}
+	}
+	s.refs = refs
+	for _, c := range drops.Sessions {
+		delete(s.maxSeq, c)
+	}
+	return st, nil
+}
+
+func (s *Store) applyDrops(d *prune.Drops) error {
+	pb := s.db.NewBatch()
+	for _, id := range d.Sessions {
+		if err := deleteSessionKeys(pb, id); err != nil {
+			return errors.Join(err, pb.Close())
+		}
+	}
+	for _, k := range d.Entries {
+		if err := pb.Delete(queueKey(k.ClientID, k.Seq), nil); err != nil {
+			return errors.Join(err, pb.Close())
+		}
+	}
+	for _, id := range d.Messages {
+		if err := pb.Delete(messageKey(id), nil); err != nil {
+			return errors.Join(err, pb.Close())
+		}
+	}
+	for _, t := range d.Retained {
+		if err := pb.Delete(retainedKey(t), nil); err != nil {
+			return errors.Join(err, pb.Close())
+		}
+	}
+	return errors.Join(s.db.Apply(pb, s.writeOptions()), pb.Close())
+}
+
+func (s *Store) writeOptions() *pebbledb.WriteOptions {
+	if s.policy == store.SyncAlways {
+		return pebbledb.Sync
+	}
+	return pebbledb.NoSync
+}
+
+// readAll reads every record.
+func (s *Store) readAll() (*prune.Raw, error) {
+	raw := &prune.Raw{
+		Sessions: make(map[string]*store.SessionState),
+		Messages: make(map[uint64]*store.Message),
+	}
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		lastID []byte // client id of the previous per-client key: consecutive keys share it
+		cur    *store.SessionState
+		curID  string
+	)
+	sessionOf := func(id []byte) *store.SessionState {
+		if cur != nil && string(id) == string(lastID) {
+			return cur
+		}
+		curID = string(id)
+		lastID = append(lastID[:0], id...)
+		cur = raw.Sessions[curID]
+		if cur == nil {
+			cur = &store.SessionState{}
+			raw.Sessions[curID] = cur
+		}
+		return cur
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, errors.Join(err, it.Close())
+		}
+		if err := s.readRecord(raw, k, v, sessionOf, &curID); err != nil {
+			return nil, errors.Join(fmt.Errorf("%w: record %q: %w", store.ErrCorrupt, k, err), it.Close())
+		}
+	}
+	return raw, errors.Join(it.Error(), it.Close())
+}
+
+func (s *Store) readRecord(raw *prune.Raw, k, v []byte, sessionOf func([]byte) *store.SessionState,
+	curID *string) error {
+	if len(k) == 0 {
+		return errBadKey
+	}
+	switch k[0] {
+	case kindMeta:
+		return nil
+	case kindSession:
+		id := string(k[1:])
+		sess, err := decodeSession(id, append([]byte(nil), v...)) // the will aliases its bytes
+		if err != nil {
+			return err
+		}
+		ss := raw.Sessions[id]
+		if ss == nil {
+			ss = &store.SessionState{}
+			raw.Sessions[id] = ss
+		}
+		ss.Session = sess
+	case kindMessage:
+		if len(k) != 9 {
+			return errBadKey
+		}
+		id := binary.BigEndian.Uint64(k[1:])
+		m, err := decodeMessage(id, append([]byte(nil), v...))
+		if err != nil {
+			return err
+		}
+		raw.Messages[id] = m
+	case kindRetained:
+		m, err := decodeRetained(append([]byte(nil), v...))
+		if err != nil {
+			return err
+		}
+		if m.Publish.Topic != string(k[1:]) {
+			return fmt.Errorf("%w: retained topic %q under another key", errBadValue, m.Publish.Topic)
+		}
+		raw.Retained = append(raw.Retained, m)
+	case kindQueue, kindInbound, kindSubscription:
+		id, rest, err := splitClient(k)
+		if err != nil {
+			return err
+		}
+		ss := sessionOf(id)
+		switch k[0] {
+		case kindQueue:
+			if len(rest) != 8 {
+				return errBadKey
+			}
+			e, err := decodeQueueEntry(*curID, binary.BigEndian.Uint64(rest), v)
+			if err != nil {
+				return err
+			}
+			ss.Queue = append(ss.Queue, e)
+		case kindInbound:
+			if len(rest) != 2 {
+				return errBadKey
+			}
+			ss.Inbound = append(ss.Inbound, binary.BigEndian.Uint16(rest))
+		default:
+			group, filter, err := parseSubscriptionRest(rest)
+			if err != nil {
+				return err
+			}
+			sub, err := decodeSubscription(*curID, string(group), string(filter), v)
+			if err != nil {
+				return err
+			}
+			ss.Subscriptions = append(ss.Subscriptions, sub)
+		}
+	default:
+		return errBadKey
+	}
+	return nil
+}
+
+// Close implements store.Store: it waits for Apply calls in progress, syncs
+// the write-ahead log and closes the database. A second Close returns nil.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.inflight.Wait()
+	close(s.stop)
+	s.stopped.Wait()
+	var errs []error
+	if s.policy != store.SyncAlways {
+		if err := s.db.LogData(nil, pebbledb.Sync); err != nil {
+			errs = append(errs, fmt.Errorf("store/pebble: sync %s: %w", s.dir, err))
+		}
+	}
+	if err := closeDB(s.db); err != nil {
+		errs = append(errs, fmt.Errorf("store/pebble: close %s: %w", s.dir, err))
+	}
+	return errors.Join(errs...)
+}
+
+// MoveAside renames the store directory dir to a new name beside it
+// (dir.damaged-<UTC time>, with a -N suffix if that exists) and returns the
+// new path, so that the broker can start with an empty store and the damaged
+// one stays for inspection.
+func MoveAside(dir string) (string, error) {
+	dir = filepath.Clean(dir)
+	base := dir + ".damaged-" + time.Now().UTC().Format("20060102T150405Z")
+	for i := range 100 {
+		name := base
+		if i > 0 {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		_, err := os.Lstat(name)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("store/pebble: move %s aside: %w", dir, err)
+		}
+		if err := os.Rename(dir, name); err != nil {
+			return "", fmt.Errorf("store/pebble: move %s aside: %w", dir, err)
+		}
+		return name, nil
+	}
+	return "", fmt.Errorf("store/pebble: move %s aside: too many directories named %s*", dir, base)
+}
