@@ -120,10 +120,16 @@ func (p *poller) rearmLocked(c *conn) {
 // removeLocked takes c out of the set before its socket is closed (so a
 // reused descriptor number never reaches the wrong connection). c.pollMu is
 // held.
+//
+// The socket may already be closed (closeNC while a burst reads) and its
+// descriptor number taken by a newly accepted connection: then the kernel
+// has dropped c's registration and a DEL would remove the new one's, leaving
+// it deaf. So DEL only while the number still maps to c (under p.mu, which
+// add holds while it claims the number, before its ADD).
 func (p *poller) removeLocked(c *conn) {
-	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(c.fd), nil)
 	p.mu.Lock()
 	if p.conns[c.fd] == c {
+		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(c.fd), nil)
 		delete(p.conns, c.fd)
 	}
 	p.mu.Unlock()
