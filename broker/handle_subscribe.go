@@ -128,7 +128,6 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 		_, existed := s.subs[key]
 		if existed {
 			delete(s.subs, key)
-			s.nsubs.Add(-1)
 			if b := c.batch(); b != nil && s.stored() {
 				b.DeleteSubscription(s.id, group, filter)
 			}
@@ -136,6 +135,9 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 		s.mu.Unlock()
 		if existed {
 			c.srv.subs.Remove(filter, group, s) // [MQTT-3.10.4-1]
+			// Lowered only once the index no longer holds it: while the
+			// count says >1, the router merges this session's matches.
+			s.nsubs.Add(-1)
 		} else {
 			codes[i] = packet.NoSubscriptionExisted
 		}
