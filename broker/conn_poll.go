@@ -57,6 +57,11 @@ func (c *conn) pollBurst() {
 	if err != nil {
 		c.pollState = pollClosed
 		c.srv.poller.removeLocked(c)
+		if c.closeReq {
+			// closeNC left the socket open for this burst to finish; the
+			// output it waited for is written.
+			c.nc.Close()
+		}
 		c.pollMu.Unlock()
 		c.endPolled(err)
 		return
@@ -92,7 +97,9 @@ func (c *conn) pollTimeout() {
 }
 
 // closeNC closes the socket. A polled connection has no reader to notice,
-// so an idle one is torn down here; a reading one when its burst ends.
+// so an idle one is torn down here. A reading one is left to finish the
+// bytes its client already sent (a DISCONNECT that cancels the will, say),
+// bounded by a short read deadline; its burst then ends it.
 // Called with outMu held (lock order: conn.outMu -> conn.pollMu).
 func (c *conn) closeNC() {
 	if !c.polled.Load() {
@@ -108,6 +115,9 @@ func (c *conn) closeNC() {
 		claim = true
 	case pollReading:
 		c.closeReq = true
+		c.nc.SetReadDeadline(time.Now().Add(closeGrace))
+		c.pollMu.Unlock()
+		return
 	}
 	c.pollMu.Unlock()
 	c.nc.Close()
@@ -116,10 +126,33 @@ func (c *conn) closeNC() {
 	}
 }
 
+// closeGrace is how long a closing connection's running burst may go on
+// reading what its client already sent.
+const closeGrace = 100 * time.Millisecond
+
 // endPolled ends a polled connection: the same teardown as the read loop's.
 func (c *conn) endPolled(err error) {
 	c.timer.Stop()
 	c.teardown(err)
 	c.writerWG.Wait()
 	c.finish()
+}
+
+// drainPending handles, before a takeover closes c, the packets c's client
+// already sent (a DISCONNECT, say, that must cancel the will): a broker that
+// read every socket in order would have seen them first. Only an idle polled
+// connection with bytes waiting is drained, with a short read deadline.
+func (c *conn) drainPending() {
+	if !c.polled.Load() {
+		return
+	}
+	c.pollMu.Lock()
+	if c.pollState != pollIdle || !c.moreToRead() {
+		c.pollMu.Unlock()
+		return
+	}
+	c.pollState = pollReading
+	c.pollMu.Unlock()
+	c.nc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	c.pollBurst()
 }

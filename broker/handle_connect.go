@@ -224,6 +224,7 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 	sess.mu.Unlock()
 
 	if oldConn != nil {
+		oldConn.drainPending()
 		oldConn.sessionTaken.Store(true)
 		oldConn.disconnect(errTakenOver) // [MQTT-3.1.4-3]
 		srv.log.Info("client taken over", "client", id, "remote", oldConn.remote)

@@ -1,0 +1,412 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/mqttd/mqttd/packet"
+)
+
+// Message is an application message received from the server.
+type Message struct {
+	Topic    string // with any v5 topic alias resolved
+	Payload  []byte
+	QoS      byte
+	Retain   bool
+	Dup      bool
+	PacketID uint16
+	Props    *packet.Properties // v5 properties as received (nil if none)
+}
+
+// Handler receives messages. Handlers run one at a time, in arrival order,
+// on the client's delivery goroutine; the acknowledgement (PUBACK or
+// PUBREC) is sent after the handler returns. A handler may call any Client
+// method, including Publish and Subscribe.
+type Handler func(*Message)
+
+// route sends messages matching any of filters to h: one per Subscribe call,
+// so that a message matching several of its filters reaches h once.
+type route struct {
+	filters []string
+	h       Handler
+}
+
+// subEntry is a granted subscription, kept for resubscribing.
+type subEntry struct {
+	sub   packet.Subscription
+	props *packet.Properties
+}
+
+// Subscribe sends SUBSCRIBE and waits for SUBACK. Messages that match these
+// filters go to h (nil = the default handler). If the server refuses some
+// filters (a SUBACK code >= 0x80) the Suback is returned with an *AckError
+// for the first refused filter; the granted ones stay subscribed.
+// props carries v5 SUBSCRIBE properties such as a Subscription Identifier.
+func (c *Client) Subscribe(ctx context.Context, subs []packet.Subscription, h Handler) (*packet.Suback, error) {
+	return c.SubscribeWith(ctx, subs, nil, h)
+}
+
+// SubscribeWith is Subscribe with v5 SUBSCRIBE properties (e.g. a
+// Subscription Identifier or user properties).
+func (c *Client) SubscribeWith(ctx context.Context, subs []packet.Subscription, props *packet.Properties, h Handler) (*packet.Suback, error) {
+	if len(subs) == 0 {
+		// [MQTT-3.8.3-3] A SUBSCRIBE carries at least one filter.
+		return nil, fmt.Errorf("client: subscribe: no topic filter")
+	}
+	for _, s := range subs {
+		if !validFilter(s.Filter) {
+			return nil, fmt.Errorf("client: subscribe: invalid topic filter %q", s.Filter)
+		}
+		if s.QoS > 2 {
+			return nil, fmt.Errorf("client: subscribe %q: %w", s.Filter, ErrInvalidQoS)
+		}
+	}
+	subs = append([]packet.Subscription(nil), subs...)
+	filters := make([]string, len(subs))
+	for i, s := range subs {
+		filters[i] = s.Filter
+	}
+	// Route before sending: retained messages may follow the SUBACK at once.
+	if h != nil {
+		c.addRoute(filters, h)
+	}
+	cn, err := c.waitConnected(ctx)
+	if err != nil {
+		if h != nil {
+			c.removeRoutes(filters)
+		}
+		return nil, fmt.Errorf("client: subscribe: %w", err)
+	}
+	ack, err := c.subscribeOn(ctx, cn, subs, props)
+	if err != nil {
+		if h != nil {
+			c.removeRoutes(filters)
+		}
+		return ack, err
+	}
+	return ack, c.checkSuback(subs, props, ack, h)
+}
+
+func (c *Client) subscribeOn(ctx context.Context, cn *connState, subs []packet.Subscription, props *packet.Properties) (*packet.Suback, error) {
+	p, err := c.roundTrip(ctx, cn, func(id uint16) packet.Packet {
+		return &packet.Subscribe{PacketID: id, Subscriptions: subs, Props: props}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client: subscribe: %w", err)
+	}
+	ack, ok := p.(*packet.Suback)
+	if !ok || len(ack.ReasonCodes) != len(subs) {
+		// [MQTT-3.8.4-6] One return code per filter, in order.
+		err := fmt.Errorf("%w: SUBACK does not match SUBSCRIBE", ErrProtocol)
+		return nil, fmt.Errorf("client: subscribe: %w", err)
+	}
+	return ack, nil
+}
+
+// checkSuback records the granted subscriptions and unroutes the refused.
+func (c *Client) checkSuback(subs []packet.Subscription, props *packet.Properties, ack *packet.Suback, h Handler) error {
+	var first error
+	var refused []string
+	c.mu.Lock()
+	for i, s := range subs {
+		rc := ack.ReasonCodes[i]
+		if rc.IsError() {
+			refused = append(refused, s.Filter)
+			if first == nil {
+				first = &AckError{Type: packet.SUBACK, ReasonCode: rc, ReasonString: reasonString(ack.Props), Filter: s.Filter}
+			}
+			continue
+		}
+		c.subs = slicesDeleteFilter(c.subs, s.Filter)
+		c.subs = append(c.subs, subEntry{sub: s, props: props})
+	}
+	c.mu.Unlock()
+	if len(refused) > 0 && h != nil {
+		c.removeRoutes(refused)
+	}
+	return first
+}
+
+func slicesDeleteFilter(l []subEntry, filter string) []subEntry {
+	out := l[:0]
+	for _, e := range l {
+		if e.sub.Filter != filter {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// resubscribe restores subscriptions on a connection whose server kept no
+// session; consecutive entries with the same properties share a SUBSCRIBE.
+func (c *Client) resubscribe(cn *connState, subs []subEntry) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.ConnectTimeout)
+	defer cancel()
+	for len(subs) > 0 {
+		n := 1
+		for n < len(subs) && subs[n].props == subs[0].props {
+			n++
+		}
+		batch := make([]packet.Subscription, n)
+		for i := range n {
+			batch[i] = subs[i].sub
+		}
+		ack, err := c.subscribeOn(ctx, cn, batch, subs[0].props)
+		if err != nil {
+			c.log.Warn("mqtt resubscribe failed", "err", err)
+			return
+		}
+		for i, rc := range ack.ReasonCodes {
+			if rc.IsError() {
+				c.log.Warn("mqtt resubscribe refused", "filter", batch[i].Filter, "reason", rc)
+			}
+		}
+		subs = subs[n:]
+	}
+}
+
+// Unsubscribe sends UNSUBSCRIBE and waits for UNSUBACK; the filters' routes
+// are removed. A v5 failure code is returned as an *AckError.
+func (c *Client) Unsubscribe(ctx context.Context, filters ...string) (*packet.Unsuback, error) {
+	if len(filters) == 0 {
+		// [MQTT-3.10.3-2] An UNSUBSCRIBE carries at least one filter.
+		return nil, fmt.Errorf("client: unsubscribe: no topic filter")
+	}
+	cn, err := c.waitConnected(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("client: unsubscribe: %w", err)
+	}
+	fl := append([]string(nil), filters...)
+	p, err := c.roundTrip(ctx, cn, func(id uint16) packet.Packet {
+		return &packet.Unsubscribe{PacketID: id, Filters: fl}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client: unsubscribe: %w", err)
+	}
+	ack, ok := p.(*packet.Unsuback)
+	if !ok || (c.version == packet.V5 && len(ack.ReasonCodes) != len(fl)) {
+		return nil, fmt.Errorf("client: unsubscribe: %w: UNSUBACK does not match UNSUBSCRIBE", ErrProtocol)
+	}
+	c.mu.Lock()
+	for _, f := range fl {
+		c.subs = slicesDeleteFilter(c.subs, f)
+	}
+	c.mu.Unlock()
+	c.removeRoutes(fl)
+	for i, rc := range ack.ReasonCodes {
+		if rc.IsError() {
+			return ack, &AckError{Type: packet.UNSUBACK, ReasonCode: rc, ReasonString: reasonString(ack.Props), Filter: fl[i]}
+		}
+	}
+	return ack, nil
+}
+
+// SetDefaultHandler sets the handler for messages that match no
+// subscription's handler (e.g. from a resumed session). nil drops them.
+func (c *Client) SetDefaultHandler(h Handler) {
+	if h == nil {
+		c.defHandler.Store(nil)
+		return
+	}
+	c.defHandler.Store(&h)
+}
+
+// addRoute adds a route for filters to h; the filters leave older routes.
+func (c *Client) addRoute(filters []string, h Handler) {
+	c.routeMu.Lock()
+	defer c.routeMu.Unlock()
+	var next []route
+	if cur := c.routes.Load(); cur != nil {
+		next = withoutFilters(*cur, filters)
+	}
+	next = append(next, route{filters: filters, h: h})
+	c.routes.Store(&next)
+}
+
+// removeRoutes removes filters from every route.
+func (c *Client) removeRoutes(filters []string) {
+	c.routeMu.Lock()
+	defer c.routeMu.Unlock()
+	cur := c.routes.Load()
+	if cur == nil {
+		return
+	}
+	next := withoutFilters(*cur, filters)
+	c.routes.Store(&next)
+}
+
+func withoutFilters(rs []route, filters []string) []route {
+	out := make([]route, 0, len(rs))
+	for _, r := range rs {
+		var keep []string
+		for _, f := range r.filters {
+			if !contains(filters, f) {
+				keep = append(keep, f)
+			}
+		}
+		if len(keep) > 0 {
+			out = append(out, route{filters: keep, h: r.h})
+		}
+	}
+	return out
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// dispatch hands m to every route with a matching filter, or else to the
+// default handler.
+func (c *Client) dispatch(m *Message) {
+	handled := false
+	if rs := c.routes.Load(); rs != nil {
+		for _, r := range *rs {
+			for _, f := range r.filters {
+				if matchFilter(f, m.Topic) {
+					r.h(m)
+					handled = true
+					break
+				}
+			}
+		}
+	}
+	if !handled {
+		if h := c.defHandler.Load(); h != nil {
+			(*h)(m)
+		}
+	}
+}
+
+// validFilter reports whether s is a well-formed topic filter: non-empty
+// [MQTT-4.7.3-1], '#' only last and alone in its level [MQTT-4.7.1-1], '+'
+// alone in its level [MQTT-4.7.1-2], valid UTF-8.
+func validFilter(s string) bool {
+	if s == "" || len(s) > 65535 || !packet.ValidUTF8(s) {
+		return false
+	}
+	levels := strings.Split(s, "/")
+	for i, l := range levels {
+		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
+			return false
+		}
+		if strings.Contains(l, "+") && l != "+" {
+			return false
+		}
+	}
+	return true
+}
+
+// matchFilter reports whether topic matches filter. A shared subscription
+// ($share/group/filter) matches by its filter part; wildcards at the first
+// level do not match topics that start with '$' [MQTT-4.7.2-1].
+func matchFilter(filter, topic string) bool {
+	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
+		_, f, found := strings.Cut(rest, "/")
+		if !found {
+			return false
+		}
+		filter = f
+	}
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false
+	}
+	for {
+		fl, frest, fmore := strings.Cut(filter, "/")
+		if fl == "#" {
+			return true
+		}
+		tl, trest, tmore := strings.Cut(topic, "/")
+		if fl != "+" && fl != tl {
+			return false
+		}
+		switch {
+		case !fmore && !tmore:
+			return true
+		case !tmore:
+			// "a/#" matches "a": the parent level of a multi-level wildcard.
+			return frest == "#"
+		case !fmore:
+			return false
+		}
+		filter, topic = frest, trest
+	}
+}
+
+// delivery is one received message waiting for its handler.
+type delivery struct {
+	msg *Message
+	cn  *connState // the connection to acknowledge on
+}
+
+// inbox is the unbounded FIFO from the reader to the delivery goroutine; it
+// never blocks the reader, so a handler may wait for acknowledgements.
+type inbox struct {
+	mu   sync.Mutex
+	q    []delivery
+	wake chan struct{}
+}
+
+func (b *inbox) push(d delivery) {
+	b.mu.Lock()
+	b.q = append(b.q, d)
+	b.mu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take swaps the queue for spare (emptied) and returns the queued items.
+func (b *inbox) take(spare []delivery) []delivery {
+	b.mu.Lock()
+	q := b.q
+	b.q = spare[:0]
+	b.mu.Unlock()
+	return q
+}
+
+// deliverLoop runs handlers for received messages, one at a time, and then
+// sends each acknowledgement: PUBACK for QoS 1 [MQTT-4.3.2-4], PUBREC for
+// QoS 2 [MQTT-4.3.3-8].
+func (c *Client) deliverLoop() {
+	defer c.wg.Done()
+	var batch []delivery
+	for {
+		batch = c.inbox.take(batch)
+		if len(batch) == 0 {
+			select {
+			case <-c.inbox.wake:
+				continue
+			case <-c.done:
+				return
+			}
+		}
+		for i := range batch {
+			d := batch[i]
+			batch[i] = delivery{}
+			c.dispatch(d.msg)
+			var ack packet.Packet
+			switch d.msg.QoS {
+			case 1:
+				ack = &packet.Puback{PacketID: d.msg.PacketID}
+			case 2:
+				ack = &packet.Pubrec{PacketID: d.msg.PacketID}
+			default:
+				continue
+			}
+			select {
+			case c.out <- outItem{p: ack, gen: d.cn.gen}:
+			case <-d.cn.dead:
+			case <-c.done:
+				return
+			}
+		}
+	}
+}
