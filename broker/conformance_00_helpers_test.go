@@ -163,3 +163,78 @@ func expectPub(t *testing.T, c *brokertest.Conn, want *packet.Publish) *packet.P
 	}
 	return got
 }
+
+// stripReason returns a copy of p without its v5 Reason String (properties
+// left empty become nil), and that string. Packets without one come back
+// as they are.
+func stripReason(p packet.Packet) (packet.Packet, string) {
+	var props **packet.Properties
+	switch q := p.(type) {
+	case *packet.Connack:
+		c := *q
+		p, props = &c, &c.Props
+	case *packet.Disconnect:
+		c := *q
+		p, props = &c, &c.Props
+	case *packet.Suback:
+		c := *q
+		p, props = &c, &c.Props
+	case *packet.Puback:
+		c := *q
+		p, props = &c, &c.Props
+	case *packet.Pubrec:
+		c := *q
+		p, props = &c, &c.Props
+	case *packet.Auth:
+		c := *q
+		p, props = &c, &c.Props
+	default:
+		return p, ""
+	}
+	if *props == nil {
+		return p, ""
+	}
+	pp := **props
+	reason := pp.ReasonString
+	pp.ReasonString = ""
+	if pp.IsEmpty() {
+		*props = nil
+	} else {
+		*props = &pp
+	}
+	return p, reason
+}
+
+// expectPacketReason reads the next packet and asserts that, without its
+// Reason String, it is want exactly; it returns the reason string.
+func expectPacketReason(t *testing.T, c *brokertest.Conn, want packet.Packet) string {
+	t.Helper()
+	got, reason := stripReason(c.Recv())
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %s\nwant %s", brokertest.Describe(got), brokertest.Describe(want))
+	}
+	return reason
+}
+
+// expectClosedWithReason asserts that the server sends exactly want
+// (Reason Strings aside) and closes; it returns the reason strings.
+func expectClosedWithReason(t *testing.T, c *brokertest.Conn, want ...packet.Packet) []string {
+	t.Helper()
+	raw := c.ExpectClosed()
+	got := make([]packet.Packet, len(raw))
+	reasons := make([]string, len(raw))
+	for i, p := range raw {
+		got[i], reasons[i] = stripReason(p)
+	}
+	if len(got) != len(want) || (len(want) > 0 && !reflect.DeepEqual(got, want)) {
+		var g, w []string
+		for _, p := range got {
+			g = append(g, brokertest.Describe(p))
+		}
+		for _, p := range want {
+			w = append(w, brokertest.Describe(p))
+		}
+		t.Fatalf("before close got %v, want %v", g, w)
+	}
+	return reasons
+}

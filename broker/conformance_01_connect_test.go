@@ -164,7 +164,7 @@ func TestConnect_SecondConnectCloses_MQTT_3_1_0_2(t *testing.T) {
 		c.ExpectPacket(okConnack(v, false))
 		c.Send(connectPkt(v, "twice", false))
 		if v == packet.V5 {
-			c.ExpectClosedWith(&packet.Disconnect{ReasonCode: packet.ProtocolError})
+			expectClosedWithReason(t, c, &packet.Disconnect{ReasonCode: packet.ProtocolError})
 		} else {
 			c.ExpectClosedWith()
 		}
@@ -295,7 +295,7 @@ func TestConnect_Authentication_MQTT_3_2_2_5(t *testing.T) {
 					return
 				}
 				if v == packet.V5 {
-					c.ExpectPacket(&packet.Connack{ReasonCode: tc.wantCode})
+					expectPacketReason(t, c, &packet.Connack{ReasonCode: tc.wantCode})
 				} else {
 					c.ExpectBytes([]byte{0x20, 0x02, 0x00, tc.v3Byte})
 				}

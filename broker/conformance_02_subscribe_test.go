@@ -63,7 +63,7 @@ func TestSubscribe_NotAllowedFilter0x80_MQTT_3_9_3_2(t *testing.T) {
 		if v == packet.V5 {
 			fail = packet.NotAuthorized
 		}
-		c.ExpectPacket(&packet.Suback{PacketID: 3, ReasonCodes: []packet.ReasonCode{1, fail, 2}})
+		expectPacketReason(t, c, &packet.Suback{PacketID: 3, ReasonCodes: []packet.ReasonCode{1, fail, 2}})
 		// A denied topic is not delivered through a wildcard either.
 		p := client(t, srv, v, "denied-pub")
 		p.Publish(pub("secret/topic", "no", 0, 0))
@@ -131,7 +131,7 @@ func TestSubscribe_MalformedCloses_MQTT_3_8_3_3(t *testing.T) {
 				c := client(t, srv, v, "malsub")
 				c.SendRaw(tc.in)
 				if v == packet.V5 {
-					c.ExpectClosedWith(&packet.Disconnect{ReasonCode: tc.rc})
+					expectClosedWithReason(t, c, &packet.Disconnect{ReasonCode: tc.rc})
 				} else {
 					c.ExpectClosedWith()
 				}

@@ -72,7 +72,7 @@ func TestMalformed_ClosesConnection_MQTT_4_8_0_1(t *testing.T) {
 				c.ExpectPacket(okConnack(v, false))
 				c.SendRaw(tc.in)
 				if v == packet.V5 {
-					c.ExpectClosedWith(&packet.Disconnect{ReasonCode: tc.rc})
+					expectClosedWithReason(t, c, &packet.Disconnect{ReasonCode: tc.rc})
 				} else {
 					c.ExpectClosedWith()
 				}
@@ -99,7 +99,7 @@ func TestMalformed_MaxPacketSizeBeforeAllocation(t *testing.T) {
 		runtime.ReadMemStats(&before)
 		c.SendRaw([]byte{0x30, 0xFF, 0xFF, 0xFF, 0x7F, 0x00, 0x01, 'a'}) // 268435455 bytes announced, 3 sent
 		if v == packet.V5 {
-			c.ExpectClosedWith(&packet.Disconnect{ReasonCode: packet.PacketTooLarge})
+			expectClosedWithReason(t, c, &packet.Disconnect{ReasonCode: packet.PacketTooLarge})
 		} else {
 			c.ExpectClosedWith()
 		}

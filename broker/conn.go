@@ -40,19 +40,30 @@ type conn struct {
 	pendAcks []packet.Packet
 
 	// read loop
-	version      packet.Version
-	sess         *session
-	info         ClientInfo
-	will         *packet.Will
-	keepAlive    time.Duration
-	cleanExit    bool              // DISCONNECT received: no will
-	aliases      map[uint16]string // v5 inbound topic aliases
-	problemInfo  bool              // v5: client accepts reason strings
-	sessionTaken atomic.Bool       // closed because another connection took the client id
+	version     packet.Version
+	sess        *session
+	info        ClientInfo
+	will        *packet.Will
+	keepAlive   time.Duration
+	cleanExit   bool              // DISCONNECT received: no will
+	aliases     map[uint16]string // v5 inbound topic aliases
+	problemInfo bool              // v5: client accepts reason strings
+	inAcks      int               // PUBACK/PUBCOMP waiting in pendAcks (receive maximum)
+
+	// v5 enhanced authentication (auth_enhanced.go); read loop
+	authMethod     string       // the CONNECT's Authentication Method
+	authEx         AuthExchange // exchange in progress
+	pendingConnect *connectAuth // CONNECT waiting for its exchange
+	sessionTaken   atomic.Bool  // closed because another connection took the client id
 
 	// set during CONNECT before the session is attached; read under session.mu
 	recvMax    int // client's receive maximum (v5), our send window
 	maxOutSize int // largest packet the client accepts (v5); 0 = no limit
+	// Outbound topic aliases (TopicAliasLRU), and the properties of the
+	// PUBLISH being encoded with one; guarded by outMu.
+	aliasOut   *aliasTable
+	aliasProps packet.Properties
+	aliasVal   uint16
 	connected  atomic.Bool
 
 	outMu      sync.Mutex
@@ -198,6 +209,10 @@ func (c *conn) sendAck(p packet.Packet) {
 		c.send(p)
 		return
 	}
+	switch p.(type) {
+	case *packet.Puback, *packet.Pubcomp:
+		c.inAcks++ // still unacknowledged for the client's receive quota
+	}
 	c.pendAcks = append(c.pendAcks, p)
 }
 
@@ -205,6 +220,7 @@ func (c *conn) sendAck(p packet.Packet) {
 // acknowledgements go. If the store fails, nothing is acknowledged and the
 // client is disconnected (it will re-send).
 func (c *conn) flushPending() error {
+	c.inAcks = 0
 	if c.pend.Empty() {
 		for _, p := range c.pendAcks {
 			c.send(p)
@@ -235,7 +251,8 @@ func (c *conn) readPacket(br *bufio.Reader) error {
 	if err != nil {
 		return c.readErr(err)
 	}
-	// Reject an oversized packet before allocating its body [MQTT-3.1.2-24].
+	// Reject an oversized packet before allocating its body [MQTT-3.2.2-15] (5.0: the
+	// advertised Maximum Packet Size; 3.x: max_packet_size, as Mosquitto).
 	size := 1 + varintLen(fh.Remaining) + fh.Remaining
 	if size > c.srv.opts.MaxPacketSize {
 		return packet.PacketTooLarge
@@ -247,14 +264,21 @@ func (c *conn) readPacket(br *bufio.Reader) error {
 	c.stats.msgsIn.Add(1)
 	c.stats.bytesIn.Add(int64(size))
 	if !c.connected.Load() {
-		if fh.Type != packet.CONNECT {
+		if c.pendingConnect != nil {
+			// Enhanced authentication in progress (auth_enhanced.go).
+			if err := c.handleConnectAuth(fh, body); err != nil {
+				return err
+			}
+		} else if fh.Type != packet.CONNECT {
 			return errNotConnect // [MQTT-3.1.0-1]
-		}
-		if err := c.handleConnect(fh, body); err != nil {
+		} else if err := c.handleConnect(fh, body); err != nil {
 			return err
 		}
+		if !c.connected.Load() {
+			return nil // the connect timeout bounds the AUTH exchange
+		}
 		if c.keepAlive == 0 {
-			c.nc.SetReadDeadline(time.Time{}) // keep alive 0: no timeout [MQTT-3.1.2-10]
+			c.nc.SetReadDeadline(time.Time{}) // keep alive 0: no timeout
 		}
 	} else {
 		pkt, err := packet.Decode(fh, body, c.version)
@@ -320,9 +344,7 @@ func (c *conn) handle(pkt packet.Packet) error {
 	case *packet.Connect:
 		return errSecondConnect // [MQTT-3.1.0-2]
 	case *packet.Auth:
-		// Enhanced authentication is not offered: AUTH without a method agreed
-		// at CONNECT is a protocol error [MQTT-3.15.0-?].
-		return packet.ProtocolError
+		return c.handleAuth(p) // re-authentication (auth_enhanced.go)
 	default:
 		// CONNACK, SUBACK, UNSUBACK, PINGRESP from a client [MQTT-2.0.0-?].
 		return packet.ProtocolError
@@ -382,6 +404,26 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 	if c.outBuf == nil {
 		c.outBuf = getBuf()
 	}
+	var alias uint16
+	var known bool
+	var aliasName string
+	if c.aliasOut != nil {
+		// A server-assigned alias, within the client's Topic Alias Maximum
+		// [MQTT-3.3.2-11]; a known one is sent with an empty topic.
+		aliasName = p.Topic
+		alias, known = c.aliasOut.pick(aliasName)
+		if p.Props != nil {
+			c.aliasProps = *p.Props
+		} else {
+			c.aliasProps = packet.Properties{}
+		}
+		c.aliasVal = alias
+		c.aliasProps.TopicAlias = &c.aliasVal
+		p.Props = &c.aliasProps
+		if known {
+			p.Topic = ""
+		}
+	}
 	start := len(c.outBuf)
 	b, err := p.AppendHeader(c.outBuf, c.version)
 	if err != nil {
@@ -396,6 +438,10 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 		c.outBuf = b[:start]
 		c.stats.dropped.Add(1)
 		return tooLarge
+	}
+	if c.aliasOut != nil {
+		c.aliasOut.commit(aliasName, alias, known)
+		c.aliasProps = packet.Properties{} // drop references to the message's properties
 	}
 	if len(m.Payload) <= inlinePayload || !c.vectored {
 		b = append(b, m.Payload...)
@@ -538,7 +584,15 @@ func (c *conn) closeAfterFlush() {
 func (c *conn) disconnect(why error) {
 	if c.connected.Load() && c.version == packet.V5 {
 		if rc, ok := disconnectCode(why); ok {
-			c.send(&packet.Disconnect{ReasonCode: rc})
+			d := &packet.Disconnect{ReasonCode: rc}
+			var rd *errRedirect
+			if errors.As(why, &rd) {
+				// Use another server / server moved (MQTT 5.0 section 4.11).
+				d.Props = &packet.Properties{ServerReference: rd.ref}
+			} else {
+				d.Props = c.reasonProps(reasonText(why, rc)) // [MQTT-3.14.2-3]
+			}
+			c.send(d)
 		}
 	}
 	c.closeAfterFlush()
@@ -555,6 +609,10 @@ func disconnectCode(err error) (packet.ReasonCode, bool) {
 		return packet.KeepAliveTimeout, true
 	case errors.Is(err, errSecondConnect), errors.Is(err, errNotConnect):
 		return packet.ProtocolError, true
+	}
+	var rd *errRedirect
+	if errors.As(err, &rd) {
+		return rd.code(), true
 	}
 	var rc packet.ReasonCode
 	if errors.As(err, &rc) && rc.IsError() {
@@ -581,10 +639,11 @@ func (c *conn) teardown(err error) {
 		return
 	}
 	c.srv.stats.fold(&c.stats)
-	if !c.cleanExit && c.will != nil {
-		c.srv.publishWill(c.will, &c.info)
-	}
+	w := c.will
 	c.will = nil
-	c.sess.detach(c)
+	if c.cleanExit {
+		w = nil
+	}
+	c.sess.detach(c, w) // publishes the will now or after its delay (will.go)
 	c.srv.stats.connected.Add(-1)
 }

@@ -11,10 +11,6 @@ import (
 	"github.com/mqttd/mqttd/topic"
 )
 
-// serverTopicAliasMax is how many topic aliases a v5 client may set up
-// towards the server (Mosquitto's default max_topic_alias).
-const serverTopicAliasMax = 10
-
 // errRefused ends a connection whose CONNACK refused it.
 var errRefused = errors.New("broker: connection refused")
 
@@ -45,6 +41,17 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 	c.version = cp.Version
 	opts := &c.srv.opts
 	v5 := cp.Version == packet.V5
+	if v5 {
+		c.problemInfo = true
+		if p := cp.Props; p != nil {
+			// Reason strings only if the client did not ask to suppress
+			// them [MQTT-3.1.2-29].
+			c.problemInfo = p.RequestProblemInfo == nil || *p.RequestProblemInfo == 1
+			if p.MaximumPacketSize != nil {
+				c.maxOutSize = int(*p.MaximumPacketSize) // [MQTT-3.1.2-24]
+			}
+		}
+	}
 
 	if cp.Will != nil {
 		if err := topic.ValidateName(cp.Will.Topic); err != nil { // [MQTT-3.1.3-11]
@@ -66,8 +73,10 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 		return c.refuse(packet.ClientIdentifierNotValid, nil) // 3.1 requires 1 to 23 characters
 	case id == "" && !cp.CleanStart && !v5:
 		return c.refuse(packet.ClientIdentifierNotValid, nil) // [MQTT-3.1.3-8]
+	case id == "" && c.refuseEmptyID(): // allow_zero_length_clientid false [MQTT-3.1.3-8]
+		return c.refuse(packet.ClientIdentifierNotValid, nil)
 	case id == "":
-		id = c.srv.assignClientID() // [MQTT-3.1.3-6], [MQTT-3.2.2-16]
+		id = c.assignID() // [MQTT-3.1.3-6], [MQTT-3.2.2-16]
 		assigned = true
 	}
 	c.info = ClientInfo{ClientID: id, Username: cp.Username, HasUsername: cp.HasUsername,
@@ -77,7 +86,15 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 		return c.refuse(packet.NotAuthorized, err)
 	}
 
-	// Authentication.
+	if err := c.checkConnectCaps(cp); err != nil {
+		return err
+	}
+
+	// Authentication: an Authentication Method starts the AUTH exchange
+	// (MQTT 5.0 section 4.12); otherwise user name and password.
+	if v5 && cp.Props != nil && cp.Props.AuthMethod != "" {
+		return c.startEnhancedAuth(cp, assigned)
+	}
 	if !cp.HasUsername && !opts.AllowAnonymous {
 		c.srv.stats.authFailed.Add(1)
 		return c.refuse(packet.NotAuthorized, errors.New("anonymous clients are not allowed"))
@@ -93,6 +110,16 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 		c.srv.stats.authFailed.Add(1)
 		return c.refuse(packet.NotAuthorized, errors.New("no authentication configured"))
 	}
+
+	return c.finishConnect(cp, assigned, nil)
+}
+
+// finishConnect accepts an authenticated CONNECT: keep alive, session, and
+// CONNACK (carrying authData when an AUTH exchange authenticated the client).
+func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte) error {
+	opts := &c.srv.opts
+	v5 := cp.Version == packet.V5
+	id := c.info.ClientID
 
 	// Keep alive: 3.x clients asking for more than max_keepalive are refused
 	// (they cannot be told another value, as Mosquitto); 5.0 clients are told
@@ -135,24 +162,30 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 			if p.ReceiveMaximum != nil {
 				c.recvMax = int(*p.ReceiveMaximum)
 			}
-			if p.MaximumPacketSize != nil {
-				c.maxOutSize = int(*p.MaximumPacketSize)
+			if p.TopicAliasMaximum != nil && *p.TopicAliasMaximum > 0 && opts.TopicAliasPolicy == TopicAliasLRU {
+				// Aliases only up to the client's Topic Alias Maximum, and
+				// none to a client that allows none [MQTT-3.1.2-26], [MQTT-3.1.2-27].
+				c.aliasOut = newAliasTable(*p.TopicAliasMaximum)
 			}
-			c.problemInfo = p.RequestProblemInfo == nil || *p.RequestProblemInfo == 1
-		} else {
-			c.problemInfo = true
 		}
 	}
 	c.will = cp.Will
 
 	ack := &packet.Connack{}
 	if v5 {
-		props := &packet.Properties{TopicAliasMaximum: packet.Ptr[uint16](serverTopicAliasMax), ServerKeepAlive: serverKA}
+		props := &packet.Properties{ServerKeepAlive: serverKA}
+		opts.capabilityProps(props)
 		if assigned {
-			props.AssignedClientID = id
+			props.AssignedClientID = id // [MQTT-3.2.2-16]
 		}
-		if opts.MaxPacketSize < maxPacketSize {
-			props.MaximumPacketSize = packet.Ptr(uint32(opts.MaxPacketSize))
+		if cp.Props != nil && cp.Props.RequestResponseInfo != nil && *cp.Props.RequestResponseInfo == 1 &&
+			opts.ResponseInformation != nil {
+			// Response Information only when asked for [MQTT-3.1.2-28].
+			props.ResponseInfo = opts.ResponseInformation(&c.info)
+		}
+		if c.authMethod != "" {
+			// Same method as CONNECT on the successful CONNACK [MQTT-4.12.0-5].
+			props.AuthMethod, props.AuthData = c.authMethod, authData
 		}
 		ack.Props = props
 	}
@@ -243,7 +276,16 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 // refuse queues a CONNACK carrying rc (mapped to a 3.x return code for 3.x
 // clients) and ends the connection [MQTT-3.2.2-5].
 func (c *conn) refuse(rc packet.ReasonCode, why error) error {
-	c.send(&packet.Connack{ReasonCode: rc})
+	ack := &packet.Connack{ReasonCode: rc}
+	if c.version == packet.V5 {
+		var rd *errRedirect
+		if errors.As(why, &rd) {
+			ack.Props = &packet.Properties{ServerReference: rd.ref} // MQTT 5.0 section 4.11
+		} else {
+			ack.Props = c.reasonProps(reasonText(why, rc))
+		}
+	}
+	c.send(ack)
 	c.emitRefused(rc)
 	c.srv.log.Info("connection refused", "remote", c.remote, "listener", c.listener,
 		"client", c.info.ClientID, "reason", rc.Error(), "err", why)

@@ -2,8 +2,10 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mqttd/mqttd/packet"
 	"github.com/mqttd/mqttd/topic"
@@ -20,15 +22,33 @@ func isSysTopic(name string) bool {
 func (c *conn) handlePublish(p *packet.Publish) error {
 	c.stats.pubIn.Add(1)
 	c.stats.pubBytesIn.Add(int64(len(p.Payload)))
+	opts := &c.srv.opts
+	if p.QoS > 0 && c.version == packet.V5 {
+		if err := c.checkReceiveMax(p); err != nil {
+			return err
+		}
+	}
+	if p.QoS > opts.maxQoS() {
+		// Above the Maximum QoS of CONNACK [MQTT-3.2.2-11]: DISCONNECT 0x9B
+		// (MQTT 5.0 section 3.2.2.3.4); 3.x: close.
+		return errors.Join(packet.QoSNotSupported, fmt.Errorf("QoS %d above the maximum QoS %d", p.QoS, opts.maxQoS()))
+	}
+	if p.Retain && !opts.retainAvailable() {
+		// Retain Available 0 [MQTT-3.2.2-14]: DISCONNECT 0x9A (section 3.2.2.3.5).
+		return errors.Join(packet.RetainNotSupported, errors.New("retained messages are not supported"))
+	}
 	if c.version == packet.V5 && p.Props != nil && p.Props.TopicAlias != nil {
 		alias := *p.Props.TopicAlias
-		if alias == 0 || alias > serverTopicAliasMax {
-			return packet.TopicAliasInvalid // [MQTT-3.3.2-8], [MQTT-3.3.2-9]
+		if alias == 0 || int(alias) > opts.MaxTopicAlias {
+			// [MQTT-3.3.2-8], [MQTT-3.3.2-9]; accepted up to our maximum [MQTT-3.3.2-12].
+			return errors.Join(packet.TopicAliasInvalid, fmt.Errorf("topic alias %d not in 1..%d", alias, opts.MaxTopicAlias))
 		}
 		if p.Topic == "" {
 			t, ok := c.aliases[alias]
 			if !ok {
-				return packet.ProtocolError // unknown alias [MQTT-3.3.4-?]
+				// An alias never set on this connection (mappings do not
+				// carry over [MQTT-3.3.2-7]): protocol error.
+				return errors.Join(packet.ProtocolError, fmt.Errorf("topic alias %d is not set", alias))
 			}
 			p.Topic = t
 		} else {
@@ -46,14 +66,23 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	p.Topic = c.mountTopic(p.Topic) // mount_point (listener_opts.go)
 
 	rc := packet.Success
-	opts := &c.srv.opts
+	why := ""
 	switch {
 	case isSysTopic(p.Topic):
-		rc = packet.NotAuthorized // clients cannot publish to $SYS
+		rc, why = packet.NotAuthorized, "clients may not publish to $SYS" // clients cannot publish to $SYS
 	case opts.MessageSizeLimit > 0 && len(p.Payload) > opts.MessageSizeLimit:
-		rc = packet.PacketTooLarge
+		rc, why = packet.PacketTooLarge, "payload above the message size limit"
+	case opts.StrictPayloadFormat && p.Props != nil && p.Props.PayloadFormat != nil && *p.Props.PayloadFormat == 1 &&
+		!utf8.Valid(p.Payload):
+		// Payload Format Indicator 1 says UTF-8; a payload that is not is
+		// refused with 0x99 (MQTT 5.0 section 3.3.2.3.2); QoS 0 has no ack:
+		// DISCONNECT 0x99.
+		if p.QoS == 0 {
+			return errors.Join(packet.PayloadFormatInvalid, errors.New("payload is not valid UTF-8"))
+		}
+		rc, why = packet.PayloadFormatInvalid, "payload is not valid UTF-8"
 	case opts.Authorize != nil && !opts.Authorize(&c.info, p.Topic, true):
-		rc = packet.NotAuthorized
+		rc, why = packet.NotAuthorized, "not authorized to publish to "+p.Topic
 	}
 
 	b := c.batch()
@@ -68,7 +97,11 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 				rc = packet.NoMatchingSubscribers
 			}
 		}
-		c.sendAck(&packet.Puback{PacketID: p.PacketID, ReasonCode: c.ackCode(rc)}) // [MQTT-4.3.2-2]
+		ack := &packet.Puback{PacketID: p.PacketID, ReasonCode: c.ackCode(rc)} // [MQTT-4.3.2-2]
+		if ack.ReasonCode.IsError() {
+			ack.Props = c.reasonProps(why)
+		}
+		c.sendAck(ack)
 	case 2:
 		// Method B: route on PUBLISH, remember the id until PUBREL so a
 		// re-sent PUBLISH is not routed twice [MQTT-4.3.3-2].
@@ -80,6 +113,7 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 				s.inbound = make(map[uint16]struct{})
 			}
 			s.inbound[p.PacketID] = struct{}{}
+			s.inboundN.Add(1)
 			if b != nil && s.stored() {
 				b.PutInbound(s.id, p.PacketID)
 			}
@@ -90,7 +124,11 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 				rc = packet.NoMatchingSubscribers
 			}
 		}
-		c.sendAck(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: c.ackCode(rc)})
+		ack := &packet.Pubrec{PacketID: p.PacketID, ReasonCode: c.ackCode(rc)}
+		if ack.ReasonCode.IsError() {
+			ack.Props = c.reasonProps(why)
+		}
+		c.sendAck(ack)
 	}
 	return nil
 }
@@ -125,7 +163,10 @@ func (c *conn) handlePubrel(p *packet.Pubrel) {
 	s := c.sess
 	s.mu.Lock()
 	_, ok := s.inbound[p.PacketID]
-	delete(s.inbound, p.PacketID)
+	if ok {
+		delete(s.inbound, p.PacketID)
+		s.inboundN.Add(-1)
+	}
 	if b := c.batch(); ok && b != nil && s.stored() {
 		b.DeleteInbound(s.id, p.PacketID)
 	}
@@ -168,6 +209,30 @@ func (c *conn) handleDisconnect(p *packet.Disconnect) error {
 	c.cleanExit = true
 	c.will = nil // [MQTT-3.1.2-10]
 	return errClientDisconnected
+}
+
+// checkReceiveMax enforces the server's Receive Maximum on a v5 client: a
+// QoS 1/2 PUBLISH beyond it, counting those not yet acknowledged with PUBACK
+// or PUBCOMP (acks held back for the burst's store writes count too), ends
+// the connection with DISCONNECT 0x93 [MQTT-3.3.4-7] (MQTT 5.0 section 3.3.4).
+// A re-sent QoS 2 PUBLISH whose id is already held does not count again.
+func (c *conn) checkReceiveMax(p *packet.Publish) error {
+	max := c.srv.opts.ReceiveMaximum
+	n := c.inAcks + int(c.sess.inboundN.Load())
+	if n < max {
+		return nil
+	}
+	if p.QoS == 2 {
+		s := c.sess
+		s.mu.Lock()
+		_, dup := s.inbound[p.PacketID]
+		s.mu.Unlock()
+		if dup {
+			return nil
+		}
+	}
+	return errors.Join(packet.ReceiveMaximumExceeded,
+		fmt.Errorf("more than %d QoS 1/2 PUBLISH unacknowledged", max))
 }
 
 var (

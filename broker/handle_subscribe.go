@@ -22,9 +22,16 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 	}
 	var toSend []retainedFor
 	var subID uint32
+	opts := &c.srv.opts
 	if v5 && p.Props != nil && len(p.Props.SubscriptionIDs) > 0 {
 		subID = p.Props.SubscriptionIDs[0]
+		if !optBool(opts.SubIDAvailable) {
+			// Subscription Identifier Available 0: DISCONNECT 0xA1
+			// (MQTT 5.0 section 3.2.2.3.12).
+			return errors.Join(packet.SubscriptionIDsNotSupported, errors.New("subscription identifiers are not supported"))
+		}
 	}
+	var why string
 	s := c.sess
 	for i, sub := range p.Subscriptions {
 		group, filter, shared, err := topic.ParseShare(sub.Filter)
@@ -42,17 +49,23 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			continue
 		}
 		if shared && sub.NoLocal {
-			return packet.ProtocolError // [MQTT-3.8.3-4]
+			return errors.Join(packet.ProtocolError, errors.New("no local on a shared subscription")) // [MQTT-3.8.3-4]
+		}
+		if shared && !optBool(opts.SharedSubAvailable) {
+			codes[i], why = refusedCode(v5, packet.SharedSubscriptionsNotSupported), "shared subscriptions are not supported"
+			continue
+		}
+		if topic.HasWildcard(filter) && !optBool(opts.WildcardSubAvailable) {
+			codes[i], why = refusedCode(v5, packet.WildcardSubscriptionsNotSupported), "wildcard subscriptions are not supported"
+			continue
 		}
 		filter = c.mountTopic(filter) // mount_point (listener_opts.go)
 		if !c.srv.subscribeAllowed(&c.info, filter) {
-			codes[i] = packet.NotAuthorized
-			if !v5 {
-				codes[i] = packet.UnspecifiedError // 0x80 failure [MQTT-3.9.3-?]
-			}
+			codes[i], why = refusedCode(v5, packet.NotAuthorized), "not authorized to subscribe to "+sub.Filter
 			continue
 		}
-		o := subOptions{QoS: min(sub.QoS, 2), NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
+		// Granted at most the server's Maximum QoS [MQTT-3.2.2-10].
+		o := subOptions{QoS: min(sub.QoS, opts.maxQoS()), NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
 			RetainHandling: sub.RetainHandling, SubID: subID}
 		s.mu.Lock()
 		if s.ended {
@@ -85,7 +98,9 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			toSend = append(toSend, retainedFor{filter, o.QoS, o.RetainAsPublished, ids})
 		}
 	}
-	c.sendAck(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
+	ack := &packet.Suback{PacketID: p.PacketID, ReasonCodes: codes}
+	ack.Props = c.reasonProps(why)
+	c.sendAck(ack)
 	for _, r := range toSend {
 		for _, m := range c.srv.retained.match(r.filter) {
 			if c.srv.opts.Authorize != nil && !c.srv.opts.Authorize(&c.info, m.Topic, false) {
@@ -96,6 +111,14 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		}
 	}
 	return nil
+}
+
+// refusedCode is a SUBACK failure code: 3.x knows only 0x80 [MQTT-3.9.3-?].
+func refusedCode(v5 bool, rc packet.ReasonCode) packet.ReasonCode {
+	if !v5 {
+		return packet.UnspecifiedError
+	}
+	return rc
 }
 
 // canEverRead is the hook for refusing a subscription the ACL would never

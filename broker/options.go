@@ -59,6 +59,52 @@ type Options struct {
 	// on the connection's goroutine with no lock held and must not block.
 	OnEvent func(Event)
 
+	// MQTT 5 capabilities the server advertises in CONNACK and enforces
+	// (v5.go). Every zero value keeps the full feature set.
+
+	// RetainAvailable (retain_available): nil or true supports retained
+	// messages; false refuses a retained will (CONNACK 0x9A) and a retained
+	// PUBLISH (DISCONNECT 0x9A, 3.x: close).
+	RetainAvailable *bool
+	// MaxQoS (max_qos) is the highest QoS accepted from clients and granted
+	// to subscriptions; nil = 2.
+	MaxQoS *byte
+	// MaxTopicAlias (max_topic_alias) is how many topic aliases a v5 client
+	// may set up towards the server; 0 = 10 (Mosquitto's default), negative
+	// = none.
+	MaxTopicAlias int
+	// ReceiveMaximum is how many inbound QoS 1/2 PUBLISH a v5 client may
+	// have unacknowledged; more is DISCONNECT 0x93. 0 = 65535 (not advertised).
+	ReceiveMaximum int
+	// WildcardSubAvailable, SubIDAvailable and SharedSubAvailable: nil or
+	// true offers the feature; false advertises it as unavailable and refuses
+	// it (SUBACK 0xA2 / DISCONNECT 0xA1 / SUBACK 0x9E).
+	WildcardSubAvailable *bool
+	SubIDAvailable       *bool
+	SharedSubAvailable   *bool
+	// TopicAliasPolicy decides the aliases the server assigns on PUBLISH to
+	// v5 clients that allow them (Topic Alias Maximum > 0 in CONNECT).
+	TopicAliasPolicy TopicAliasPolicy
+	// SharedSubPolicy picks the member of a shared subscription group that
+	// receives a message; the zero value is round-robin.
+	SharedSubPolicy SharedSubPolicy
+	// StrictPayloadFormat rejects a PUBLISH (or will) whose Payload Format
+	// Indicator is 1 and whose payload is not valid UTF-8 with 0x99.
+	StrictPayloadFormat bool
+	// ResponseInformation, when set, answers a v5 client that asks for
+	// Request Response Information with the string it returns (typically a
+	// topic prefix for its responses).
+	ResponseInformation func(c *ClientInfo) string
+	// EnhancedAuth maps v5 Authentication Method names to their handlers
+	// (AUTH exchange, MQTT 5.0 section 4.12), e.g. "SCRAM-SHA-256":
+	// SCRAMSHA256(lookup). A method not listed is refused with 0x8C.
+	EnhancedAuth map[string]EnhancedAuthenticator
+	// ServerReference, when set, redirects every v5 client: CONNECT is
+	// answered with CONNACK 0x9C (0x9D with ServerMoved) carrying it as
+	// Server Reference; 3.x clients get "server unavailable".
+	ServerReference string
+	ServerMoved     bool
+
 	Logger  *slog.Logger // default: slog.Default()
 	Version string       // reported in $SYS/broker/version; default "mqttd"
 }
@@ -83,6 +129,17 @@ func (o *Options) withDefaults() Options {
 	}
 	if v.MaxQueuedMessages == 0 {
 		v.MaxQueuedMessages = 1000
+	}
+	switch {
+	case v.MaxTopicAlias == 0:
+		v.MaxTopicAlias = 10
+	case v.MaxTopicAlias < 0:
+		v.MaxTopicAlias = 0
+	case v.MaxTopicAlias > 65535:
+		v.MaxTopicAlias = 65535
+	}
+	if v.ReceiveMaximum <= 0 || v.ReceiveMaximum > 65535 {
+		v.ReceiveMaximum = 65535
 	}
 	if v.MaxKeepAlive == 0 {
 		v.MaxKeepAlive = 65535

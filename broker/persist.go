@@ -175,6 +175,7 @@ func (srv *Server) Restore() error {
 			}
 			s.inbound[id] = struct{}{}
 		}
+		s.inboundN.Store(int32(len(s.inbound)))
 		// Offline since the restart at the latest: its expiry runs from its
 		// disconnect, or from now after a crash.
 		if s.expiry >= 0 {

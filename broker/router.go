@@ -1,8 +1,12 @@
 package broker
 
 import (
+	"hash/fnv"
+	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mqttd/mqttd/store"
 )
@@ -115,11 +119,24 @@ func mergeTarget(ts []target, ss *session, o *subOptions) []target {
 	return append(ts, t)
 }
 
-// deliverShared gives m to one member of a shared subscription group,
-// round-robin [MQTT-4.8.2-?], skipping members that cannot take it now.
+// deliverShared gives m to one member of a shared subscription group
+// (MQTT 5.0 section 4.8.2; Options.SharedSubPolicy picks it: round-robin,
+// random or by the publisher's client id), preferring connected members, at
+// that member's granted QoS [MQTT-4.8.2-3]. Retain is never set on a shared
+// delivery, which no retained message reaches either.
 func (s *Server) deliverShared(key string, members []*session, m *Message, b *store.Batch) int {
-	v, _ := s.shared.LoadOrStore(key, new(atomic.Uint32))
-	start := int(v.(*atomic.Uint32).Add(1))
+	var start int
+	switch s.opts.SharedSubPolicy {
+	case SharedRandom:
+		start = rand.IntN(len(members))
+	case SharedHashClientID:
+		h := fnv.New32a()
+		h.Write([]byte(m.From))
+		start = int(h.Sum32() % uint32(len(members)))
+	default:
+		v, _ := s.shared.LoadOrStore(key, new(atomic.Uint32))
+		start = int(v.(*atomic.Uint32).Add(1))
+	}
 	for i := range members {
 		ss := members[(start+i)%len(members)]
 		ss.mu.Lock()
@@ -135,10 +152,65 @@ func (s *Server) deliverShared(key string, members []*session, m *Message, b *st
 		if o, ok := ss.subOptions(key); ok {
 			qos = min(qos, o.QoS)
 		}
-		ss.deliver(m, qos, false, nil, b)
+		ss.deliverShare(m, qos, false, nil, key, b)
 		return 1
 	}
 	return 0
+}
+
+// shareRedo is a message a leaving member of a shared subscription group
+// had not delivered.
+type shareRedo struct {
+	key string
+	msg *Message
+}
+
+// sharedLeftLocked collects, from a session that ends, the messages it got
+// through shared subscriptions and did not deliver: queued ones and QoS 1
+// ones in flight go to the rest of the group. A QoS 2 delivery that started
+// (PUBLISH sent) is not sent to another member [MQTT-4.8.2-5]. s.mu is held.
+func (s *session) sharedLeftLocked() []shareRedo {
+	var out []shareRedo
+	for _, om := range s.order {
+		if om != nil && !om.done && om.share != "" && om.qos == 1 {
+			out = append(out, shareRedo{om.share, om.msg})
+		}
+	}
+	for _, om := range s.queue[s.qhead:] {
+		if om != nil && om.share != "" && om.qos > 0 {
+			out = append(out, shareRedo{om.share, om.msg})
+		}
+	}
+	return out
+}
+
+// redistribute gives each message to another member of its group, if one
+// is left.
+func (s *Server) redistribute(redo []shareRedo) {
+	if len(redo) == 0 {
+		return
+	}
+	var b *store.Batch
+	if s.opts.Store != nil {
+		b = new(store.Batch)
+	}
+	now := time.Now()
+	for _, r := range redo {
+		if r.msg.expired(now) {
+			continue
+		}
+		group, filter, _ := strings.Cut(r.key, "\x00")
+		var members []*session
+		for _, e := range s.subs.Match(r.msg.Topic) {
+			if e.Group == group && e.Filter == filter {
+				members = append(members, e.Key)
+			}
+		}
+		if len(members) > 0 {
+			s.deliverShared(r.key, members, r.msg, b)
+		}
+	}
+	s.applyNow(b)
 }
 
 // subOptions returns the options of the session's shared subscription key.

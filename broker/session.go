@@ -16,7 +16,8 @@ type session struct {
 	srv *Server
 	id  string
 
-	nsubs atomic.Int32 // subscriptions; routing skips de-duplication when <= 1
+	nsubs    atomic.Int32 // subscriptions; routing skips de-duplication when <= 1
+	inboundN atomic.Int32 // len(inbound), readable without mu (receive maximum)
 
 	mu          sync.Mutex
 	conn        *conn // nil while offline
@@ -32,9 +33,10 @@ type session struct {
 	nextID      uint16
 	inbound     map[uint16]struct{} // QoS 2 packet ids received, PUBREL not yet [MQTT-4.3.3-?]
 	expiryTimer *time.Timer
-	ended       bool   // removed from the server; nothing more is delivered
-	seq         uint64 // last queue entry sequence number given (store)
-	onDisk      bool   // a session record was written to the store
+	ended       bool         // removed from the server; nothing more is delivered
+	seq         uint64       // last queue entry sequence number given (store)
+	onDisk      bool         // a session record was written to the store
+	will        *pendingWill // a will waiting for its delay (will.go)
 }
 
 // subEntry is one subscription of the session, keyed by group and filter.
@@ -53,6 +55,7 @@ type outMsg struct {
 	pubrel bool   // PUBREC received, PUBREL sent
 	done   bool   // acknowledged
 	seq    uint64 // store queue entry, 0 if not stored
+	share  string // group+"\x00"+filter when routed by a shared subscription
 }
 
 func newSession(s *Server, id string) *session {
@@ -92,6 +95,12 @@ func (s *session) windowLocked() int {
 // deliver hands one message to the session at the QoS and retain flag the
 // router chose for it. Store writes for a persistent session go into b.
 func (s *session) deliver(m *Message, qos byte, retain bool, subIDs []uint32, b *store.Batch) {
+	s.deliverShare(m, qos, retain, subIDs, "", b)
+}
+
+// deliverShare is deliver for a message routed by the shared subscription
+// share ("" for none), which is remembered for redistribution.
+func (s *session) deliverShare(m *Message, qos byte, retain bool, subIDs []uint32, share string, b *store.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
@@ -106,7 +115,7 @@ func (s *session) deliver(m *Message, qos byte, retain bool, subIDs []uint32, b 
 		}
 		return
 	}
-	om := &outMsg{msg: m, qos: qos, retain: retain, subIDs: subIDs}
+	om := &outMsg{msg: m, qos: qos, retain: retain, subIDs: subIDs, share: share}
 	if c != nil && s.qhead == len(s.queue) && len(s.inflight) < s.windowLocked() {
 		if s.sendLocked(c, om) {
 			s.putEntryLocked(b, om, true)
@@ -263,6 +272,7 @@ func (s *session) pubcomp(id uint16, b *store.Batch) {
 // [MQTT-4.4.0-2]; then fills the window from the queue.
 func (s *session) attachLocked(c *conn, b *store.Batch) {
 	s.stopExpiryLocked()
+	s.cancelWillLocked() // a new connection before the will delay [MQTT-3.1.3-9]
 	s.conn = c
 	for _, om := range s.order {
 		if om.done {
@@ -278,17 +288,33 @@ func (s *session) attachLocked(c *conn, b *store.Batch) {
 }
 
 // detach unbinds c at the end of its connection; a session that is not
-// persistent ends, a persistent one starts its expiry clock.
-func (s *session) detach(c *conn) {
+// persistent ends, a persistent one starts its expiry clock. w is the
+// connection's will to publish (nil for none): at once, or after its delay
+// unless the session ends first or a new connection resumes it.
+func (s *session) detach(c *conn, w *packet.Will) {
 	s.mu.Lock()
 	if s.conn != c {
-		s.mu.Unlock() // taken over: the new connection owns the session
+		// Taken over: the new connection owns the session. A delayed will
+		// is not sent: a new connection to this session came before its
+		// delay [MQTT-3.1.3-9]; unless that connection ended the session.
+		now := w != nil && (willDelay(w) == 0 || s.ended)
+		if w != nil && !now && s.conn == nil {
+			s.setWillLocked(w, &c.info) // the takeover's CONNECT is still deciding
+		}
+		s.mu.Unlock()
+		if now {
+			s.srv.publishWill(w, &c.info)
+		}
 		return
 	}
 	s.conn = nil
 	end := !s.persistent || s.expiry == 0
 	if !end && s.expiry > 0 {
 		s.expiryTimer = time.AfterFunc(s.expiry, func() { s.srv.expireSession(s) })
+	}
+	willNow := w != nil && (end || willDelay(w) == 0)
+	if w != nil && !willNow {
+		s.setWillLocked(w, &c.info) // [MQTT-3.1.2-8]
 	}
 	var b *store.Batch
 	if !end && s.stored() {
@@ -297,6 +323,9 @@ func (s *session) detach(c *conn) {
 		s.onDisk = true
 	}
 	s.mu.Unlock()
+	if willNow {
+		s.srv.publishWill(w, &c.info)
+	}
 	if end {
 		s.srv.endSession(s, true)
 	}
@@ -313,6 +342,7 @@ func (s *session) stopExpiryLocked() {
 func (s *session) stopExpiry() {
 	s.mu.Lock()
 	s.stopExpiryLocked()
+	s.cancelWillLocked()
 	s.mu.Unlock()
 }
 
@@ -336,6 +366,7 @@ func (srv *Server) endSession(s *session, onlyOffline bool) bool {
 		return false
 	}
 	s.ended = true
+	will := s.takeWillLocked() // the session ends: its will goes now [MQTT-3.1.2-8]
 	// A session replaced by a new one of the same id (clean start) is
 	// deleted from the store by the CONNECT that replaced it.
 	stored := s.onDisk && srv.sessions[s.id] == s
@@ -345,11 +376,16 @@ func (srv *Server) endSession(s *session, onlyOffline bool) bool {
 	if srv.sessions[s.id] == s {
 		delete(srv.sessions, s.id)
 	}
+	redo := s.sharedLeftLocked()
 	s.queue, s.inflight, s.order, s.inbound = nil, nil, nil, nil
+	s.inboundN.Store(0)
 	srv.queuedBytes.Add(-s.queuedBytes)
 	s.queuedBytes, s.qhead = 0, 0
 	s.mu.Unlock()
 	srv.sessMu.Unlock()
+	if will != nil {
+		srv.publishWill(will.w, will.info)
+	}
 	if stored {
 		var b store.Batch
 		b.DeleteSession(s.id)
@@ -359,5 +395,6 @@ func (srv *Server) endSession(s *session, onlyOffline bool) bool {
 		srv.subs.Remove(e.filter, e.group, s)
 	}
 	s.nsubs.Store(0)
+	srv.redistribute(redo)
 	return true
 }

@@ -42,3 +42,56 @@ func willMessageProps(p *packet.Properties) *packet.Properties {
 	c.WillDelay = nil
 	return &c
 }
+
+// pendingWill is a will waiting for its Will Delay Interval.
+type pendingWill struct {
+	w     *packet.Will
+	info  *ClientInfo
+	timer *time.Timer
+}
+
+// willDelay is the will's Will Delay Interval (5.0).
+func willDelay(w *packet.Will) time.Duration {
+	if w.Props == nil || w.Props.WillDelay == nil {
+		return 0
+	}
+	return time.Duration(*w.Props.WillDelay) * time.Second
+}
+
+// setWillLocked holds w until its delay passes, then publishes it: the
+// will is sent after the delay or when the session ends, whichever comes
+// first [MQTT-3.1.2-8]. s.mu is held.
+func (s *session) setWillLocked(w *packet.Will, info *ClientInfo) {
+	s.cancelWillLocked()
+	pw := &pendingWill{w: w, info: info}
+	pw.timer = time.AfterFunc(willDelay(w), func() {
+		s.mu.Lock()
+		if s.will != pw {
+			s.mu.Unlock()
+			return // cancelled or already published
+		}
+		s.will = nil
+		s.mu.Unlock()
+		s.srv.publishWill(pw.w, pw.info)
+	})
+	s.will = pw
+}
+
+// cancelWillLocked drops a pending will: a new connection resumed the
+// session within the delay [MQTT-3.1.3-9]. s.mu is held.
+func (s *session) cancelWillLocked() {
+	if s.will != nil {
+		s.will.timer.Stop()
+		s.will = nil
+	}
+}
+
+// takeWillLocked removes and returns the pending will, to publish now.
+func (s *session) takeWillLocked() *pendingWill {
+	pw := s.will
+	if pw != nil {
+		pw.timer.Stop()
+		s.will = nil
+	}
+	return pw
+}

@@ -1,6 +1,9 @@
 // Package config reads mosquitto.conf-compatible configuration files and
 // turns them into broker options and listeners. It is the only package that
-// wires the others together.
+// wires the others together: Parse and Load read a file with Mosquitto 2.0's
+// semantics (options.go lists every key), Security turns the password and
+// ACL files into broker hooks that SIGHUP can reload, and Logging formats
+// logs and connection messages as Mosquitto does.
 package config
 
 import (
@@ -10,6 +13,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -17,36 +22,155 @@ import (
 	"github.com/mqttd/mqttd/broker"
 )
 
-// Listener is one configured network listener.
-type Listener struct {
-	Port    int
-	Address string // "" = all interfaces
+// Security holds the options that per_listener_settings moves from the
+// whole broker to each listener.
+type Security struct {
+	AllowAnonymous    bool
+	AllowAnonymousSet bool   // allow_anonymous appeared (else Mosquitto 2.0's default applies)
+	PasswordFile      string // password_file
+	ACLFile           string // acl_file
+	// AllowZeroLengthClientID lets 3.1.1 and 5.0 clients connect with an empty
+	// client id and get one assigned (allow_zero_length_clientid, default true).
+	AllowZeroLengthClientID bool
+	AutoIDPrefix            string // auto_id_prefix, default "auto-"
 }
 
-// Addr is the host:port to listen on.
-func (l Listener) Addr() string { return net.JoinHostPort(l.Address, strconv.Itoa(l.Port)) }
+func defaultSecurity() Security {
+	return Security{AllowZeroLengthClientID: true, AutoIDPrefix: "auto-"}
+}
+
+// Listener is one configured network listener with its own settings.
+type Listener struct {
+	Port    int
+	Address string // bind address ("" = all interfaces); for unix sockets the path
+	Unix    bool   // `listener 0 /path`: a unix socket at Address
+	Line    string // file:line of its `listener` (or `port`) option, for errors
+
+	Protocol       string // mqtt (default) or websockets
+	SocketDomain   string // "" (both), ipv4 or ipv6
+	BindInterface  string
+	MaxConnections int    // -1 unlimited
+	MountPoint     string // mount_point
+
+	CAFile, CAPath, CertFile, KeyFile, CRLFile string
+	RequireCertificate                         bool
+	UseIdentityAsUsername                      bool
+	UseSubjectAsUsername                       bool
+	TLSVersion                                 string
+	Ciphers                                    string
+	CiphersTLS13                               string // ciphers_tls1.3: accepted; Go enables every TLS 1.3 suite
+
+	// UseUsernameAsClientID is accepted and not applied (see options.go).
+	UseUsernameAsClientID bool
+	// Security is this listener's own security settings; only used with
+	// per_listener_settings true.
+	Security Security
+}
+
+// Addr is the host:port to listen on (the path for a unix socket).
+func (l *Listener) Addr() string {
+	if l.Unix {
+		return l.Address
+	}
+	return net.JoinHostPort(l.Address, strconv.Itoa(l.Port))
+}
+
+// TLS reports whether the listener speaks TLS (certfile given).
+func (l *Listener) TLS() bool { return l.CertFile != "" || l.KeyFile != "" }
+
+// LogConfig are the logging options.
+type LogConfig struct {
+	Dests              []LogDest // log_dest; default stderr
+	Types              []string  // log_type; default error, warning, notice, information
+	Timestamp          bool      // log_timestamp, default true
+	TimestampFormat    string    // log_timestamp_format (strftime), "" = Unix seconds
+	ConnectionMessages bool      // connection_messages, default true
+}
+
+// LogDest is one log_dest: stderr, stdout, file (with Path), syslog, topic
+// or none.
+type LogDest struct {
+	Kind string
+	Path string
+}
 
 // Config is a parsed configuration.
 type Config struct {
-	Broker              broker.Options
-	Listeners           []Listener
-	Persistence         bool
-	PersistenceLocation string
-	File                string // the file it was read from, "" for defaults
+	File string // the file it was read from, "" for defaults
 
-	anonymousSet bool
+	// Broker holds the options that map straight onto the broker.
+	Broker    broker.Options
+	Listeners []*Listener
+
+	PerListenerSettings bool
+	// Security is the broker-wide security (per_listener_settings false).
+	Security          Security
+	ClientIDPrefixes  string // clientid_prefixes
+	ACLCheckSubscribe bool   // acl_check_subscribe (mqttd)
+	// BadCredentialsNotAuthorized answers a wrong user name or password with
+	// "not authorized" (3.x return code 5, 5.0 0x87) as Mosquitto 2.0 does;
+	// false answers "bad user name or password" (4 / 0x86). Option
+	// bad_credentials_code not_authorized|bad_username_or_password (mqttd).
+	BadCredentialsNotAuthorized bool
+
+	Persistence             bool
+	PersistenceLocation     string
+	PersistenceFile         string
+	AutosaveInterval        time.Duration
+	AutosaveOnChanges       bool
+	PersistenceSync         string // always (default), batch, never
+	PersistenceOnCorruption string // refuse (default), move-aside
+
+	MaxInflightBytes   int64 // accepted, not yet applied
+	RetainAvailable    bool  // accepted; false not yet applied
+	MaxQoS             int   // accepted; below 2 not yet applied
+	UpgradeOutgoingQoS bool  // accepted, not yet applied
+	MaxTopicAlias      int   // accepted, not yet applied
+	MemoryLimit        int64 // accepted, not yet applied
+	SetTCPNoDelay      *bool // nil: unset (mqttd sets TCP_NODELAY)
+
+	Log     LogConfig
+	PidFile string
+	User    string // user: privileges to drop to when started as root
+
+	MetricsAddr string // metrics_listener PORT [ADDRESS] as host:port; "" = none
+
+	// Warnings are things that parsed but deserve a word in the log.
+	Warnings []string
+
+	defaultListener *Listener // `port`/`bind_address` and options before the first listener
+	defaultUsed     bool      // `port` or `bind_address` given
+	cur             *Listener // the listener options apply to
+	firstSecurity   string    // file:line of the first security option
 }
 
 // Default is the configuration of a broker started without a file:
 // Mosquitto 2.0's local-only mode, loopback port 1883 with anonymous access.
 func Default() *Config {
-	c := &Config{}
-	c.finish()
+	c := newConfig("")
+	if err := c.finish(); err != nil {
+		panic(err) // the defaults are valid
+	}
+	return c
+}
+
+func newConfig(name string) *Config {
+	// Unlike Mosquitto, mqttd persists by default: to its embedded store in
+	// a "data" directory beside the configuration (or the working directory).
+	c := &Config{File: name, Security: defaultSecurity(), RetainAvailable: true, MaxQoS: 2,
+		Persistence: true, PersistenceSync: "always", PersistenceOnCorruption: "refuse"}
+	c.Log = LogConfig{Timestamp: true, ConnectionMessages: true}
+	c.BadCredentialsNotAuthorized = true
+	c.defaultListener = &Listener{Port: 1883, MaxConnections: -1, Security: defaultSecurity()}
+	c.cur = c.defaultListener
 	return c
 }
 
 // ErrInvalid is wrapped by every configuration error.
 var ErrInvalid = errors.New("config: invalid configuration")
+
+// maxIncludeDepth bounds include_dir nesting (a directory including itself).
+const maxIncludeDepth = 8
 
 // Load reads the file at path.
 func Load(path string) (*Config, error) {
@@ -59,9 +183,22 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse reads a configuration in mosquitto.conf syntax: one "key value..."
-// per line, '#' comments, blank lines ignored. name labels errors.
+// per line, '#' comments, blank lines ignored. name labels errors and is
+// where relative include_dir paths start... as in Mosquitto, they are taken
+// as given (relative to the working directory).
 func Parse(r io.Reader, name string) (*Config, error) {
-	c := &Config{File: name}
+	c := newConfig(name)
+	if err := c.read(r, name, 0); err != nil {
+		return nil, err
+	}
+	if err := c.finish(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// read parses one file's lines into c.
+func (c *Config) read(r io.Reader, name string, depth int) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	line := 0
@@ -71,164 +208,141 @@ func Parse(r io.Reader, name string) (*Config, error) {
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
-		fields := strings.Fields(text)
-		if err := c.apply(fields[0], fields[1:]); err != nil {
-			return nil, fmt.Errorf("%w: %s:%d: %s", ErrInvalid, name, line, err)
+		key, rest, _ := strings.Cut(text, " ")
+		if k, r2, ok := strings.Cut(text, "\t"); ok && len(k) < len(key) {
+			key, rest = k, r2
+		}
+		rest = strings.TrimSpace(rest)
+		where := fmt.Sprintf("%s:%d", name, line)
+		if key == "include_dir" {
+			if err := c.includeDir(rest, where, depth); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := c.apply(key, rest, where); err != nil {
+			return fmt.Errorf("%w: %s: %s", ErrInvalid, where, err)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("config: %s: %w", name, err)
+		return fmt.Errorf("config: %s: %w", name, err)
 	}
-	c.finish()
-	return c, nil
+	return nil
+}
+
+// includeDir reads every file ending in ".conf" in dir, in sorted order, as
+// Mosquitto does.
+func (c *Config) includeDir(dir, where string, depth int) error {
+	if dir == "" {
+		return fmt.Errorf("%w: %s: include_dir needs a directory", ErrInvalid, where)
+	}
+	if depth >= maxIncludeDepth {
+		return fmt.Errorf("%w: %s: include_dir nested more than %d deep", ErrInvalid, where, maxIncludeDepth)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %s: include_dir: %w", ErrInvalid, where, err)
+	}
+	var names []string
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".conf") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		path := filepath.Join(dir, n)
+		f, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("%w: %s: include_dir: %w", ErrInvalid, where, err)
+		}
+		err = c.read(f, path, depth+1)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // finish applies Mosquitto 2.0's defaults: with no listener, loopback port
-// 1883 and anonymous access; with listeners, anonymous access only if asked.
-func (c *Config) finish() {
-	if len(c.Listeners) == 0 {
-		c.Listeners = []Listener{{Port: 1883, Address: "127.0.0.1"}}
-		if !c.anonymousSet {
-			c.Broker.AllowAnonymous = true
+// 1883 and anonymous access (local-only mode); with listeners, anonymous
+// access only if asked. It also checks what single lines cannot.
+func (c *Config) finish() error {
+	d := c.defaultListener
+	switch {
+	case c.defaultUsed:
+		c.Listeners = append([]*Listener{d}, c.Listeners...)
+	case len(c.Listeners) == 0:
+		// Local-only mode: the default listener on loopback.
+		if d.Address == "" {
+			d.Address = "127.0.0.1"
+		}
+		c.Listeners = []*Listener{d}
+		if !c.Security.AllowAnonymousSet {
+			c.Security.AllowAnonymous = true
+		}
+		if !d.Security.AllowAnonymousSet {
+			d.Security.AllowAnonymous = true
+		}
+	case d.Line != "":
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%s: %s; it has no listener of its own "+
+			"(no port option), so it is not used", d.Line, "this option applies to the default listener"))
+	}
+	for _, l := range c.Listeners {
+		where := l.Line
+		if where == "" {
+			where = c.File
+		}
+		if (l.CertFile == "") != (l.KeyFile == "") {
+			return fmt.Errorf("%w: %s: listener %s: certfile and keyfile must both be given", ErrInvalid, where, l.Addr())
+		}
+		if l.CertFile == "" && (l.RequireCertificate || l.UseIdentityAsUsername || l.UseSubjectAsUsername ||
+			l.CAFile != "" || l.CAPath != "" || l.CRLFile != "") {
+			return fmt.Errorf("%w: %s: listener %s: TLS options need certfile and keyfile", ErrInvalid, where, l.Addr())
+		}
+		if (l.UseIdentityAsUsername || l.UseSubjectAsUsername) && !l.RequireCertificate {
+			return fmt.Errorf("%w: %s: listener %s: use_identity_as_username and use_subject_as_username need require_certificate true",
+				ErrInvalid, where, l.Addr())
+		}
+		if l.RequireCertificate && l.CAFile == "" && l.CAPath == "" {
+			return fmt.Errorf("%w: %s: listener %s: require_certificate needs cafile or capath", ErrInvalid, where, l.Addr())
+		}
+		if l.Unix && l.Protocol == "websockets" {
+			return fmt.Errorf("%w: %s: listener %s: websockets over a unix socket is not supported", ErrInvalid, where, l.Addr())
 		}
 	}
+	if len(c.Log.Dests) == 0 {
+		c.Log.Dests = []LogDest{{Kind: "stderr"}}
+	}
+	if len(c.Log.Types) == 0 {
+		c.Log.Types = []string{"error", "warning", "notice", "information"}
+	}
+	return nil
 }
 
 // AddPort adds a listener as mqttd's -p flag does: on loopback when no file
 // was given (local-only mode), else on every interface.
 func (c *Config) AddPort(port int) {
 	addr := ""
+	sec := c.Security
 	if c.File == "" {
 		addr = "127.0.0.1"
 		// -p replaces the default listener of local-only mode.
-		if len(c.Listeners) == 1 && c.Listeners[0] == (Listener{Port: 1883, Address: "127.0.0.1"}) {
+		if len(c.Listeners) == 1 && c.Listeners[0] == c.defaultListener {
+			sec = c.defaultListener.Security
 			c.Listeners = nil
 		}
 	}
-	c.Listeners = append(c.Listeners, Listener{Port: port, Address: addr})
+	c.Listeners = append(c.Listeners, &Listener{Port: port, Address: addr, MaxConnections: -1, Security: sec,
+		Line: "-p " + strconv.Itoa(port)})
 }
 
-func (c *Config) apply(key string, args []string) error {
-	o := &c.Broker
-	one := func() (string, error) {
-		if len(args) != 1 {
-			return "", fmt.Errorf("%s takes one value", key)
-		}
-		return args[0], nil
+// ListenerSecurity returns the security settings that apply to l: its own
+// with per_listener_settings true, else the broker-wide ones.
+func (c *Config) ListenerSecurity(l *Listener) Security {
+	if c.PerListenerSettings {
+		return l.Security
 	}
-	integer := func(lo, hi int64) (int64, error) {
-		s, err := one()
-		if err != nil {
-			return 0, err
-		}
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < lo || n > hi {
-			return 0, fmt.Errorf("%s: %q is not a number from %d to %d", key, s, lo, hi)
-		}
-		return n, nil
-	}
-	boolean := func() (bool, error) {
-		s, err := one()
-		if err != nil {
-			return false, err
-		}
-		switch s {
-		case "true":
-			return true, nil
-		case "false":
-			return false, nil
-		}
-		return false, fmt.Errorf("%s: %q is not true or false", key, s)
-	}
-	var err error
-	var n int64
-	switch key {
-	case "listener":
-		if len(args) < 1 || len(args) > 2 {
-			return fmt.Errorf("listener takes a port and an optional address")
-		}
-		p, perr := strconv.Atoi(args[0])
-		if perr != nil || p < 0 || p > 65535 {
-			return fmt.Errorf("listener: invalid port %q", args[0])
-		}
-		l := Listener{Port: p}
-		if len(args) == 2 {
-			l.Address = args[1]
-		}
-		c.Listeners = append(c.Listeners, l)
-	case "port":
-		n, err = integer(1, 65535)
-		c.Listeners = append(c.Listeners, Listener{Port: int(n)})
-	case "allow_anonymous":
-		o.AllowAnonymous, err = boolean()
-		c.anonymousSet = true
-	case "max_inflight_messages":
-		n, err = integer(0, 65535)
-		o.MaxInflight = int(n)
-		if n == 0 {
-			o.MaxInflight = -1 // 0 means no limit in mosquitto.conf
-		}
-	case "max_queued_messages":
-		n, err = integer(0, 1<<31-1)
-		o.MaxQueuedMessages = int(n)
-		if n == 0 {
-			o.MaxQueuedMessages = -1
-		}
-	case "max_queued_bytes":
-		n, err = integer(0, 1<<62)
-		o.MaxQueuedBytes = n
-	case "queue_qos0_messages":
-		o.QueueQoS0, err = boolean()
-	case "message_size_limit":
-		n, err = integer(0, 268435455)
-		o.MessageSizeLimit = int(n)
-	case "max_packet_size":
-		n, err = integer(0, 268435460)
-		if err == nil && n > 0 && n < 20 {
-			err = fmt.Errorf("max_packet_size: %d is too small (at least 20)", n)
-		}
-		o.MaxPacketSize = int(n)
-	case "max_keepalive":
-		n, err = integer(0, 65535)
-		o.MaxKeepAlive = uint16(n)
-		if n == 0 {
-			o.MaxKeepAlive = 65535
-		}
-	case "persistence":
-		c.Persistence, err = boolean()
-	case "persistence_location":
-		c.PersistenceLocation, err = one()
-	case "sys_interval":
-		n, err = integer(0, 65535)
-		o.SysInterval = time.Duration(n) * time.Second
-		if n == 0 {
-			o.SysInterval = -1 // 0 disables $SYS
-		}
-	case "persistent_client_expiration":
-		var s string
-		if s, err = one(); err == nil {
-			o.PersistentClientExpiration, err = parseExpiration(s)
-		}
-	default:
-		return fmt.Errorf("unknown option %q", key)
-	}
-	return err
-}
-
-// parseExpiration reads Mosquitto's duration syntax: a number followed by h
-// (hours), d (days), w (weeks), m (months of 30 days) or y (years of 365 days).
-func parseExpiration(s string) (time.Duration, error) {
-	if len(s) < 2 {
-		return 0, fmt.Errorf("persistent_client_expiration: invalid duration %q", s)
-	}
-	n, err := strconv.Atoi(s[:len(s)-1])
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("persistent_client_expiration: invalid duration %q", s)
-	}
-	unit := map[byte]time.Duration{'h': time.Hour, 'd': 24 * time.Hour, 'w': 7 * 24 * time.Hour,
-		'm': 30 * 24 * time.Hour, 'y': 365 * 24 * time.Hour}[s[len(s)-1]]
-	if unit == 0 {
-		return 0, fmt.Errorf("persistent_client_expiration: unit of %q must be h, d, w, m or y", s)
-	}
-	return time.Duration(n) * unit, nil
+	return c.Security
 }

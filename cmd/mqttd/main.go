@@ -1,9 +1,12 @@
 // Command mqttd is the MQTT broker.
 //
 //	mqttd [-c FILE] [-p PORT] [-v] [--test-config]
+//	mqttd passwd [-c] [-b] [-D] [-U] FILE USER [PASSWORD]
 //
 // Without a configuration file it listens on 127.0.0.1:1883 and allows
-// anonymous clients (Mosquitto 2.0's local-only mode).
+// anonymous clients (Mosquitto 2.0's local-only mode). SIGHUP reloads the
+// password and ACL files, the TLS certificates and the log settings without
+// dropping connections; SIGINT and SIGTERM stop it.
 package main
 
 import (
@@ -13,44 +16,59 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"os/user"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/mqttd/mqttd/auth"
 	"github.com/mqttd/mqttd/broker"
 	"github.com/mqttd/mqttd/config"
+	"github.com/mqttd/mqttd/listener"
+	"github.com/mqttd/mqttd/metrics"
+	"github.com/mqttd/mqttd/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "devel"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, `mqttd is an MQTT 3.1, 3.1.1 and 5.0 broker.
 
 Usage: mqttd [-c config_file] [-p port] [-v] [--test-config]
+       mqttd passwd [-c | -D | -U] [-b] passwordfile username [password]
 
  -c, --config-file : read configuration from a file (mosquitto.conf syntax).
  -p, --port        : listen on this port (may be repeated).
- -v, --verbose     : log every event, including debug ones.
-     --test-config : check the configuration file and exit.
+ -v, --verbose     : log every event, including debug ones (log_type all).
+     --test-config : check the configuration file and the files it names, and exit.
  -h, --help        : this help.
+
+ passwd            : manage a password file as mosquitto_passwd does (mqttd passwd -h).
+
+Signals: SIGHUP reloads password and ACL files, TLS certificates and log
+settings; SIGINT and SIGTERM stop the broker.
 `)
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	var (
-		file       string
-		ports      []int
-		verbose    bool
-		testConfig bool
-	)
+// options are the command line's.
+type options struct {
+	file       string
+	ports      []int
+	verbose    bool
+	testConfig bool
+}
+
+func parseArgs(args []string, stdout, stderr io.Writer) (options, int, bool) {
+	var o options
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		next := func() (string, bool) {
@@ -65,108 +83,399 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case "-c", "--config-file":
 			v, ok := next()
 			if !ok {
-				return 1
+				return o, 1, false
 			}
-			file = v
+			o.file = v
 		case "-p", "--port":
 			v, ok := next()
 			if !ok {
-				return 1
+				return o, 1, false
 			}
 			p, err := strconv.Atoi(v)
 			if err != nil || p < 1 || p > 65535 {
 				fmt.Fprintf(stderr, "mqttd: invalid port %q\n", v)
-				return 1
+				return o, 1, false
 			}
-			ports = append(ports, p)
+			o.ports = append(o.ports, p)
 		case "-v", "--verbose":
-			verbose = true
+			o.verbose = true
 		case "--test-config":
-			testConfig = true
+			o.testConfig = true
+		case "-d", "--daemon":
+			fmt.Fprintln(stderr, "mqttd: -d is not supported; run mqttd under a service manager such as systemd")
+			return o, 1, false
 		case "-h", "--help":
 			usage(stdout)
-			return 0
+			return o, 0, false
 		default:
 			fmt.Fprintf(stderr, "mqttd: unknown option %q (see mqttd --help)\n", a)
-			return 1
+			return o, 1, false
 		}
 	}
+	return o, 0, true
+}
 
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "passwd" {
+		return auth.Passwd(args[1:], stdin, stdout, stderr)
+	}
+	o, status, ok := parseArgs(args, stdout, stderr)
+	if !ok {
+		return status
+	}
 	cfg := config.Default()
-	if file != "" {
+	if o.file != "" {
 		var err error
-		if cfg, err = config.Load(file); err != nil {
+		if cfg, err = config.Load(o.file); err != nil {
 			fmt.Fprintf(stderr, "mqttd: %v\n", err)
 			return 3
 		}
 	}
-	if testConfig {
-		if file == "" {
+	if o.testConfig {
+		if o.file == "" {
 			fmt.Fprintln(stderr, "mqttd: --test-config needs -c FILE")
 			return 1
 		}
-		fmt.Fprintf(stdout, "%s: configuration OK\n", file)
+		if err := checkFiles(cfg); err != nil {
+			fmt.Fprintf(stderr, "mqttd: %v\n", err)
+			return 3
+		}
+		fmt.Fprintf(stdout, "%s: configuration OK\n", o.file)
 		return 0
 	}
-	for _, p := range ports {
+	for _, p := range o.ports {
 		cfg.AddPort(p)
 	}
-
-	level := slog.LevelInfo
-	if verbose {
-		level = slog.LevelDebug
+	b, err := start(cfg, o)
+	if err != nil {
+		fmt.Fprintf(stderr, "mqttd: %v\n", err)
+		return 1
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	opts := cfg.Broker
-	opts.Logger = logger
-	opts.Version = "mqttd version " + version
-	if cfg.Persistence {
-		logger.Warn("persistence is not available in this build yet; sessions live in memory")
-	}
+	return b.wait()
+}
 
-	srv := broker.New(opts)
-	var listeners []net.Listener
+// checkFiles loads what the configuration names: password and ACL files
+// and TLS certificates.
+func checkFiles(cfg *config.Config) error {
+	if _, err := config.NewAuth(cfg); err != nil {
+		return err
+	}
 	for _, l := range cfg.Listeners {
-		ln, err := net.Listen("tcp", l.Addr())
-		if err != nil {
-			for _, o := range listeners {
-				o.Close()
+		if lc := cfg.ListenerConfig(l); lc.TLS != nil {
+			if _, err := lc.TLS.Build(); err != nil {
+				return fmt.Errorf("listener %s: %w", l.Addr(), err)
 			}
-			fmt.Fprintf(stderr, "mqttd: %v\n", err)
-			return 1
 		}
-		listeners = append(listeners, ln)
 	}
-	logger.Info("mqttd starting", "version", version)
+	return nil
+}
 
-	var wg sync.WaitGroup
-	errs := make(chan error, len(listeners))
-	for _, ln := range listeners {
-		wg.Add(1)
+// running is a started broker with what it needs to reload and stop.
+type running struct {
+	cfg     *config.Config
+	opts    options
+	log     *slog.Logger
+	logging *config.Logging
+	auth    *config.Auth
+	srv     *broker.Server
+	store   store.Store // nil without persistence
+	sig     chan os.Signal
+	tls     []*listener.TLSConfig
+	metrics *http.Server
+	wg      sync.WaitGroup
+	errs    chan error
+	pidFile string
+}
+
+// start opens the logs, the listeners and the metrics endpoint and serves.
+func start(cfg *config.Config, o options) (*running, error) {
+	logging, err := config.NewLogging(cfg.Log, o.verbose)
+	if err != nil {
+		return nil, err
+	}
+	logger := slog.New(logging.Handler())
+	r := &running{cfg: cfg, opts: o, log: logger, logging: logging}
+	// Signals are caught before any listener opens: a client that can
+	// connect can also see a clean shutdown.
+	r.sig = make(chan os.Signal, 1)
+	signal.Notify(r.sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	fail := func(err error) (*running, error) {
+		signal.Stop(r.sig)
+		r.closeAll()
+		return nil, err
+	}
+	logger.Info("mqttd version " + version + " starting")
+	if cfg.File != "" {
+		logger.Info("Config loaded from " + cfg.File + ".")
+	} else {
+		logger.Info("Starting in local only mode. Connections will only be possible from clients running on this machine.")
+	}
+	for _, w := range cfg.Warnings {
+		logger.Warn(w)
+	}
+	for _, n := range notApplied(cfg) {
+		logger.Warn(n)
+	}
+	if r.auth, err = config.NewAuth(cfg); err != nil {
+		return fail(err)
+	}
+	bo := cfg.Broker
+	bo.Logger = logger
+	bo.Version = "mqttd version " + version
+	bo.OnEvent = logging.Event
+	r.auth.Apply(&bo)
+	if cfg.Persistence {
+		p := persistence{dir: storeDir(cfg.PersistenceLocation, cfg.File), sync: cfg.PersistenceSync,
+			moveAside: cfg.PersistenceOnCorruption == "move-aside", logger: logger}
+		srv, st, err := p.openStore(func(st store.Store) *broker.Server {
+			o := bo
+			o.Store = st
+			return broker.New(o)
+		})
+		if err != nil {
+			return fail(err)
+		}
+		r.srv, r.store = srv, st
+		logger.Info("Persistence: store in "+p.dir+".", "sync", cfg.PersistenceSync)
+	} else {
+		r.srv = broker.New(bo)
+	}
+
+	type opened struct {
+		ln net.Listener
+		lo broker.ListenerOptions
+	}
+	var lns []opened
+	for i, l := range cfg.Listeners {
+		lc := cfg.ListenerConfig(l)
+		lc.Logger = logger
+		ln, err := listener.Listen(lc)
+		if err != nil {
+			for _, o := range lns {
+				o.ln.Close()
+			}
+			return fail(fmt.Errorf("listener %s: %w", l.Addr(), err))
+		}
+		if lc.TLS != nil {
+			r.tls = append(r.tls, lc.TLS)
+		}
+		r.auth.Bind(ln.Addr().String(), i)
+		lns = append(lns, opened{ln, cfg.ListenerOptions(l)})
+		logger.Info(openingMessage(l, ln))
+	}
+	if cfg.MetricsAddr != "" {
+		ml, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			for _, o := range lns {
+				o.ln.Close()
+			}
+			return fail(fmt.Errorf("metrics_listener: %w", err))
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler(r.snapshot))
+		r.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		logger.Info("Opening metrics listener on " + ml.Addr().String() + ".")
+		r.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, broker.ErrServerClosed) {
-				errs <- err
+			defer r.wg.Done()
+			if err := r.metrics.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("metrics listener failed", "err", err)
 			}
 		}()
 	}
+	if cfg.PidFile != "" {
+		if err := os.WriteFile(cfg.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			for _, o := range lns {
+				o.ln.Close()
+			}
+			return fail(fmt.Errorf("pid_file: %w", err))
+		}
+		r.pidFile = cfg.PidFile
+	}
+	if err := dropPrivileges(cfg.User, logger); err != nil {
+		for _, o := range lns {
+			o.ln.Close()
+		}
+		return fail(err)
+	}
+	r.errs = make(chan error, len(lns))
+	for _, o := range lns {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if err := r.srv.ServeListener(o.ln, o.lo); err != nil && !errors.Is(err, broker.ErrServerClosed) {
+				r.errs <- err
+			}
+		}()
+	}
+	logger.Info("mqttd version " + version + " running")
+	return r, nil
+}
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+// openingMessage is Mosquitto's line for a listener being opened.
+func openingMessage(l *config.Listener, ln net.Listener) string {
+	switch {
+	case l.Unix:
+		return "Opening unix listen socket on path " + l.Address + "."
+	case l.Protocol == "websockets":
+		return "Opening websockets listen socket on port " + strconv.Itoa(l.Port) + " (" + ln.Addr().String() + ")."
+	}
+	return "Opening listen socket on port " + strconv.Itoa(l.Port) + " (" + ln.Addr().String() + ")."
+}
+
+// notApplied names the options that were set to something mqttd does not
+// act on yet.
+func notApplied(cfg *config.Config) []string {
+	var out []string
+	note := func(cond bool, what string) {
+		if cond {
+			out = append(out, what+" is accepted but not applied yet")
+		}
+	}
+	note(cfg.MaxInflightBytes > 0, "max_inflight_bytes")
+	note(!cfg.RetainAvailable, "retain_available false")
+	note(cfg.MaxQoS < 2, "max_qos below 2")
+	note(cfg.UpgradeOutgoingQoS, "upgrade_outgoing_qos true")
+	note(cfg.MaxTopicAlias > 0, "max_topic_alias")
+	note(cfg.MemoryLimit > 0, "memory_limit")
+	for _, l := range cfg.Listeners {
+		note(l.UseUsernameAsClientID, "use_username_as_clientid")
+		note(l.CiphersTLS13 != "", "ciphers_tls1.3 (Go enables every TLS 1.3 suite)")
+	}
+	for _, d := range cfg.Log.Dests {
+		note(d.Kind == "topic", "log_dest topic")
+	}
+	return out
+}
+
+// snapshot reads the broker's counters for the metrics endpoint.
+func (r *running) snapshot() metrics.Snapshot {
+	s := r.srv.Stats()
+	return metrics.Snapshot{
+		ClientsConnected: s.ClientsConnected, ClientsDisconnected: s.ClientsDisconnected,
+		ClientsMaximum: s.ClientsMaximum, ClientsExpired: s.ClientsExpired, SocketsAccepted: s.SocketsAccepted,
+		Subscriptions: s.Subscriptions, Retained: s.Retained,
+		PacketsReceived: s.MessagesReceived, PacketsSent: s.MessagesSent,
+		BytesReceived: s.BytesReceived, BytesSent: s.BytesSent,
+		PublishReceived: s.PublishReceived, PublishSent: s.PublishSent,
+		PublishBytesRecv: s.PublishBytesRecv, PublishBytesSent: s.PublishBytesSent,
+		DroppedQueueFull: s.PublishDropped, RefusedMaxConns: r.srv.ListenerRefusals(),
+		Inflight: s.Inflight, Queued: s.Queued, AuthFailures: s.AuthFailures,
+		Uptime: time.Since(startTime),
+	}
+}
+
+var startTime = time.Now()
+
+// reload re-reads the configuration file (if any) and applies what can
+// change while running: security files and options, TLS certificates, logs.
+func (r *running) reload() {
+	r.log.Info("Reloading config.")
+	var next *config.Config
+	if r.cfg.File != "" {
+		c, err := config.Load(r.cfg.File)
+		if err != nil {
+			r.log.Error("reload: configuration file kept as it was", "err", err)
+		} else {
+			next = c
+		}
+	}
+	if next != nil {
+		if err := r.logging.Reconfigure(next.Log, r.opts.verbose); err != nil {
+			r.log.Error("reload: log settings kept as they were", "err", err)
+		}
+	}
+	if err := r.auth.Reload(next); err != nil {
+		r.log.Error("reload: password and ACL files kept as they were", "err", err)
+	}
+	for _, t := range r.tls {
+		if err := t.Reload(); err != nil {
+			r.log.Error("reload: TLS certificates kept as they were", "certfile", t.CertFile, "err", err)
+		}
+	}
+	r.log.Info("Reload done.")
+}
+
+// wait serves until SIGINT or SIGTERM, reloading on SIGHUP.
+func (r *running) wait() int {
+	sig := r.sig
+	defer signal.Stop(sig)
 	status := 0
-	select {
-	case s := <-sig:
-		logger.Info("shutting down", "signal", s.String())
-	case err := <-errs:
-		logger.Error("listener failed", "err", err)
-		status = 1
+loop:
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				r.reload()
+				continue
+			}
+			r.log.Info("mqttd version "+version+" terminating", "signal", s.String())
+			break loop
+		case err := <-r.errs:
+			r.log.Error("listener failed", "err", err)
+			status = 1
+			break loop
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
-		logger.Error("shutdown", "err", err)
+	if err := r.srv.Shutdown(ctx); err != nil {
+		r.log.Error("shutdown", "err", err)
 		status = 1
 	}
-	wg.Wait()
+	r.closeAll()
+	r.wg.Wait()
 	return status
+}
+
+// closeAll stops the metrics endpoint, closes the store (after Shutdown, or
+// when starting failed), removes the pid file and closes logs.
+func (r *running) closeAll() {
+	if r.store != nil {
+		if err := r.store.Close(); err != nil {
+			r.log.Error("closing the store", "err", err)
+		}
+		r.store = nil
+	}
+	if r.metrics != nil {
+		r.metrics.Close()
+	}
+	if r.pidFile != "" {
+		if err := os.Remove(r.pidFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			r.log.Warn("pid_file not removed", "err", err)
+		}
+	}
+	r.logging.Close()
+}
+
+// dropPrivileges switches to the user named by the `user` option when
+// started as root, after the listeners (privileged ports), the pid file and
+// the log files are open, as Mosquitto does. Started as another user it does
+// nothing; as root with `user root` (or none) it stays root. A user that does
+// not exist is an error.
+func dropPrivileges(name string, log *slog.Logger) error {
+	if name == "" || name == "root" || os.Geteuid() != 0 {
+		return nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return fmt.Errorf("user %s: %w", name, err)
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("user %s: non-numeric uid or gid", name)
+	}
+	// Go applies these to every thread of the process (Linux, Go >= 1.16).
+	if err := syscall.Setgroups([]int{gid}); err != nil {
+		return fmt.Errorf("user %s: setgroups: %w", name, err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("user %s: setgid: %w", name, err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("user %s: setuid: %w", name, err)
+	}
+	log.Info("dropped privileges", "user", name, "uid", uid, "gid", gid)
+	return nil
 }

@@ -48,6 +48,7 @@ func freePort(t *testing.T) int {
 func TestServeAndSignalShutdown(t *testing.T) {
 	port := freePort(t)
 	cmd := exec.Command(binary, "-p", strconv.Itoa(port), "-v")
+	cmd.Dir = t.TempDir() // its default store goes to ./data
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -136,6 +137,7 @@ func TestListenerInUse(t *testing.T) {
 	defer l.Close()
 	port := l.Addr().(*net.TCPAddr).Port
 	cmd := exec.Command(binary, "-p", strconv.Itoa(port))
+	cmd.Dir = t.TempDir()
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "address already in use") {
 		t.Fatalf("got %v %q", err, out)

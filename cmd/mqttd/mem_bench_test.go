@@ -64,6 +64,7 @@ func measureIdleConns(b *testing.B, start func(port int) *exec.Cmd, n int) float
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	cmd := start(port)
+	cmd.Dir = b.TempDir() // mqttd's default store goes to ./data
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start broker: %v", err)
 	}

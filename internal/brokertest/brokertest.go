@@ -239,3 +239,9 @@ func (c *Conn) ExpectPublish() *packet.Publish {
 	}
 	return pub
 }
+
+// TryDial opens a TCP connection to addr or returns the error (for polling
+// until a server listens).
+func TryDial(addr string) (net.Conn, error) {
+	return net.DialTimeout("tcp", addr, time.Second)
+}

@@ -1,0 +1,415 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"log/syslog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqttd/mqttd/broker"
+	"github.com/mqttd/mqttd/packet"
+)
+
+// LevelNotice is Mosquitto's "notice" log type (connection messages),
+// between information and warning.
+const LevelNotice = slog.Level(2)
+
+// Logging writes logs as Mosquitto does: "TIMESTAMP: message" lines to the
+// log_dest destinations, filtered by log_type. Reconfigure swaps the
+// settings (SIGHUP) while loggers built on Handler keep working.
+type Logging struct {
+	state atomic.Pointer[logState]
+	mu    sync.Mutex // serialises writes and Reconfigure
+}
+
+type logState struct {
+	cfg     LogConfig
+	levels  map[slog.Level]bool
+	all     bool
+	writers []io.Writer
+	syslog  *syslog.Writer
+	closers []io.Closer
+}
+
+// NewLogging opens the destinations of lc. verbose (mqttd -v) logs every
+// type, as mosquitto -v does.
+func NewLogging(lc LogConfig, verbose bool) (*Logging, error) {
+	l := &Logging{}
+	st, err := openLog(lc, verbose, os.Stdout, os.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	l.state.Store(st)
+	return l, nil
+}
+
+// newLoggingTo is NewLogging with stdout and stderr replaced (tests).
+func newLoggingTo(lc LogConfig, verbose bool, stdout, stderr io.Writer) (*Logging, error) {
+	l := &Logging{}
+	st, err := openLog(lc, verbose, stdout, stderr)
+	if err != nil {
+		return nil, err
+	}
+	l.state.Store(st)
+	return l, nil
+}
+
+// errLogDest reports an unusable log destination.
+var errLogDest = errors.New("config: log_dest")
+
+func openLog(lc LogConfig, verbose bool, stdout, stderr io.Writer) (*logState, error) {
+	st := &logState{cfg: lc, levels: make(map[slog.Level]bool)}
+	types := lc.Types
+	if verbose {
+		types = []string{"all"}
+	}
+	for _, t := range types {
+		switch t {
+		case "all":
+			st.all = true
+		case "none":
+			st.all = false
+			clear(st.levels)
+		case "error":
+			st.levels[slog.LevelError] = true
+		case "warning":
+			st.levels[slog.LevelWarn] = true
+		case "notice":
+			st.levels[LevelNotice] = true
+		case "information":
+			st.levels[slog.LevelInfo] = true
+		case "debug":
+			st.levels[slog.LevelDebug] = true
+		}
+	}
+	for _, d := range lc.Dests {
+		switch d.Kind {
+		case "stderr":
+			st.writers = append(st.writers, stderr)
+		case "stdout":
+			st.writers = append(st.writers, stdout)
+		case "file":
+			f, err := os.OpenFile(d.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+			if err != nil {
+				st.close()
+				return nil, fmt.Errorf("%w: %w", errLogDest, err)
+			}
+			st.writers = append(st.writers, f)
+			st.closers = append(st.closers, f)
+		case "syslog":
+			w, err := syslog.New(syslog.LOG_INFO|syslog.LOG_DAEMON, "mqttd")
+			if err != nil {
+				st.close()
+				return nil, fmt.Errorf("%w: syslog: %w", errLogDest, err)
+			}
+			st.syslog = w
+			st.closers = append(st.closers, w)
+		case "none", "topic":
+			// topic: $SYS/broker/log is not published (accepted, not applied).
+		}
+	}
+	return st, nil
+}
+
+func (st *logState) close() {
+	for _, c := range st.closers {
+		c.Close()
+	}
+}
+
+// enabled reports whether records at level are written. Levels between the
+// named ones count as the next lower named one.
+func (st *logState) enabled(level slog.Level) bool {
+	if st.all {
+		return true
+	}
+	switch {
+	case level >= slog.LevelError:
+		return st.levels[slog.LevelError]
+	case level >= slog.LevelWarn:
+		return st.levels[slog.LevelWarn]
+	case level >= LevelNotice:
+		return st.levels[LevelNotice]
+	case level >= slog.LevelInfo:
+		return st.levels[slog.LevelInfo]
+	}
+	return st.levels[slog.LevelDebug]
+}
+
+// Reconfigure opens lc's destinations and switches to them; the old files
+// are closed. On error the old settings stay.
+func (l *Logging) Reconfigure(lc LogConfig, verbose bool) error {
+	st, err := openLog(lc, verbose, os.Stdout, os.Stderr)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	old := l.state.Swap(st)
+	l.mu.Unlock()
+	old.close()
+	return nil
+}
+
+// Close closes the log files.
+func (l *Logging) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.state.Load().close()
+}
+
+// write writes one line at level.
+func (l *Logging) write(t time.Time, level slog.Level, line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := l.state.Load()
+	if !st.enabled(level) {
+		return
+	}
+	if st.syslog != nil {
+		switch {
+		case level >= slog.LevelError:
+			st.syslog.Err(line)
+		case level >= slog.LevelWarn:
+			st.syslog.Warning(line)
+		case level >= LevelNotice:
+			st.syslog.Notice(line)
+		case level >= slog.LevelInfo:
+			st.syslog.Info(line)
+		default:
+			st.syslog.Debug(line)
+		}
+	}
+	if len(st.writers) == 0 {
+		return
+	}
+	var b strings.Builder
+	if st.cfg.Timestamp {
+		if st.cfg.TimestampFormat != "" {
+			b.WriteString(strftime(st.cfg.TimestampFormat, t))
+		} else {
+			b.WriteString(strconv.FormatInt(t.Unix(), 10))
+		}
+		b.WriteString(": ")
+	}
+	b.WriteString(line)
+	b.WriteByte('\n')
+	for _, w := range st.writers {
+		io.WriteString(w, b.String())
+	}
+}
+
+// Handler returns a slog.Handler writing through l.
+func (l *Logging) Handler() slog.Handler { return &logHandler{l: l} }
+
+// supersededByConnectionMessages are the broker's own connection log lines,
+// which Mosquitto-style connection messages (Event) replace: they are
+// written as debug.
+var supersededByConnectionMessages = map[string]bool{
+	"client connected": true, "client disconnected": true, "connection closed": true,
+	"connection refused": true, "client taken over": true,
+}
+
+type logHandler struct {
+	l      *Logging
+	attrs  []slog.Attr
+	groups string
+}
+
+func (h *logHandler) Enabled(_ context.Context, level slog.Level) bool {
+	return h.l.state.Load().enabled(level)
+}
+
+func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
+	level := r.Level
+	if supersededByConnectionMessages[r.Message] && level < slog.LevelWarn {
+		level = slog.LevelDebug
+	}
+	var b strings.Builder
+	b.WriteString(r.Message)
+	add := func(a slog.Attr) bool {
+		if a.Equal(slog.Attr{}) {
+			return true
+		}
+		b.WriteByte(' ')
+		b.WriteString(h.groups)
+		b.WriteString(a.Key)
+		b.WriteByte('=')
+		v := a.Value.Resolve().String()
+		if strings.ContainsAny(v, " \"=") || v == "" {
+			v = strconv.Quote(v)
+		}
+		b.WriteString(v)
+		return true
+	}
+	for _, a := range h.attrs {
+		add(a)
+	}
+	r.Attrs(add)
+	t := r.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	h.l.write(t, level, b.String())
+	return nil
+}
+
+func (h *logHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	n := *h
+	n.attrs = append(append([]slog.Attr(nil), h.attrs...), as...)
+	return &n
+}
+
+func (h *logHandler) WithGroup(name string) slog.Handler {
+	n := *h
+	n.groups += name + "."
+	return &n
+}
+
+// Event writes a broker connection event in Mosquitto 2.0's wording, at
+// notice level, when connection_messages is true.
+func (l *Logging) Event(ev broker.Event) {
+	if !l.state.Load().cfg.ConnectionMessages {
+		return
+	}
+	for _, line := range EventLines(ev) {
+		l.write(time.Now(), LevelNotice, line)
+	}
+}
+
+// EventLines renders ev as Mosquitto 2.0 logs it (none for events
+// Mosquitto does not log).
+func EventLines(ev broker.Event) []string {
+	id := ev.ClientID
+	if id == "" {
+		id = "<unknown>"
+	}
+	switch ev.Kind {
+	case broker.EventAccepted:
+		return []string{fmt.Sprintf("New connection from %s on port %d.", hostPort(ev.Remote), ev.Port)}
+	case broker.EventConnected:
+		var out []string
+		if ev.TookOver {
+			out = append(out, fmt.Sprintf("Client %s already connected, closing old connection.", id))
+		}
+		clean := 0
+		if ev.CleanStart {
+			clean = 1
+		}
+		line := fmt.Sprintf("New client connected from %s as %s (p%d, c%d, k%d", hostPort(ev.Remote), id,
+			protocolNumber(ev.Version), clean, ev.KeepAlive)
+		if ev.HasUsername {
+			line += fmt.Sprintf(", u'%s'", ev.Username)
+		}
+		return append(out, line+").")
+	case broker.EventRefused:
+		switch ev.Code {
+		case packet.NotAuthorized, packet.BadUserNameOrPassword:
+			return []string{"Client <unknown> disconnected, not authorised."}
+		}
+		return []string{fmt.Sprintf("Client <unknown> disconnected: %s.", ev.Code.Error())}
+	case broker.EventDisconnected:
+		switch ev.Cause {
+		case broker.CauseDisconnect:
+			return []string{fmt.Sprintf("Client %s disconnected.", id)}
+		case broker.CauseClosed:
+			return []string{fmt.Sprintf("Client %s closed its connection.", id)}
+		case broker.CauseKeepAlive:
+			return []string{fmt.Sprintf("Client %s has exceeded timeout, disconnecting.", id)}
+		case broker.CauseProtocol:
+			return []string{fmt.Sprintf("Client %s disconnected due to protocol error.", id)}
+		case broker.CauseTooLarge:
+			return []string{fmt.Sprintf("Client %s disconnected due to oversize packet.", id)}
+		case broker.CauseError:
+			msg := "error"
+			if ev.Err != nil {
+				msg = ev.Err.Error()
+			}
+			return []string{fmt.Sprintf("Client %s disconnected: %s.", id, msg)}
+		}
+	}
+	return nil
+}
+
+// hostPort prints an address as Mosquitto does: host:port, IPv6 without
+// brackets.
+func hostPort(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host + ":" + port
+}
+
+// protocolNumber is Mosquitto's protocol number: 1 (3.1), 2 (3.1.1), 5.
+func protocolNumber(v packet.Version) int {
+	switch v {
+	case packet.V31:
+		return 1
+	case packet.V311:
+		return 2
+	}
+	return 5
+}
+
+// strftime formats t with the common strftime conversions
+// (log_timestamp_format); unknown ones are copied as they are.
+func strftime(format string, t time.Time) string {
+	var b strings.Builder
+	for i := 0; i < len(format); i++ {
+		ch := format[i]
+		if ch != '%' || i+1 == len(format) {
+			b.WriteByte(ch)
+			continue
+		}
+		i++
+		switch format[i] {
+		case 'Y':
+			b.WriteString(t.Format("2006"))
+		case 'y':
+			b.WriteString(t.Format("06"))
+		case 'm':
+			b.WriteString(t.Format("01"))
+		case 'd':
+			b.WriteString(t.Format("02"))
+		case 'e':
+			fmt.Fprintf(&b, "%2d", t.Day())
+		case 'H':
+			b.WriteString(t.Format("15"))
+		case 'M':
+			b.WriteString(t.Format("04"))
+		case 'S':
+			b.WriteString(t.Format("05"))
+		case 'j':
+			fmt.Fprintf(&b, "%03d", t.YearDay())
+		case 'b':
+			b.WriteString(t.Format("Jan"))
+		case 'a':
+			b.WriteString(t.Format("Mon"))
+		case 'z':
+			b.WriteString(t.Format("-0700"))
+		case 'Z':
+			b.WriteString(t.Format("MST"))
+		case 's':
+			b.WriteString(strconv.FormatInt(t.Unix(), 10))
+		case 'T':
+			b.WriteString(t.Format("15:04:05"))
+		case 'F':
+			b.WriteString(t.Format("2006-01-02"))
+		case '%':
+			b.WriteByte('%')
+		default:
+			b.WriteByte('%')
+			b.WriteByte(format[i])
+		}
+	}
+	return b.String()
+}

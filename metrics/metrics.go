@@ -1,0 +1,133 @@
+// Package metrics exposes a broker's counters to Prometheus.
+//
+// It depends on no other mqttd package: the caller hands it a function that
+// returns a Snapshot (cmd/mqttd fills one from broker.Server.Stats), and
+// Handler serves the Prometheus text exposition of the latest snapshot on
+// every scrape, with Go runtime and process metrics beside it.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Snapshot is one reading of a broker's counters. Counters only grow;
+// gauges go up and down.
+type Snapshot struct {
+	ClientsConnected    int64 // gauge
+	ClientsDisconnected int64 // gauge: persistent sessions without a connection
+	ClientsMaximum      int64 // gauge: most clients connected at once
+	ClientsExpired      int64 // counter: sessions removed for expiry
+	SocketsAccepted     int64 // counter
+	Subscriptions       int64 // gauge
+	Retained            int64 // gauge
+	PacketsReceived     int64 // counter: control packets of every type
+	PacketsSent         int64 // counter
+	BytesReceived       int64 // counter
+	BytesSent           int64 // counter
+	PublishReceived     int64 // counter: PUBLISH packets
+	PublishSent         int64 // counter
+	PublishBytesRecv    int64 // counter: PUBLISH payload bytes
+	PublishBytesSent    int64 // counter
+	DroppedQueueFull    int64 // counter: messages dropped for full queues or backlogs
+	RefusedMaxConns     int64 // counter: sockets closed by max_connections
+	Inflight            int64 // gauge: outbound QoS 1/2 messages awaiting acknowledgement
+	Queued              int64 // gauge: messages waiting in session queues
+	AuthFailures        int64 // counter: refused CONNECTs (authentication)
+	Uptime              time.Duration
+}
+
+// Namespace prefixes every metric name.
+const Namespace = "mqttd"
+
+type metric struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(*Snapshot) float64
+}
+
+// collector turns snapshots into Prometheus metrics.
+type collector struct {
+	read    func() Snapshot
+	metrics []metric
+}
+
+func newCollector(read func() Snapshot) *collector {
+	c := &collector{read: read}
+	add := func(name, help string, kind prometheus.ValueType, labels prometheus.Labels, v func(*Snapshot) int64) {
+		c.metrics = append(c.metrics, metric{
+			desc:  prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", name), help, nil, labels),
+			kind:  kind,
+			value: func(s *Snapshot) float64 { return float64(v(s)) },
+		})
+	}
+	g, k := prometheus.GaugeValue, prometheus.CounterValue
+	add("clients_connected", "Clients connected now.", g, nil, func(s *Snapshot) int64 { return s.ClientsConnected })
+	add("clients_disconnected", "Persistent sessions whose client is not connected.", g, nil,
+		func(s *Snapshot) int64 { return s.ClientsDisconnected })
+	add("sessions", "Sessions held: connected clients plus disconnected persistent sessions.", g, nil,
+		func(s *Snapshot) int64 { return s.ClientsConnected + s.ClientsDisconnected })
+	add("clients_maximum", "Most clients connected at once since start.", g, nil, func(s *Snapshot) int64 { return s.ClientsMaximum })
+	add("clients_expired_total", "Persistent sessions removed because they expired.", k, nil,
+		func(s *Snapshot) int64 { return s.ClientsExpired })
+	add("connections_accepted_total", "Network connections accepted.", k, nil, func(s *Snapshot) int64 { return s.SocketsAccepted })
+	add("connections_refused_total", "Network connections closed at once because the listener was full.", k,
+		prometheus.Labels{"reason": "max_connections"}, func(s *Snapshot) int64 { return s.RefusedMaxConns })
+	add("subscriptions", "Subscriptions held.", g, nil, func(s *Snapshot) int64 { return s.Subscriptions })
+	add("retained_messages", "Retained messages held.", g, nil, func(s *Snapshot) int64 { return s.Retained })
+	add("packets_received_total", "MQTT control packets received.", k, nil, func(s *Snapshot) int64 { return s.PacketsReceived })
+	add("packets_sent_total", "MQTT control packets sent.", k, nil, func(s *Snapshot) int64 { return s.PacketsSent })
+	add("bytes_received_total", "Bytes of MQTT packets received.", k, nil, func(s *Snapshot) int64 { return s.BytesReceived })
+	add("bytes_sent_total", "Bytes of MQTT packets sent.", k, nil, func(s *Snapshot) int64 { return s.BytesSent })
+	add("messages_received_total", "PUBLISH packets received.", k, nil, func(s *Snapshot) int64 { return s.PublishReceived })
+	add("messages_sent_total", "PUBLISH packets sent.", k, nil, func(s *Snapshot) int64 { return s.PublishSent })
+	add("message_bytes_received_total", "Payload bytes of PUBLISH packets received.", k, nil,
+		func(s *Snapshot) int64 { return s.PublishBytesRecv })
+	add("message_bytes_sent_total", "Payload bytes of PUBLISH packets sent.", k, nil,
+		func(s *Snapshot) int64 { return s.PublishBytesSent })
+	add("messages_dropped_total", "Messages dropped instead of delivered.", k,
+		prometheus.Labels{"reason": "queue_full"}, func(s *Snapshot) int64 { return s.DroppedQueueFull })
+	add("messages_inflight", "Outbound QoS 1 and 2 messages awaiting acknowledgement.", g, nil,
+		func(s *Snapshot) int64 { return s.Inflight })
+	add("messages_queued", "Messages waiting in session queues.", g, nil, func(s *Snapshot) int64 { return s.Queued })
+	add("auth_failures_total", "CONNECTs refused by authentication.", k, nil, func(s *Snapshot) int64 { return s.AuthFailures })
+	c.metrics = append(c.metrics, metric{
+		desc:  prometheus.NewDesc(Namespace+"_uptime_seconds", "Seconds since the broker started.", nil, nil),
+		kind:  g,
+		value: func(s *Snapshot) float64 { return s.Uptime.Seconds() },
+	})
+	return c
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range c.metrics {
+		ch <- m.desc
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.read()
+	for _, m := range c.metrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(&s))
+	}
+}
+
+// NewRegistry returns a registry holding the broker's metrics, read from
+// read at every scrape, and the Go runtime and process collectors.
+func NewRegistry(read func() Snapshot) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(read),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Handler serves the metrics of read in the Prometheus exposition format.
+func Handler(read func() Snapshot) http.Handler {
+	reg := NewRegistry(read)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
