@@ -35,7 +35,7 @@ func (c *conn) checkConnectCaps(cp *packet.Connect) error {
 	}
 	if o.StrictPayloadFormat && w.Props != nil && w.Props.PayloadFormat != nil && *w.Props.PayloadFormat == 1 &&
 		!utf8.Valid(w.Payload) {
-		// Payload Format Indicator 1: the will payload must be UTF-8 [MQTT-3.1.3-?]
+		// Payload Format Indicator 1: the will payload must be UTF-8
 		// (MQTT 5.0 section 3.1.3.2.3), refused with 0x99.
 		return c.refuse(packet.PayloadFormatInvalid, errors.New("will payload is not valid UTF-8"))
 	}

@@ -229,7 +229,15 @@ func (c *conn) flushPending() error {
 		c.pendAcks = c.pendAcks[:0]
 		return nil
 	}
-	err := c.srv.opts.Store.Apply(&c.pend)
+	var err error
+	if lazy, ok := c.srv.opts.Store.(store.LazyApplier); ok && len(c.pendAcks) == 0 {
+		// Nothing waits for these writes (a subscriber's acknowledgements
+		// deleting queue entries, say): losing them in a power cut costs a
+		// redelivery, so they do not wait for the disk.
+		err = lazy.ApplyNoSync(&c.pend)
+	} else {
+		err = c.srv.opts.Store.Apply(&c.pend)
+	}
 	c.pend.Reset()
 	if err != nil {
 		c.srv.log.Error("store write failed", "client", c.info.ClientID, "err", err)
@@ -460,6 +468,10 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 // outProps are the v5 properties of one delivery: the message's own, with
 // the remaining expiry [MQTT-3.3.2-6] and this subscriber's subscription
 // identifiers [MQTT-3.3.4-3]. The topic alias is never forwarded [MQTT-3.3.2-?].
+// Payload Format Indicator [MQTT-3.3.2-4], Response Topic [MQTT-3.3.2-15],
+// Correlation Data [MQTT-3.3.2-16], User Properties in order [MQTT-3.3.2-17],
+// [MQTT-3.3.2-18] and Content Type [MQTT-3.3.2-20] go unaltered; a 3.x
+// subscriber gets none (writePublish sets them for 5.0 only).
 func outProps(m *Message, subIDs []uint32) *packet.Properties {
 	mp := m.Props
 	if mp == nil && len(subIDs) == 0 {

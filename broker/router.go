@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"hash/fnv"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -130,9 +129,11 @@ func (s *Server) deliverShared(key string, members []*session, m *Message, b *st
 	case SharedRandom:
 		start = rand.IntN(len(members))
 	case SharedHashClientID:
-		h := fnv.New32a()
-		h.Write([]byte(m.From))
-		start = int(h.Sum32() % uint32(len(members)))
+		h := uint32(2166136261) // FNV-1a, inline: no allocation per message
+		for i := 0; i < len(m.From); i++ {
+			h = (h ^ uint32(m.From[i])) * 16777619
+		}
+		start = int(h % uint32(len(members)))
 	default:
 		v, _ := s.shared.LoadOrStore(key, new(atomic.Uint32))
 		start = int(v.(*atomic.Uint32).Add(1))

@@ -197,7 +197,13 @@ func (s *session) refillLocked(b *store.Batch) {
 			s.deleteEntryLocked(b, om)
 			continue
 		}
-		s.putEntryLocked(b, om, false) // now in flight with its packet id
+		if om.qos == 2 {
+			// In flight with its packet id: after a restart a QoS 2 message
+			// is re-sent with that id [MQTT-4.4.0-1], so the receiver that
+			// already has it does not deliver it twice. A QoS 1 entry stays
+			// "queued" on disk: re-sent with a new id, as QoS 1 allows.
+			s.putEntryLocked(b, om, false)
+		}
 	}
 	if s.qhead == len(s.queue) {
 		s.queue, s.qhead = nil, 0

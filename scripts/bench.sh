@@ -2,7 +2,7 @@
 # Side-by-side throughput of mqttd and Mosquitto on this machine, measured
 # with `mqtt bench` in the same run. Not part of CI.
 #
-#   bash scripts/bench.sh [duration-seconds]
+#   bash scripts/bench.sh [duration-seconds] [all|throughput|persist]
 #
 # Prints one line per scenario and broker (delivered msgs/s, loss, latency)
 # and the mqttd/Mosquitto ratio of delivered msgs/s. Scenarios: fanin, fanout
@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-5}
+section=${2:-all}
 command -v mosquitto >/dev/null || { echo "bench: needs mosquitto (apt-get install -y mosquitto)" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()
@@ -52,6 +53,7 @@ print("%.0f" % d["recv_msgs_per_s"])' "$name")
 }
 ratio() { /usr/bin/python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / max(float(sys.argv[2]), 1)))" "$1" "$2"; }
 
+if [ "$section" != persist ]; then
 echo "== throughput, 8 clients, 64 B, ${dur}s (memory only)"
 for sc in fanin fanout pairs; do
   for q in 0 1; do
@@ -60,6 +62,9 @@ for sc in fanin fanout pairs; do
     echo "  ratio $sc qos$q delivered: mqttd/mosquitto = $(ratio "$a" "$b")"
   done
 done
+
+fi
+[ "$section" = throughput ] && exit 0
 
 echo "== persistent QoS 1 fan-in (persistent sessions), 4 publishers"
 start mqttd-always "persistence true

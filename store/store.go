@@ -140,6 +140,13 @@ type Store interface {
 	Close() error
 }
 
+// LazyApplier is implemented by stores that can apply a batch without
+// waiting for stable storage, for writes whose loss in a power cut costs at
+// most a redelivery (a queue entry deleted after its acknowledgement, say).
+type LazyApplier interface {
+	ApplyNoSync(b *Batch) error
+}
+
 // SyncPolicy says when a write reaches stable storage.
 type SyncPolicy int
 

@@ -224,7 +224,7 @@ func buildOptions() map[string]*option {
 			c.keepAlive = n
 			return nil
 		}},
-		{names: []string{"-c", "--disable-clean-session"}, cmds: cmdsClient, set: func(c *config, _ string) error { c.clean = false; return nil }},
+		{names: []string{"-c", "--disable-clean-session"}, cmds: cmdsConn, set: func(c *config, _ string) error { c.clean = false; return nil }},
 		{names: []string{"-d", "--debug"}, cmds: cmdsClient, set: func(c *config, _ string) error { c.debug = true; return nil }},
 		{names: []string{"-v", "--verbose"}, cmds: cmdsSub, set: func(c *config, _ string) error { c.verbose = true; return nil }},
 		{names: []string{"--quiet"}, cmds: cmdsConn, set: func(c *config, _ string) error { c.quiet = true; return nil }},

@@ -57,6 +57,9 @@ func (s *Store) client(id string) *client {
 	return c
 }
 
+// ApplyNoSync implements store.LazyApplier; memory has no sync to skip.
+func (s *Store) ApplyNoSync(b *store.Batch) error { return s.Apply(b) }
+
 // Apply implements store.Store.
 func (s *Store) Apply(b *store.Batch) error {
 	s.mu.Lock()

@@ -464,7 +464,13 @@ func (bd *builder) add(op *store.Op) error {
 }
 
 // Apply implements store.Store.
-func (s *Store) Apply(b *store.Batch) error {
+func (s *Store) Apply(b *store.Batch) error { return s.apply(b, s.policy == store.SyncAlways) }
+
+// ApplyNoSync implements store.LazyApplier: b is written (a process crash
+// keeps it) without waiting for stable storage, whatever the sync policy.
+func (s *Store) ApplyNoSync(b *store.Batch) error { return s.apply(b, false) }
+
+func (s *Store) apply(b *store.Batch, sync bool) error {
 	if p := s.failed.Load(); p != nil {
 		return *p
 	}
@@ -506,7 +512,7 @@ func (s *Store) Apply(b *store.Batch) error {
 		}
 	}
 	var err error
-	if s.policy == store.SyncAlways {
+	if sync {
 		err = s.db.ApplyNoSyncWait(bd.pb, pebbledb.Sync)
 	} else {
 		err = s.db.Apply(bd.pb, pebbledb.NoSync)
@@ -529,7 +535,7 @@ func (s *Store) Apply(b *store.Batch) error {
 			s.maxSeq[c] = n
 		}
 	}
-	if s.policy != store.SyncAlways {
+	if !sync {
 		s.mu.Unlock()
 		return bd.pb.Close()
 	}
