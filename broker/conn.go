@@ -354,7 +354,7 @@ func (c *conn) handle(pkt packet.Packet) error {
 	case *packet.Auth:
 		return c.handleAuth(p) // re-authentication (auth_enhanced.go)
 	default:
-		// CONNACK, SUBACK, UNSUBACK, PINGRESP from a client [MQTT-2.0.0-?].
+		// CONNACK, SUBACK, UNSUBACK, PINGRESP from a client.
 		return packet.ProtocolError
 	}
 	return nil
@@ -467,7 +467,8 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 
 // outProps are the v5 properties of one delivery: the message's own, with
 // the remaining expiry [MQTT-3.3.2-6] and this subscriber's subscription
-// identifiers [MQTT-3.3.4-3]. The topic alias is never forwarded [MQTT-3.3.2-?].
+// identifiers [MQTT-3.3.4-3]. The topic alias is never forwarded: aliases
+// belong to one network connection.
 // Payload Format Indicator [MQTT-3.3.2-4], Response Topic [MQTT-3.3.2-15],
 // Correlation Data [MQTT-3.3.2-16], User Properties in order [MQTT-3.3.2-17],
 // [MQTT-3.3.2-18] and Content Type [MQTT-3.3.2-20] go unaltered; a 3.x
@@ -592,7 +593,7 @@ func (c *conn) closeAfterFlush() {
 }
 
 // disconnect ends the connection from the server's side, telling a v5 client
-// why with DISCONNECT [MQTT-3.14.2-?] first.
+// why with DISCONNECT first.
 func (c *conn) disconnect(why error) {
 	if c.connected.Load() && c.version == packet.V5 {
 		if rc, ok := disconnectCode(why); ok {

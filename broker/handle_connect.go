@@ -58,7 +58,7 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 			if v5 {
 				return c.refuse(packet.TopicNameInvalid, err)
 			}
-			return errors.Join(errRefused, err) // [MQTT-3.1.3-?] invalid will topic: close
+			return errors.Join(errRefused, err) // invalid will topic: close
 		}
 		cp.Will.Topic = c.mountTopic(cp.Will.Topic)
 	}

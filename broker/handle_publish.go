@@ -158,7 +158,7 @@ func (c *conn) newMessage(p *packet.Publish) *Message {
 	return m
 }
 
-// handlePubrel completes an inbound QoS 2 flow with PUBCOMP [MQTT-4.3.3-?].
+// handlePubrel completes an inbound QoS 2 flow with PUBCOMP [MQTT-4.3.3-2].
 func (c *conn) handlePubrel(p *packet.Pubrel) {
 	s := c.sess
 	s.mu.Lock()
@@ -180,7 +180,7 @@ func (c *conn) handlePubrel(p *packet.Pubrel) {
 
 // handleDisconnect ends the connection without publishing the will
 // [MQTT-3.14.4-3]; 5.0 may ask for the will (0x04) and change the session
-// expiry [MQTT-3.14.2-?].
+// expiry ([MQTT-3.14.2-2] bounds the change).
 func (c *conn) handleDisconnect(p *packet.Disconnect) error {
 	if c.version == packet.V5 {
 		if p.Props != nil && p.Props.SessionExpiry != nil {

@@ -10,7 +10,7 @@ import (
 
 // handleSubscribe adds the subscriptions, answers SUBACK with one code per
 // filter in order [MQTT-3.8.4-1], [MQTT-3.9.3-1], then sends the matching
-// retained messages [MQTT-3.8.4-?].
+// retained messages [MQTT-3.3.1-6].
 func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 	v5 := c.version == packet.V5
 	codes := make([]packet.ReasonCode, len(p.Subscriptions))
@@ -87,8 +87,8 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			c.srv.subs.Remove(filter, group, s)
 			return errClosedByServer
 		}
-		codes[i] = packet.ReasonCode(o.QoS) // granted QoS [MQTT-3.9.3-?]
-		// Retained messages: not for shared subscriptions [MQTT-4.8.2-?];
+		codes[i] = packet.ReasonCode(o.QoS) // granted QoS
+		// Retained messages: not for shared subscriptions (5.0 section 4.8.2);
 		// retain handling 1 only for a new subscription, 2 never [MQTT-3.3.1-9..11].
 		if !shared && (o.RetainHandling == 0 || o.RetainHandling == 1 && !existed) {
 			var ids []uint32
@@ -113,7 +113,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 	return nil
 }
 
-// refusedCode is a SUBACK failure code: 3.x knows only 0x80 [MQTT-3.9.3-?].
+// refusedCode is a SUBACK failure code: 3.x knows only 0x80 [MQTT-3.9.3-2].
 func refusedCode(v5 bool, rc packet.ReasonCode) packet.ReasonCode {
 	if !v5 {
 		return packet.UnspecifiedError

@@ -31,7 +31,7 @@ type session struct {
 	qhead       int
 	queuedBytes int64
 	nextID      uint16
-	inbound     map[uint16]struct{} // QoS 2 packet ids received, PUBREL not yet [MQTT-4.3.3-?]
+	inbound     map[uint16]struct{} // QoS 2 packet ids received, PUBREL not yet [MQTT-4.3.3-2]
 	expiryTimer *time.Timer
 	ended       bool         // removed from the server; nothing more is delivered
 	seq         uint64       // last queue entry sequence number given (store)
@@ -231,7 +231,7 @@ func (s *session) ackLocked(om *outMsg, b *store.Batch) {
 	s.refillLocked(b)
 }
 
-// puback completes a QoS 1 delivery [MQTT-4.3.2-?].
+// puback completes a QoS 1 delivery [MQTT-4.3.2-1].
 func (s *session) puback(id uint16, b *store.Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -240,7 +240,7 @@ func (s *session) puback(id uint16, b *store.Batch) {
 	}
 }
 
-// pubrec answers PUBREC with PUBREL [MQTT-4.3.3-?]; an error code ends the
+// pubrec answers PUBREC with PUBREL [MQTT-4.3.3-1]; an error code ends the
 // delivery (5.0).
 func (s *session) pubrec(id uint16, rc packet.ReasonCode, b *store.Batch) {
 	s.mu.Lock()
@@ -248,7 +248,7 @@ func (s *session) pubrec(id uint16, rc packet.ReasonCode, b *store.Batch) {
 	om := s.inflight[id]
 	if om == nil || om.qos != 2 {
 		if s.conn != nil {
-			// [MQTT-4.3.3-?] unknown id: PUBREL with 0x92 (5.0)
+			// Unknown id: PUBREL with 0x92 (5.0)
 			s.conn.send(&packet.Pubrel{PacketID: id, ReasonCode: packet.PacketIdentifierNotFound})
 		}
 		return

@@ -31,7 +31,8 @@ passed=0
 
 go build -o "$work/mqttd" ./cmd/mqttd
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$work/mqttd" -p "$port" -v >"$work/mqttd.log" 2>&1 &
+# From the work directory: its default store (./data) goes there, not into the checkout.
+(cd "$work" && exec "$work/mqttd" -p "$port" -v) >"$work/mqttd.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
   mosquitto_pub -p "$port" -t interop/ping -m x 2>/dev/null && break
