@@ -61,10 +61,8 @@ type conn struct {
 	maxOutSize int // largest packet the client accepts (v5); 0 = no limit
 	// Outbound topic aliases (TopicAliasLRU), and the properties of the
 	// PUBLISH being encoded with one; guarded by outMu.
-	aliasOut   *aliasTable
-	aliasProps packet.Properties
-	aliasVal   uint16
-	connected  atomic.Bool
+	aliasOut  *aliasTable // nil unless the client allows aliases and the policy is on
+	connected atomic.Bool
 
 	outMu      sync.Mutex
 	outBuf     []byte    // encoded packets waiting to be written
@@ -421,13 +419,13 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 		aliasName = p.Topic
 		alias, known = c.aliasOut.pick(aliasName)
 		if p.Props != nil {
-			c.aliasProps = *p.Props
+			c.aliasOut.props = *p.Props
 		} else {
-			c.aliasProps = packet.Properties{}
+			c.aliasOut.props = packet.Properties{}
 		}
-		c.aliasVal = alias
-		c.aliasProps.TopicAlias = &c.aliasVal
-		p.Props = &c.aliasProps
+		c.aliasOut.val = alias
+		c.aliasOut.props.TopicAlias = &c.aliasOut.val
+		p.Props = &c.aliasOut.props
 		if known {
 			p.Topic = ""
 		}
@@ -449,7 +447,7 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 	}
 	if c.aliasOut != nil {
 		c.aliasOut.commit(aliasName, alias, known)
-		c.aliasProps = packet.Properties{} // drop references to the message's properties
+		c.aliasOut.props = packet.Properties{} // drop references to the message's properties
 	}
 	if len(m.Payload) <= inlinePayload || !c.vectored {
 		b = append(b, m.Payload...)

@@ -146,11 +146,9 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 			continue
 		}
 		filter = c.mountTopic(filter)
-		key := subKey(group, filter)
 		s.mu.Lock()
-		_, existed := s.subs[key]
+		existed := s.removeSubLocked(group, filter)
 		if existed {
-			delete(s.subs, key)
 			if b := c.batch(); b != nil && s.stored() {
 				b.DeleteSubscription(s.id, group, filter)
 			}

@@ -214,12 +214,16 @@ func (s *Server) redistribute(redo []shareRedo) {
 	s.applyNow(b)
 }
 
-// subOptions returns the options of the session's shared subscription key.
+// subOptions returns the options of the session's shared subscription
+// (key: group "\x00" filter).
 func (ss *session) subOptions(groupFilterKey string) (subOptions, bool) {
+	group, filter, _ := strings.Cut(groupFilterKey, "\x00")
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	e, ok := ss.subs[groupFilterKey]
-	return e.opts, ok
+	if i := ss.findSubLocked(group, filter); i >= 0 {
+		return ss.subs[i].opts, true
+	}
+	return subOptions{}, false
 }
 
 func (s *Server) authorizeRead(ss *session, name string) bool {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,9 +23,9 @@ type session struct {
 	mu          sync.Mutex
 	conn        *conn // nil while offline
 	info        *ClientInfo
-	persistent  bool          // kept after disconnect
-	expiry      time.Duration // how long kept offline; <0 = forever
-	subs        map[string]subEntry
+	persistent  bool               // kept after disconnect
+	expiry      time.Duration      // how long kept offline; <0 = forever
+	subs        []subEntry         // few per session: searched in order, no map to pay for
 	inflight    map[uint16]*outMsg // outbound QoS 1/2 awaiting acknowledgement
 	order       []*outMsg          // inflight in send order (acknowledged ones skipped)
 	queue       []*outMsg          // waiting for the window
@@ -62,25 +63,37 @@ func newSession(s *Server, id string) *session {
 	return &session{srv: s, id: id}
 }
 
-// addSubLocked adds or replaces a subscription; it reports whether it existed.
-func (s *session) addSubLocked(group, filter string, o subOptions) (existed bool) {
-	key := subKey(group, filter)
-	if s.subs == nil {
-		s.subs = make(map[string]subEntry, 1)
+// findSubLocked returns the index of the subscription, or -1.
+func (s *session) findSubLocked(group, filter string) int {
+	for i := range s.subs {
+		if s.subs[i].filter == filter && s.subs[i].group == group {
+			return i
+		}
 	}
-	_, existed = s.subs[key]
-	s.subs[key] = subEntry{filter: filter, group: group, opts: o} // replaces [MQTT-3.8.4-3]
-	if !existed {
-		s.nsubs.Add(1)
-	}
-	return existed
+	return -1
 }
 
-func subKey(group, filter string) string {
-	if group == "" {
-		return filter
+// addSubLocked adds or replaces a subscription; it reports whether it existed.
+func (s *session) addSubLocked(group, filter string, o subOptions) (existed bool) {
+	e := subEntry{filter: filter, group: group, opts: o}
+	if i := s.findSubLocked(group, filter); i >= 0 {
+		s.subs[i] = e // replaces [MQTT-3.8.4-3]
+		return true
 	}
-	return group + "\x00" + filter
+	s.subs = append(s.subs, e)
+	s.nsubs.Add(1)
+	return false
+}
+
+// removeSubLocked removes a subscription; it reports whether it existed.
+// The caller lowers nsubs once the index entry is gone.
+func (s *session) removeSubLocked(group, filter string) bool {
+	i := s.findSubLocked(group, filter)
+	if i < 0 {
+		return false
+	}
+	s.subs = slices.Delete(s.subs, i, i+1)
+	return true
 }
 
 // windowLocked is how many QoS 1/2 messages may be in flight to the client.

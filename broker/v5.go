@@ -169,6 +169,11 @@ type aliasTable struct {
 	prev, next []uint16 // LRU list links; 0 = none
 	head, tail uint16   // most / least recently used
 	used       uint16
+
+	// The properties of the PUBLISH being encoded with an alias: scratch
+	// kept here so that connections without aliases do not carry it.
+	props packet.Properties
+	val   uint16
 }
 
 func newAliasTable(max uint16) *aliasTable {
