@@ -84,7 +84,7 @@ func (s *session) putEntryLocked(b *store.Batch, om *outMsg, withMessage bool) {
 // deleteEntryLocked removes om's record once it is acknowledged.
 func (s *session) deleteEntryLocked(b *store.Batch, om *outMsg) {
 	if b != nil && s.stored() && om.seq != 0 {
-		b.DeleteQueueEntry(s.id, om.seq)
+		b.DeleteQueueEntryOf(s.id, om.seq, om.msg.id.Load())
 	}
 }
 

@@ -38,8 +38,12 @@ type Op struct {
 	Message      *Message      // OpPutMessage, OpPutRetained
 	Entry        *QueueEntry   // OpPutQueueEntry
 	Seq          uint64        // OpDeleteQueueEntry
-	PacketID     uint16        // OpPutInbound, OpDeleteInbound
-	Topic        string        // OpDeleteRetained
+	// MessageID is, for OpDeleteQueueEntry, the message the entry names when
+	// the caller knows it (DeleteQueueEntryOf): the store then need not read
+	// the entry back. 0 = unknown.
+	MessageID uint64
+	PacketID  uint16 // OpPutInbound, OpDeleteInbound
+	Topic     string // OpDeleteRetained
 }
 
 // Batch collects changes that a Store applies atomically, in order.
@@ -109,6 +113,14 @@ func (b *Batch) PutQueueEntry(e *QueueEntry) {
 // other entry names it.
 func (b *Batch) DeleteQueueEntry(clientID string, seq uint64) {
 	b.ops = append(b.ops, Op{Kind: OpDeleteQueueEntry, ClientID: clientID, Seq: seq})
+}
+
+// DeleteQueueEntryOf is DeleteQueueEntry for a caller that knows which
+// message the entry names (the one it put): the store releases that message
+// without reading the entry back. messageID must be the entry's, and the
+// entry must exist; a wrong one corrupts the message's reference count.
+func (b *Batch) DeleteQueueEntryOf(clientID string, seq, messageID uint64) {
+	b.ops = append(b.ops, Op{Kind: OpDeleteQueueEntry, ClientID: clientID, Seq: seq, MessageID: messageID})
 }
 
 // PutInbound records an inbound QoS 2 packet id awaiting PUBREL.

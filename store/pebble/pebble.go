@@ -23,6 +23,7 @@ import (
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/mqttd/mqttd/store"
@@ -49,6 +50,9 @@ type Options struct {
 
 	fs vfs.FS // tests: a file system that counts syncs
 }
+
+// cacheSize is the block cache of the store.
+const cacheSize = 32 << 20
 
 // Store is a store.Store in a Pebble database.
 type Store struct {
@@ -113,6 +117,15 @@ func Open(dir string, opts Options) (s *Store, err error) {
 			DataCorruption: s.onCorruption, // instead of exiting the process
 
 		},
+		// Deleting a queue entry reads it back (to release its message):
+		// Bloom filters keep those point reads from probing every L0 table,
+		// and the cache and a larger memtable keep recent entries in memory.
+		Cache:        pebbledb.NewCache(cacheSize),
+		MemTableSize: 32 << 20,
+	}
+	defer po.Cache.Unref() // the DB holds its own reference
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	db, err := openDB(dir, po)
 	if err != nil {
@@ -411,11 +424,19 @@ func (bd *builder) putQueueEntry(e *store.QueueEntry) error {
 	return bd.pb.Set(key, bd.buf, nil)
 }
 
-func (bd *builder) deleteQueueEntry(clientID string, seq uint64) error {
+func (bd *builder) deleteQueueEntry(clientID string, seq, known uint64) error {
 	key := queueKey(clientID, seq)
-	old, ok, err := bd.existing(clientID, key)
-	if err != nil || !ok {
-		return err
+	var old uint64
+	_, inBatch := bd.pending[string(key)]
+	_, cleared := bd.cleared[clientID]
+	if known != 0 && !inBatch && !cleared {
+		old = known // the caller's word: no read (DeleteQueueEntryOf)
+	} else {
+		id, ok, err := bd.existing(clientID, key)
+		if err != nil || !ok {
+			return err
+		}
+		old = id
 	}
 	bd.deltas[old]--
 	bd.pending[string(key)] = pendingEntry{}
@@ -447,7 +468,7 @@ func (bd *builder) add(op *store.Op) error {
 	case store.OpPutQueueEntry:
 		return bd.putQueueEntry(op.Entry)
 	case store.OpDeleteQueueEntry:
-		return bd.deleteQueueEntry(op.ClientID, op.Seq)
+		return bd.deleteQueueEntry(op.ClientID, op.Seq, op.MessageID)
 	case store.OpPutInbound:
 		return pb.Set(inboundKey(op.ClientID, op.PacketID), nil, nil)
 	case store.OpDeleteInbound:
