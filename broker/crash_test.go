@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -101,7 +102,10 @@ func TestCrashNoAcknowledgedLoss(t *testing.T) {
 	rng := rand.New(rand.NewPCG(42, 7))
 	acked := map[string]bool{}
 	var mu sync.Mutex
-	runs := 4
+	runs := 4 // MQTTD_CRASH_RUNS raises it outside CI
+	if n, err := strconv.Atoi(os.Getenv("MQTTD_CRASH_RUNS")); err == nil && n > 0 {
+		runs = n
+	}
 	total := 0
 	for run := range runs {
 		b := startCrashBroker(t, dir)
