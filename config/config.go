@@ -122,10 +122,10 @@ type Config struct {
 	PersistenceOnCorruption string // refuse (default), move-aside
 
 	MaxInflightBytes   int64 // accepted, not yet applied
-	RetainAvailable    bool  // accepted; false not yet applied
-	MaxQoS             int   // accepted; below 2 not yet applied
+	RetainAvailable    bool  // retain_available (also in Broker)
+	MaxQoS             int   // max_qos (also in Broker)
 	UpgradeOutgoingQoS bool  // accepted, not yet applied
-	MaxTopicAlias      int   // accepted, not yet applied
+	MaxTopicAlias      int   // max_topic_alias (also in Broker)
 	MemoryLimit        int64 // accepted, not yet applied
 	SetTCPNoDelay      *bool // nil: unset (mqttd sets TCP_NODELAY)
 

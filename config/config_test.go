@@ -337,3 +337,19 @@ func TestLoad(t *testing.T) {
 		t.Fatal("missing file: no error")
 	}
 }
+
+// The MQTT 5 capability options reach the broker's options.
+func TestCapabilityOptionsReachBroker(t *testing.T) {
+	cfg, err := Parse(strings.NewReader("retain_available false\nmax_qos 1\nmax_topic_alias 0\n"), "caps.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.Broker
+	if o.RetainAvailable == nil || *o.RetainAvailable || o.MaxQoS == nil || *o.MaxQoS != 1 || o.MaxTopicAlias != -1 {
+		t.Fatalf("not applied: retain %v, max_qos %v, max_topic_alias %d", o.RetainAvailable, o.MaxQoS, o.MaxTopicAlias)
+	}
+	cfg, _ = Parse(strings.NewReader("max_topic_alias 20\n"), "caps.conf")
+	if cfg.Broker.MaxTopicAlias != 20 || cfg.Broker.RetainAvailable != nil || cfg.Broker.MaxQoS != nil {
+		t.Fatalf("defaults changed: %+v", cfg.Broker)
+	}
+}

@@ -176,13 +176,20 @@ func (c *Config) apply(key, rest, where string) error {
 	case "max_topic_alias":
 		n, err = a.integer(0, 65535)
 		c.MaxTopicAlias = int(n)
+		o.MaxTopicAlias = int(n)
+		if n == 0 {
+			o.MaxTopicAlias = -1 // 0: no aliases accepted
+		}
 	case "memory_limit":
 		c.MemoryLimit, err = a.integer(0, 1<<62)
 	case "retain_available":
 		c.RetainAvailable, err = a.boolean()
+		o.RetainAvailable = &c.RetainAvailable
 	case "max_qos":
 		n, err = a.integer(0, 2)
 		c.MaxQoS = int(n)
+		q := byte(n)
+		o.MaxQoS = &q
 	case "upgrade_outgoing_qos":
 		c.UpgradeOutgoingQoS, err = a.boolean()
 	case "set_tcp_nodelay":

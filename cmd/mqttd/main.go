@@ -333,10 +333,7 @@ func notApplied(cfg *config.Config) []string {
 		}
 	}
 	note(cfg.MaxInflightBytes > 0, "max_inflight_bytes")
-	note(!cfg.RetainAvailable, "retain_available false")
-	note(cfg.MaxQoS < 2, "max_qos below 2")
 	note(cfg.UpgradeOutgoingQoS, "upgrade_outgoing_qos true")
-	note(cfg.MaxTopicAlias > 0, "max_topic_alias")
 	note(cfg.MemoryLimit > 0, "memory_limit")
 	for _, l := range cfg.Listeners {
 		note(l.UseUsernameAsClientID, "use_username_as_clientid")
