@@ -30,6 +30,7 @@ pass() { echo "interop: ok: $*"; passed=$((passed + 1)); }
 passed=0
 
 go build -o "$work/mqttd" ./cmd/mqttd
+go build -o "$work/mqtt" ./cmd/mqtt
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # From the work directory: its default store (./data) goes there, not into the checkout.
 (cd "$work" && exec "$work/mqttd" -p "$port" -v) >"$work/mqttd.log" 2>&1 &
@@ -121,7 +122,26 @@ wait "$sp" || fail "v5 subscriber"
 grep -v '^Client\|^Subscribed' "$work/v5.raw" >"$work/v5.out" || true
 expect "MQTT 5 publish/subscribe with mosquitto clients" "$work/v5.out" "interop/v5/a five"
 
-# 6. Python paho, MQTT 3.1 and 3.1.1.
+# 6. Our CLI against Mosquitto's: mqtt sub hears mosquitto_pub, mosquitto_sub
+#    hears mqtt pub, with the same flags and the same output.
+stdbuf -oL "$work/mqtt" sub "${P[@]}" -t 'interop/cli/#' -q 1 -v -C 2 -W 10 -d >"$work/cli1.raw" 2>&1 &
+sp=$!
+wait_subscribed "$work/cli1.raw"
+mosquitto_pub "${P[@]}" -t interop/cli/a -m "from mosquitto_pub" -q 1
+mosquitto_pub "${P[@]}" -t interop/cli/b -n -q 1
+wait "$sp" || fail "mqtt sub: $(cat "$work/cli1.raw")"
+grep -v '^Client\|^Subscribed' "$work/cli1.raw" >"$work/cli1.out" || true
+expect "mqtt sub -v receives mosquitto_pub (payload and -n)" "$work/cli1.out" "interop/cli/a from mosquitto_pub
+interop/cli/b (null)"
+stdbuf -oL mosquitto_sub "${P[@]}" -t 'interop/cli2/#' -q 2 -F '%t %p %q' -C 1 -W 10 -d >"$work/cli2.raw" &
+sp=$!
+wait_subscribed "$work/cli2.raw"
+"$work/mqtt" pub "${P[@]}" -t interop/cli2/x -m "from mqtt pub" -q 2 || fail "mqtt pub exited with an error"
+wait "$sp" || fail "mosquitto_sub: $(cat "$work/cli2.raw")"
+grep -v '^Client\|^Subscribed' "$work/cli2.raw" >"$work/cli2.out" || true
+expect "mosquitto_sub -F receives mqtt pub at QoS 2" "$work/cli2.out" "interop/cli2/x from mqtt pub 2"
+
+# 7. Python paho, MQTT 3.1 and 3.1.1.
 /usr/bin/python3 scripts/interop_paho.py 127.0.0.1 "$port" || fail "python paho"
 pass "python paho-mqtt (3.1 and 3.1.1)"
 
