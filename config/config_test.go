@@ -353,3 +353,10 @@ func TestCapabilityOptionsReachBroker(t *testing.T) {
 		t.Fatalf("defaults changed: %+v", cfg.Broker)
 	}
 }
+
+func TestMaxQueuedBytesTotal(t *testing.T) {
+	cfg, err := Parse(strings.NewReader("max_queued_bytes_total 1048576\n"), "q.conf")
+	if err != nil || cfg.Broker.MaxQueuedBytesTotal != 1<<20 {
+		t.Fatalf("max_queued_bytes_total: %v %d", err, cfg.Broker.MaxQueuedBytesTotal)
+	}
+}

@@ -156,6 +156,10 @@ func (c *Config) apply(key, rest, where string) error {
 		}
 	case "max_queued_bytes":
 		o.MaxQueuedBytes, err = a.integer(0, 1<<62)
+	case "max_queued_bytes_total":
+		// mqttd: a broker-wide bound on the bytes queued for all sessions,
+		// so that abandoned persistent sessions cannot exhaust memory or disk.
+		o.MaxQueuedBytesTotal, err = a.integer(0, 1<<62)
 	case "queue_qos0_messages":
 		o.QueueQoS0, err = a.boolean()
 	case "message_size_limit":

@@ -1,0 +1,33 @@
+package broker_test
+
+import (
+	"testing"
+
+	"github.com/mqttd/mqttd/broker"
+	"github.com/mqttd/mqttd/internal/brokertest"
+	"github.com/mqttd/mqttd/packet"
+)
+
+// TestMaxQueuedBytesTotal: the broker-wide bound on queued bytes holds across
+// sessions; what does not fit is dropped and counted.
+func TestMaxQueuedBytesTotal(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.MaxQueuedBytesTotal = 100 })
+	for _, id := range []string{"away-1", "away-2"} {
+		c := brokertest.Dial(t, srv.Addr, packet.V311)
+		c.Connect(&packet.Connect{ClientID: id, CleanStart: false})
+		c.Subscribe(1, 1, "cap/#")
+		c.Send(&packet.Disconnect{})
+		c.ExpectClosed()
+	}
+	pub := brokertest.Dial(t, srv.Addr, packet.V311)
+	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	for i := range 10 {
+		pub.Send(&packet.Publish{Topic: "cap/t", QoS: 1, PacketID: uint16(i + 1), Payload: make([]byte, 20)})
+		pub.Recv() // PUBACK
+	}
+	// 25 bytes (topic + payload) a message: 4 fit in 100 bytes, over both queues.
+	st := srv.Stats()
+	if st.Queued != 4 || st.PublishDropped != 16 {
+		t.Fatalf("queued %d, dropped %d; want 4 and 16", st.Queued, st.PublishDropped)
+	}
+}
