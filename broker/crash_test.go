@@ -215,3 +215,30 @@ func streamUntilKilled(ctx context.Context, addr, prefix string, qos byte, acked
 		acked(id)
 	}
 }
+
+// TestCrashWillOwed: a client with a will is connected when the broker is
+// killed; the will is stored with its session, so after the restart it is
+// published [MQTT-3.1.2-8] and reaches a persistent subscriber.
+func TestCrashWillOwed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: not in -short")
+	}
+	dir := t.TempDir()
+	b := startCrashBroker(t, dir)
+	watcher := brokertest.Dial(t, b.addr, packet.V311)
+	watcher.Connect(&packet.Connect{ClientID: "watcher", CleanStart: false})
+	watcher.Subscribe(1, 1, "wills/#")
+	watcher.Send(&packet.Disconnect{})
+	watcher.ExpectClosed()
+	dying := brokertest.Dial(t, b.addr, packet.V311)
+	dying.Connect(&packet.Connect{ClientID: "dying", CleanStart: false,
+		Will: &packet.Will{Topic: "wills/dying", Payload: []byte("lost"), QoS: 1}})
+	b.kill()
+
+	b = startCrashBroker(t, dir)
+	watcher = brokertest.Dial(t, b.addr, packet.V311)
+	watcher.Connect(&packet.Connect{ClientID: "watcher", CleanStart: false})
+	if p := watcher.ExpectPublish(); p.Topic != "wills/dying" || string(p.Payload) != "lost" {
+		t.Fatalf("got %v", p)
+	}
+}

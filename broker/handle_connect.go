@@ -226,7 +226,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	sess.info = &c.info
 	c.sess = sess
 	if b != nil && sess.stored() {
-		b.PutSession(sess.sessionRecordLocked(time.Time{}))
+		b.PutSession(sess.sessionRecordLocked(time.Time{}, c.will))
 		sess.onDisk = true
 	} else if b != nil && sess.onDisk {
 		b.DeleteSession(id) // resumed, but no longer persistent

@@ -88,9 +88,12 @@ func (s *session) deleteEntryLocked(b *store.Batch, om *outMsg) {
 	}
 }
 
-// sessionRecordLocked is the store's view of s. s.mu is held.
-func (s *session) sessionRecordLocked(disconnected time.Time) *store.Session {
-	rec := &store.Session{ClientID: s.id, DisconnectedAt: disconnected, ExpiryInterval: store.NeverExpire}
+// sessionRecordLocked is the store's view of s, with the will that is owed
+// if the connection (or, after a crash, the broker) goes away: the
+// connection's will while connected, the pending delayed will once
+// disconnected. s.mu is held.
+func (s *session) sessionRecordLocked(disconnected time.Time, will *packet.Will) *store.Session {
+	rec := &store.Session{ClientID: s.id, DisconnectedAt: disconnected, ExpiryInterval: store.NeverExpire, Will: will}
 	if s.expiry >= 0 {
 		rec.ExpiryInterval = uint32(s.expiry / time.Second)
 	}
@@ -131,6 +134,12 @@ func (srv *Server) Restore() error {
 	}
 	srv.msgSeq.Store(state.NextMessageID)
 	queued := 0
+	type owed struct {
+		s     *session
+		w     *packet.Will
+		delay time.Duration
+	}
+	var wills []owed
 	for _, ss := range state.Sessions {
 		rec := ss.Session
 		s := newSession(srv, rec.ClientID)
@@ -187,9 +196,31 @@ func (srv *Server) Restore() error {
 		}
 		s.onDisk = true
 		srv.sessions[s.id] = s
+		if w := rec.Will; w != nil {
+			// A will still owed: the session was connected when the broker
+			// stopped without a DISCONNECT (a crash), or its delay had not
+			// run out. It goes after what is left of its delay [MQTT-3.1.2-8].
+			delay := willDelay(w)
+			if !rec.DisconnectedAt.IsZero() {
+				delay -= start.Sub(rec.DisconnectedAt)
+			}
+			wills = append(wills, owed{s, w, max(delay, 0)})
+		}
 	}
 	for _, sm := range state.Retained {
 		srv.retained.set(messageFromStore(sm))
+	}
+	// Wills are scheduled once every session and subscription is back, so
+	// that they reach everyone.
+	for _, o := range wills {
+		o.s.mu.Lock()
+		o.s.setWillAfterLocked(o.w, o.s.info, o.delay)
+		o.s.mu.Unlock()
+	}
+	for _, rec := range state.Expired {
+		if rec.Will != nil { // the session ended while the broker was down: its will goes now
+			srv.publishWill(rec.Will, &ClientInfo{ClientID: rec.ClientID, Username: rec.Username, HasUsername: rec.Username != ""})
+		}
 	}
 	srv.log.Info("store restored", "sessions", len(state.Sessions), "queued", queued,
 		"retained", len(state.Retained), "expired_sessions", len(state.Expired), "took", time.Since(start).String())

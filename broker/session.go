@@ -338,7 +338,11 @@ func (s *session) detach(c *conn, w *packet.Will) {
 	var b *store.Batch
 	if !end && s.stored() {
 		b = new(store.Batch)
-		b.PutSession(s.sessionRecordLocked(time.Now())) // its expiry runs from now
+		var pending *packet.Will
+		if s.will != nil {
+			pending = s.will.w // still owed after a restart
+		}
+		b.PutSession(s.sessionRecordLocked(time.Now(), pending)) // its expiry runs from now
 		s.onDisk = true
 	}
 	s.mu.Unlock()

@@ -62,9 +62,15 @@ func willDelay(w *packet.Will) time.Duration {
 // will is sent after the delay or when the session ends, whichever comes
 // first [MQTT-3.1.2-8]. s.mu is held.
 func (s *session) setWillLocked(w *packet.Will, info *ClientInfo) {
+	s.setWillAfterLocked(w, info, willDelay(w))
+}
+
+// setWillAfterLocked is setWillLocked with the delay given (what is left of
+// it after a restart). s.mu is held.
+func (s *session) setWillAfterLocked(w *packet.Will, info *ClientInfo, delay time.Duration) {
 	s.cancelWillLocked()
 	pw := &pendingWill{w: w, info: info}
-	pw.timer = time.AfterFunc(willDelay(w), func() {
+	pw.timer = time.AfterFunc(delay, func() {
 		s.mu.Lock()
 		if s.will != pw {
 			s.mu.Unlock()
