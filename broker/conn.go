@@ -89,9 +89,11 @@ type outItem struct {
 // connStats are one connection's counters, folded into the server's totals
 // when it closes. Each is written by one goroutine and read by the $SYS loop.
 type connStats struct {
-	msgsIn, bytesIn, pubIn, pubBytesIn     atomic.Int64
-	msgsOut, bytesOut, pubOut, pubBytesOut atomic.Int64
-	dropped                                atomic.Int64
+	msgsIn, bytesIn, pubBytesIn    atomic.Int64
+	msgsOut, bytesOut, pubBytesOut atomic.Int64
+	pubIn, pubOut                  [3]atomic.Int64 // PUBLISH packets by QoS
+	droppedBacklog                 atomic.Int64    // QoS 0 over MaxBacklogBytes
+	droppedTooLarge                atomic.Int64    // above the client's Maximum Packet Size
 }
 
 const (
@@ -227,15 +229,10 @@ func (c *conn) flushPending() error {
 		c.pendAcks = c.pendAcks[:0]
 		return nil
 	}
-	var err error
-	if lazy, ok := c.srv.opts.Store.(store.LazyApplier); ok && len(c.pendAcks) == 0 {
-		// Nothing waits for these writes (a subscriber's acknowledgements
-		// deleting queue entries, say): losing them in a power cut costs a
-		// redelivery, so they do not wait for the disk.
-		err = lazy.ApplyNoSync(&c.pend)
-	} else {
-		err = c.srv.opts.Store.Apply(&c.pend)
-	}
+	// When nothing waits for these writes (a subscriber's acknowledgements
+	// deleting queue entries, say), losing them in a power cut costs a
+	// redelivery: they do not wait for the disk.
+	err := c.srv.storeApply(&c.pend, len(c.pendAcks) == 0)
 	c.pend.Reset()
 	if err != nil {
 		c.srv.log.Error("store write failed", "client", c.info.ClientID, "err", err)
@@ -404,7 +401,7 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 		return gone
 	}
 	if qos == 0 && c.outBytes > c.srv.opts.MaxBacklogBytes {
-		c.stats.dropped.Add(1)
+		c.stats.droppedBacklog.Add(1)
 		return dropped
 	}
 	if c.outBuf == nil {
@@ -442,7 +439,7 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 	// it is discarded as if it had been sent [MQTT-3.1.2-25].
 	if c.maxOutSize > 0 && size > c.maxOutSize {
 		c.outBuf = b[:start]
-		c.stats.dropped.Add(1)
+		c.stats.droppedTooLarge.Add(1)
 		return tooLarge
 	}
 	if c.aliasOut != nil {
@@ -457,7 +454,7 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 	c.outBuf = b
 	c.outBytes += size
 	c.stats.msgsOut.Add(1)
-	c.stats.pubOut.Add(1)
+	c.stats.pubOut[qos].Add(1)
 	c.stats.pubBytesOut.Add(int64(len(m.Payload)))
 	c.kickLocked()
 	return sent

@@ -237,7 +237,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 		// held across the store call.
 		sess.mu.Unlock()
 		srv.sessMu.Unlock()
-		if err := srv.opts.Store.Apply(b); err != nil {
+		if err := srv.storeApply(b, false); err != nil {
 			srv.log.Error("store write failed", "client", id, "err", err)
 			srv.endSession(sess, true)
 			return c.refuse(packet.ServerUnavailable, err)

@@ -20,7 +20,7 @@ func isSysTopic(name string) bool {
 // handlePublish does the publisher's side of a PUBLISH: validation, topic
 // alias, authorization, routing, and the QoS 1/2 acknowledgement.
 func (c *conn) handlePublish(p *packet.Publish) error {
-	c.stats.pubIn.Add(1)
+	c.stats.pubIn[p.QoS].Add(1) // QoS 3 never decodes [MQTT-3.3.1-4]
 	c.stats.pubBytesIn.Add(int64(len(p.Payload)))
 	opts := &c.srv.opts
 	if p.QoS > 0 && c.version == packet.V5 {

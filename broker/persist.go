@@ -106,12 +106,27 @@ func (s *session) sessionRecordLocked(disconnected time.Time, will *packet.Will)
 	return rec
 }
 
+// storeApply applies b, without waiting for stable storage when lazy and
+// the store allows it, and counts the write and its time for the metrics.
+func (srv *Server) storeApply(b *store.Batch, lazy bool) error {
+	start := time.Now()
+	var err error
+	if l, ok := srv.opts.Store.(store.LazyApplier); ok && lazy {
+		err = l.ApplyNoSync(b)
+	} else {
+		err = srv.opts.Store.Apply(b)
+	}
+	srv.stats.storeWrites.Add(1)
+	srv.stats.storeNanos.Add(int64(time.Since(start)))
+	return err
+}
+
 // applyNow applies b at once (for work outside a read burst).
 func (srv *Server) applyNow(b *store.Batch) {
 	if b == nil || b.Empty() {
 		return
 	}
-	if err := srv.opts.Store.Apply(b); err != nil {
+	if err := srv.storeApply(b, false); err != nil {
 		srv.log.Error("store write failed", "err", err)
 	}
 }

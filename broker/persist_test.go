@@ -71,6 +71,9 @@ func TestPersistRestart(t *testing.T) {
 					t.Fatalf("ack: %v", ack)
 				}
 			}
+			if st := srv.Stats(); st.StoreWrites == 0 || st.StoreWriteSeconds <= 0 {
+				t.Fatalf("store writes not counted: %d in %vs", st.StoreWrites, st.StoreWriteSeconds)
+			}
 			stop()
 
 			srv2, _ := startStored(t, dir)

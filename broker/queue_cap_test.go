@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/mqttd/mqttd/broker"
 	"github.com/mqttd/mqttd/internal/brokertest"
@@ -27,7 +28,28 @@ func TestMaxQueuedBytesTotal(t *testing.T) {
 	}
 	// 25 bytes (topic + payload) a message: 4 fit in 100 bytes, over both queues.
 	st := srv.Stats()
-	if st.Queued != 4 || st.PublishDropped != 16 {
-		t.Fatalf("queued %d, dropped %d; want 4 and 16", st.Queued, st.PublishDropped)
+	if st.Queued != 4 || st.PublishDropped != 16 || st.DroppedQueueFull != 16 {
+		t.Fatalf("queued %d, dropped %d (queue full %d); want 4 and 16", st.Queued, st.PublishDropped, st.DroppedQueueFull)
 	}
+}
+
+// TestStatsByQoS: PUBLISH packets are counted by QoS both ways.
+func TestStatsByQoS(t *testing.T) {
+	srv := brokertest.Start(t)
+	sub := brokertest.Dial(t, srv.Addr, packet.V311)
+	sub.Connect(&packet.Connect{ClientID: "s", CleanStart: true})
+	sub.Subscribe(1, 2, "q/#")
+	pub := brokertest.Dial(t, srv.Addr, packet.V311)
+	pub.Connect(&packet.Connect{ClientID: "p", CleanStart: true})
+	for qos := range byte(3) {
+		pub.Send(&packet.Publish{Topic: "q/x", QoS: qos, PacketID: uint16(qos), Payload: []byte("m")})
+		if qos > 0 {
+			pub.Recv() // PUBACK / PUBREC
+		}
+		sub.ExpectPublish()
+	}
+	brokertest.Eventually(t, 5*time.Second, func() bool {
+		st := srv.Stats()
+		return st.PublishReceivedQoS == [3]int64{1, 1, 1} && st.PublishSentQoS == [3]int64{1, 1, 1} && st.PublishReceived == 3
+	}, "PUBLISH counted by QoS: %+v", srv.Stats())
 }

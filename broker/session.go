@@ -148,7 +148,7 @@ func (s *session) enqueueLocked(om *outMsg) bool {
 	if (o.MaxQueuedMessages > 0 && len(s.queue)-s.qhead >= o.MaxQueuedMessages) ||
 		(o.MaxQueuedBytes > 0 && s.queuedBytes+size > o.MaxQueuedBytes) ||
 		(o.MaxQueuedBytesTotal > 0 && s.srv.queuedBytes.Load()+size > o.MaxQueuedBytesTotal) {
-		s.srv.stats.dropped.Add(1)
+		s.srv.stats.droppedQueue.Add(1)
 		return false
 	}
 	s.queue = append(s.queue, om)

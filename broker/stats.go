@@ -10,22 +10,27 @@ type stats struct {
 	maxConnected atomic.Int64
 	connsTotal   atomic.Int64 // sockets accepted
 	expired      atomic.Int64
-	dropped      atomic.Int64 // queue overflow
+	droppedQueue atomic.Int64 // queue overflow (count, bytes, broker-wide bytes)
 	authFailed   atomic.Int64
-	closed       connStats // folded from closed connections
+	storeWrites  atomic.Int64 // store batches applied
+	storeNanos   atomic.Int64 // time spent applying them
+	closed       connStats    // folded from closed connections
 }
 
 func (st *stats) fold(cs *connStats) {
 	d := &st.closed
 	d.msgsIn.Add(cs.msgsIn.Swap(0))
 	d.bytesIn.Add(cs.bytesIn.Swap(0))
-	d.pubIn.Add(cs.pubIn.Swap(0))
 	d.pubBytesIn.Add(cs.pubBytesIn.Swap(0))
 	d.msgsOut.Add(cs.msgsOut.Swap(0))
 	d.bytesOut.Add(cs.bytesOut.Swap(0))
-	d.pubOut.Add(cs.pubOut.Swap(0))
 	d.pubBytesOut.Add(cs.pubBytesOut.Swap(0))
-	d.dropped.Add(cs.dropped.Swap(0))
+	for q := range 3 {
+		d.pubIn[q].Add(cs.pubIn[q].Swap(0))
+		d.pubOut[q].Add(cs.pubOut[q].Swap(0))
+	}
+	d.droppedBacklog.Add(cs.droppedBacklog.Swap(0))
+	d.droppedTooLarge.Add(cs.droppedTooLarge.Swap(0))
 }
 
 func (st *stats) noteMaxConnected(n int64) {
@@ -52,7 +57,14 @@ type Stats struct {
 	PublishSent         int64
 	PublishBytesRecv    int64
 	PublishBytesSent    int64
-	PublishDropped      int64
+	PublishDropped      int64 // all drops: the sum of the three below
+	DroppedQueueFull    int64 // a session queue full (count, bytes or broker-wide bytes)
+	DroppedBacklog      int64 // QoS 0 over a connection's write backlog
+	DroppedTooLarge     int64 // above the client's Maximum Packet Size (5.0)
+	PublishReceivedQoS  [3]int64
+	PublishSentQoS      [3]int64
+	StoreWrites         int64   // store batches applied
+	StoreWriteSeconds   float64 // time spent applying them
 	Subscriptions       int64
 	Retained            int64
 	Inflight            int64
@@ -66,13 +78,16 @@ func (s *Server) Stats() Stats {
 	add := func(cs *connStats) {
 		out.MessagesReceived += cs.msgsIn.Load()
 		out.BytesReceived += cs.bytesIn.Load()
-		out.PublishReceived += cs.pubIn.Load()
 		out.PublishBytesRecv += cs.pubBytesIn.Load()
 		out.MessagesSent += cs.msgsOut.Load()
 		out.BytesSent += cs.bytesOut.Load()
-		out.PublishSent += cs.pubOut.Load()
 		out.PublishBytesSent += cs.pubBytesOut.Load()
-		out.PublishDropped += cs.dropped.Load()
+		for q := range 3 {
+			out.PublishReceivedQoS[q] += cs.pubIn[q].Load()
+			out.PublishSentQoS[q] += cs.pubOut[q].Load()
+		}
+		out.DroppedBacklog += cs.droppedBacklog.Load()
+		out.DroppedTooLarge += cs.droppedTooLarge.Load()
 	}
 	add(&s.stats.closed)
 	s.mu.Lock()
@@ -99,7 +114,14 @@ func (s *Server) Stats() Stats {
 	out.ClientsMaximum = s.stats.maxConnected.Load()
 	out.ClientsExpired = s.stats.expired.Load()
 	out.SocketsAccepted = s.stats.connsTotal.Load()
-	out.PublishDropped += s.stats.dropped.Load()
+	out.DroppedQueueFull = s.stats.droppedQueue.Load()
+	out.PublishDropped = out.DroppedQueueFull + out.DroppedBacklog + out.DroppedTooLarge
+	for q := range 3 {
+		out.PublishReceived += out.PublishReceivedQoS[q]
+		out.PublishSent += out.PublishSentQoS[q]
+	}
+	out.StoreWrites = s.stats.storeWrites.Load()
+	out.StoreWriteSeconds = float64(s.stats.storeNanos.Load()) / 1e9
 	out.Subscriptions = int64(s.subs.Len())
 	out.Retained = int64(s.retained.len())
 	out.AuthFailures = s.stats.authFailed.Load()

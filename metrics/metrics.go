@@ -18,26 +18,30 @@ import (
 // Snapshot is one reading of a broker's counters. Counters only grow;
 // gauges go up and down.
 type Snapshot struct {
-	ClientsConnected    int64 // gauge
-	ClientsDisconnected int64 // gauge: persistent sessions without a connection
-	ClientsMaximum      int64 // gauge: most clients connected at once
-	ClientsExpired      int64 // counter: sessions removed for expiry
-	SocketsAccepted     int64 // counter
-	Subscriptions       int64 // gauge
-	Retained            int64 // gauge
-	PacketsReceived     int64 // counter: control packets of every type
-	PacketsSent         int64 // counter
-	BytesReceived       int64 // counter
-	BytesSent           int64 // counter
-	PublishReceived     int64 // counter: PUBLISH packets
-	PublishSent         int64 // counter
-	PublishBytesRecv    int64 // counter: PUBLISH payload bytes
-	PublishBytesSent    int64 // counter
-	DroppedQueueFull    int64 // counter: messages dropped for full queues or backlogs
-	RefusedMaxConns     int64 // counter: sockets closed by max_connections
-	Inflight            int64 // gauge: outbound QoS 1/2 messages awaiting acknowledgement
-	Queued              int64 // gauge: messages waiting in session queues
-	AuthFailures        int64 // counter: refused CONNECTs (authentication)
+	ClientsConnected    int64    // gauge
+	ClientsDisconnected int64    // gauge: persistent sessions without a connection
+	ClientsMaximum      int64    // gauge: most clients connected at once
+	ClientsExpired      int64    // counter: sessions removed for expiry
+	SocketsAccepted     int64    // counter
+	Subscriptions       int64    // gauge
+	Retained            int64    // gauge
+	PacketsReceived     int64    // counter: control packets of every type
+	PacketsSent         int64    // counter
+	BytesReceived       int64    // counter
+	BytesSent           int64    // counter
+	PublishReceived     [3]int64 // counter: PUBLISH packets by QoS
+	PublishSent         [3]int64 // counter: PUBLISH packets by QoS
+	PublishBytesRecv    int64    // counter: PUBLISH payload bytes
+	PublishBytesSent    int64    // counter
+	DroppedQueueFull    int64    // counter: messages dropped for a full session queue
+	DroppedBacklog      int64    // counter: QoS 0 messages dropped over a connection's write backlog
+	DroppedTooLarge     int64    // counter: messages above the client's Maximum Packet Size
+	StoreWrites         int64    // counter: store batches applied
+	StoreWriteSeconds   float64  // counter: time spent applying them
+	RefusedMaxConns     int64    // counter: sockets closed by max_connections
+	Inflight            int64    // gauge: outbound QoS 1/2 messages awaiting acknowledgement
+	Queued              int64    // gauge: messages waiting in session queues
+	AuthFailures        int64    // counter: refused CONNECTs (authentication)
 	Uptime              time.Duration
 }
 
@@ -83,14 +87,30 @@ func newCollector(read func() Snapshot) *collector {
 	add("packets_sent_total", "MQTT control packets sent.", k, nil, func(s *Snapshot) int64 { return s.PacketsSent })
 	add("bytes_received_total", "Bytes of MQTT packets received.", k, nil, func(s *Snapshot) int64 { return s.BytesReceived })
 	add("bytes_sent_total", "Bytes of MQTT packets sent.", k, nil, func(s *Snapshot) int64 { return s.BytesSent })
-	add("messages_received_total", "PUBLISH packets received.", k, nil, func(s *Snapshot) int64 { return s.PublishReceived })
-	add("messages_sent_total", "PUBLISH packets sent.", k, nil, func(s *Snapshot) int64 { return s.PublishSent })
+	for q := range 3 {
+		qos := prometheus.Labels{"qos": string(rune('0' + q))}
+		add("messages_received_total", "PUBLISH packets received, by QoS.", k, qos,
+			func(s *Snapshot) int64 { return s.PublishReceived[q] })
+		add("messages_sent_total", "PUBLISH packets sent, by QoS.", k, qos,
+			func(s *Snapshot) int64 { return s.PublishSent[q] })
+	}
 	add("message_bytes_received_total", "Payload bytes of PUBLISH packets received.", k, nil,
 		func(s *Snapshot) int64 { return s.PublishBytesRecv })
 	add("message_bytes_sent_total", "Payload bytes of PUBLISH packets sent.", k, nil,
 		func(s *Snapshot) int64 { return s.PublishBytesSent })
-	add("messages_dropped_total", "Messages dropped instead of delivered.", k,
+	add("messages_dropped_total", "Messages dropped instead of delivered, by reason.", k,
 		prometheus.Labels{"reason": "queue_full"}, func(s *Snapshot) int64 { return s.DroppedQueueFull })
+	add("messages_dropped_total", "Messages dropped instead of delivered, by reason.", k,
+		prometheus.Labels{"reason": "backlog"}, func(s *Snapshot) int64 { return s.DroppedBacklog })
+	add("messages_dropped_total", "Messages dropped instead of delivered, by reason.", k,
+		prometheus.Labels{"reason": "too_large"}, func(s *Snapshot) int64 { return s.DroppedTooLarge })
+	add("store_writes_total", "Batches written to the persistent store.", k, nil, func(s *Snapshot) int64 { return s.StoreWrites })
+	c.metrics = append(c.metrics, metric{
+		desc: prometheus.NewDesc(Namespace+"_store_write_seconds_total",
+			"Time spent writing batches to the persistent store (with store_writes_total: mean latency).", nil, nil),
+		kind:  k,
+		value: func(s *Snapshot) float64 { return s.StoreWriteSeconds },
+	})
 	add("messages_inflight", "Outbound QoS 1 and 2 messages awaiting acknowledgement.", g, nil,
 		func(s *Snapshot) int64 { return s.Inflight })
 	add("messages_queued", "Messages waiting in session queues.", g, nil, func(s *Snapshot) int64 { return s.Queued })

@@ -18,8 +18,8 @@ func TestHandlerScrape(t *testing.T) {
 		n := scrapes.Add(1)
 		return Snapshot{ClientsConnected: 3, ClientsDisconnected: 2, ClientsMaximum: 7, ClientsExpired: 1,
 			SocketsAccepted: 11, Subscriptions: 5, Retained: 4, PacketsReceived: 100 * n, PacketsSent: 90,
-			BytesReceived: 1000, BytesSent: 900, PublishReceived: 40, PublishSent: 30, PublishBytesRecv: 400,
-			PublishBytesSent: 300, DroppedQueueFull: 6, RefusedMaxConns: 8, Inflight: 9, Queued: 10,
+			BytesReceived: 1000, BytesSent: 900, PublishReceived: [3]int64{40, 2, 1}, PublishSent: [3]int64{30, 0, 0}, PublishBytesRecv: 400,
+			PublishBytesSent: 300, DroppedQueueFull: 6, DroppedBacklog: 13, DroppedTooLarge: 14, StoreWrites: 15, StoreWriteSeconds: 0.5, RefusedMaxConns: 8, Inflight: 9, Queued: 10,
 			AuthFailures: 12, Uptime: 90 * time.Second}
 	}
 	srv := httptest.NewServer(Handler(read))
@@ -55,8 +55,14 @@ func TestHandlerScrape(t *testing.T) {
 		"mqttd_packets_sent_total 90\n",
 		"mqttd_bytes_received_total 1000\n",
 		"mqttd_bytes_sent_total 900\n",
-		"mqttd_messages_received_total 40\n",
-		"mqttd_messages_sent_total 30\n",
+		`mqttd_messages_received_total{qos="0"} 40` + "\n",
+		`mqttd_messages_received_total{qos="1"} 2` + "\n",
+		`mqttd_messages_received_total{qos="2"} 1` + "\n",
+		`mqttd_messages_sent_total{qos="0"} 30` + "\n",
+		`mqttd_messages_dropped_total{reason="backlog"} 13` + "\n",
+		`mqttd_messages_dropped_total{reason="too_large"} 14` + "\n",
+		"mqttd_store_writes_total 15\n",
+		"mqttd_store_write_seconds_total 0.5\n",
 		"mqttd_message_bytes_received_total 400\n",
 		"mqttd_message_bytes_sent_total 300\n",
 		`mqttd_messages_dropped_total{reason="queue_full"} 6` + "\n",

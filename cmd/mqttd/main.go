@@ -354,9 +354,10 @@ func (r *running) snapshot() metrics.Snapshot {
 		Subscriptions: s.Subscriptions, Retained: s.Retained,
 		PacketsReceived: s.MessagesReceived, PacketsSent: s.MessagesSent,
 		BytesReceived: s.BytesReceived, BytesSent: s.BytesSent,
-		PublishReceived: s.PublishReceived, PublishSent: s.PublishSent,
+		PublishReceived: s.PublishReceivedQoS, PublishSent: s.PublishSentQoS,
 		PublishBytesRecv: s.PublishBytesRecv, PublishBytesSent: s.PublishBytesSent,
-		DroppedQueueFull: s.PublishDropped, RefusedMaxConns: r.srv.ListenerRefusals(),
+		DroppedQueueFull: s.DroppedQueueFull, DroppedBacklog: s.DroppedBacklog, DroppedTooLarge: s.DroppedTooLarge,
+		StoreWrites: s.StoreWrites, StoreWriteSeconds: s.StoreWriteSeconds, RefusedMaxConns: r.srv.ListenerRefusals(),
 		Inflight: s.Inflight, Queued: s.Queued, AuthFailures: s.AuthFailures,
 		Uptime: time.Since(startTime),
 	}
