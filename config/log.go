@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mqttd/mqttd/broker"
+	"github.com/mqttd/mqttd/internal/strftime"
 	"github.com/mqttd/mqttd/packet"
 )
 
@@ -194,7 +195,7 @@ func (l *Logging) write(t time.Time, level slog.Level, line string) {
 	var b strings.Builder
 	if st.cfg.Timestamp {
 		if st.cfg.TimestampFormat != "" {
-			b.WriteString(strftime(st.cfg.TimestampFormat, t))
+			b.WriteString(strftime.Format(st.cfg.TimestampFormat, t))
 		} else {
 			b.WriteString(strconv.FormatInt(t.Unix(), 10))
 		}
@@ -358,58 +359,4 @@ func protocolNumber(v packet.Version) int {
 		return 2
 	}
 	return 5
-}
-
-// strftime formats t with the common strftime conversions
-// (log_timestamp_format); unknown ones are copied as they are.
-func strftime(format string, t time.Time) string {
-	var b strings.Builder
-	for i := 0; i < len(format); i++ {
-		ch := format[i]
-		if ch != '%' || i+1 == len(format) {
-			b.WriteByte(ch)
-			continue
-		}
-		i++
-		switch format[i] {
-		case 'Y':
-			b.WriteString(t.Format("2006"))
-		case 'y':
-			b.WriteString(t.Format("06"))
-		case 'm':
-			b.WriteString(t.Format("01"))
-		case 'd':
-			b.WriteString(t.Format("02"))
-		case 'e':
-			fmt.Fprintf(&b, "%2d", t.Day())
-		case 'H':
-			b.WriteString(t.Format("15"))
-		case 'M':
-			b.WriteString(t.Format("04"))
-		case 'S':
-			b.WriteString(t.Format("05"))
-		case 'j':
-			fmt.Fprintf(&b, "%03d", t.YearDay())
-		case 'b':
-			b.WriteString(t.Format("Jan"))
-		case 'a':
-			b.WriteString(t.Format("Mon"))
-		case 'z':
-			b.WriteString(t.Format("-0700"))
-		case 'Z':
-			b.WriteString(t.Format("MST"))
-		case 's':
-			b.WriteString(strconv.FormatInt(t.Unix(), 10))
-		case 'T':
-			b.WriteString(t.Format("15:04:05"))
-		case 'F':
-			b.WriteString(t.Format("2006-01-02"))
-		case '%':
-			b.WriteByte('%')
-		default:
-			b.WriteByte('%')
-			b.WriteByte(format[i])
-		}
-	}
-	return b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mqttd/mqttd/client"
+	"github.com/mqttd/mqttd/internal/strftime"
 	"github.com/mqttd/mqttd/packet"
 )
 
@@ -158,14 +159,14 @@ func TestStrftime(t *testing.T) {
 	tm := time.Date(2026, 3, 7, 15, 4, 5, 0, time.FixedZone("X", 3600))
 	var b strings.Builder
 	for _, c := range "YmdHMSzyjaAbBpIeFTs" {
-		b.WriteString(strftime(byte(c), tm))
+		b.WriteString(strftime.Conv(byte(c), tm))
 		b.WriteByte(' ')
 	}
 	want := "2026 03 07 15 04 05 +0100 26 066 Sat Saturday Mar March PM 03  7 2026-03-07 15:04:05 1772892245 "
 	if got := b.String(); got != want {
 		t.Errorf("\n got %q\nwant %q", got, want)
 	}
-	if got := strftime('q', tm); got != "%q" {
+	if got := strftime.Conv('q', tm); got != "%q" {
 		t.Errorf("unknown conversion = %q, want %%q as glibc", got)
 	}
 }

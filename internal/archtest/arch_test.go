@@ -22,7 +22,7 @@ var allowed = map[string]struct {
 	"store":    {[]string{"packet"}, false},
 	"broker":   {[]string{"packet", "topic", "auth", "store", "metrics"}, true},
 	"client":   {[]string{"packet", "topic"}, true},
-	"cmd/mqtt": {[]string{"client", "packet", "topic"}, true},
+	"cmd/mqtt": {[]string{"client", "packet", "topic", "internal/strftime"}, true},
 }
 
 func TestImportDirection(t *testing.T) {
