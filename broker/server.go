@@ -129,21 +129,27 @@ func (s *Server) isClosing() bool {
 	}
 }
 
-// startConn tracks nc and starts its read loop; after Shutdown began it just
-// closes nc.
-func (s *Server) startConn(nc net.Conn, listener string) {
+// trackConn registers a new connection, or closes nc and returns nil once
+// Shutdown has begun (no goroutine starts after that).
+func (s *Server) trackConn(nc net.Conn, listener string) *conn {
 	c := newConn(s, nc, listener)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closing {
-		s.mu.Unlock()
 		nc.Close()
-		return
+		return nil
 	}
 	s.conns[c] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
+	s.wg.Add(1) // done in conn.finish
 	s.stats.connsTotal.Add(1)
-	if c.startPolled() {
+	return c
+}
+
+// startConn tracks nc and hands it to the poller, or to a read goroutine of
+// its own when it cannot be polled.
+func (s *Server) startConn(nc net.Conn, listener string) {
+	c := s.trackConn(nc, listener)
+	if c == nil || c.startPolled() {
 		return
 	}
 	go func() {
@@ -153,23 +159,12 @@ func (s *Server) startConn(nc net.Conn, listener string) {
 }
 
 // ServeConn serves one already-accepted connection (for custom transports and
-// tests); it returns when the connection ends.
+// tests) on the calling goroutine; it returns when the connection ends.
 func (s *Server) ServeConn(nc net.Conn, listener string) {
-	done := make(chan struct{})
-	c := newConn(s, nc, listener)
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		nc.Close()
-		return
+	if c := s.trackConn(nc, listener); c != nil {
+		c.serve()
+		c.finish()
 	}
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
-	go func() { defer close(done); c.serve() }()
-	<-done
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
 }
 
 // Shutdown stops the listeners, disconnects every client (v5 clients are told

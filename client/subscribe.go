@@ -3,10 +3,10 @@ package client
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/topic"
 )
 
 // Message is an application message received from the server.
@@ -284,59 +284,20 @@ func (c *Client) dispatch(m *Message) {
 	}
 }
 
-// validFilter reports whether s is a well-formed topic filter: non-empty
-// [MQTT-4.7.3-1], '#' only last and alone in its level [MQTT-4.7.1-1], '+'
-// alone in its level [MQTT-4.7.1-2], valid UTF-8.
-func validFilter(s string) bool {
-	if s == "" || len(s) > 65535 || !packet.ValidUTF8(s) {
-		return false
-	}
-	levels := strings.Split(s, "/")
-	for i, l := range levels {
-		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
-			return false
-		}
-		if strings.Contains(l, "+") && l != "+" {
-			return false
-		}
-	}
-	return true
-}
+// validFilter reports whether s is a well-formed topic filter
+// (topic.ValidateFilter: wildcard placement, UTF-8, length, $share form).
+func validFilter(s string) bool { return topic.ValidateFilter(s) == nil }
 
-// matchFilter reports whether topic matches filter. A shared subscription
-// ($share/group/filter) matches by its filter part; wildcards at the first
-// level do not match topics that start with '$' [MQTT-4.7.2-1].
-func matchFilter(filter, topic string) bool {
-	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
-		_, f, found := strings.Cut(rest, "/")
-		if !found {
+// matchFilter reports whether name matches filter; a shared subscription
+// matches by its real filter.
+func matchFilter(filter, name string) bool {
+	if _, real, shared, err := topic.ParseShare(filter); shared {
+		if err != nil {
 			return false
 		}
-		filter = f
+		filter = real
 	}
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
-	}
-	for {
-		fl, frest, fmore := strings.Cut(filter, "/")
-		if fl == "#" {
-			return true
-		}
-		tl, trest, tmore := strings.Cut(topic, "/")
-		if fl != "+" && fl != tl {
-			return false
-		}
-		switch {
-		case !fmore && !tmore:
-			return true
-		case !tmore:
-			// "a/#" matches "a": the parent level of a multi-level wildcard.
-			return frest == "#"
-		case !fmore:
-			return false
-		}
-		filter, topic = frest, trest
-	}
+	return topic.Match(filter, name)
 }
 
 // delivery is one received message waiting for its handler.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/topic"
 )
 
 // errHelp is returned by parseArgs for --help.
@@ -649,23 +650,7 @@ func (c *config) clientIDFor() string {
 }
 
 // validTopicName: non-empty, no wildcards, no NUL [MQTT-4.7.3-1] [MQTT-3.3.2-2].
-func validTopicName(t string) bool {
-	return t != "" && !strings.ContainsAny(t, "+#\x00")
-}
+func validTopicName(t string) bool { return topic.ValidateName(t) == nil }
 
 // validFilter checks wildcard placement [MQTT-4.7.1-2] [MQTT-4.7.1-3].
-func validFilter(f string) bool {
-	if f == "" || strings.ContainsRune(f, 0) {
-		return false
-	}
-	levels := strings.Split(f, "/")
-	for i, l := range levels {
-		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
-			return false
-		}
-		if strings.Contains(l, "+") && l != "+" {
-			return false
-		}
-	}
-	return true
-}
+func validFilter(f string) bool { return topic.ValidateFilter(f) == nil }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mqttd/mqttd/client"
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/topic"
 )
 
 // receiver applies mosquitto_sub's message handling: -T, -R,
@@ -88,25 +89,7 @@ func (r *receiver) handle(m *client.Message) {
 
 // topicMatch reports whether topic matches filter; wildcards at the first
 // level do not match topics beginning with '$' [MQTT-4.7.2-1].
-func topicMatch(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
-	}
-	fl := strings.Split(filter, "/")
-	tl := strings.Split(topic, "/")
-	for i, f := range fl {
-		if f == "#" {
-			return true // also matches the parent level [MQTT-4.7.1-2]
-		}
-		if i >= len(tl) {
-			return false
-		}
-		if f != "+" && f != tl[i] {
-			return false
-		}
-	}
-	return len(fl) == len(tl)
-}
+func topicMatch(filter, name string) bool { return topic.Match(filter, name) }
 
 func (c *config) subscriptions() []packet.Subscription {
 	subs := make([]packet.Subscription, len(c.topics))
