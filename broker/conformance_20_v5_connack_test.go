@@ -20,13 +20,14 @@ func connect5(t *testing.T, srv *brokertest.Server, id string, props *packet.Pro
 	return brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: id, CleanStart: true, Props: props})
 }
 
-// A default server advertises only its Topic Alias Maximum: every other
-// capability has its default (absent) value [MQTT-3.2.2-17].
+// A default server advertises only its Topic Alias Maximum and its default
+// Maximum Packet Size: every other capability has its default (absent) value
+// [MQTT-3.2.2-17].
 func TestV5Connack_DefaultAdvertisesTopicAliasMaximum_MQTT_3_2_2_17(t *testing.T) {
 	srv := brokertest.Start(t)
 	c := brokertest.Dial(t, srv.Addr, packet.V5)
 	c.Send(connectPkt(packet.V5, "caps", false))
-	c.ExpectPacket(&packet.Connack{Props: &packet.Properties{TopicAliasMaximum: packet.Ptr[uint16](10)}})
+	c.ExpectPacket(okConnack(packet.V5, false))
 }
 
 // Configured limits are advertised: Maximum QoS [MQTT-3.2.2-9], Retain
@@ -81,6 +82,7 @@ func TestV5Connack_CapabilitiesEnforced_MQTT_3_2_2_10(t *testing.T) {
 		o.WildcardSubAvailable, o.SubIDAvailable, o.SharedSubAvailable = &no, &no, &no
 	})
 	caps := &packet.Properties{TopicAliasMaximum: packet.Ptr[uint16](10), MaximumQoS: packet.Ptr[byte](1),
+		MaximumPacketSize: packet.Ptr[uint32](broker.DefaultMaxPacketSize),
 		RetainAvailable: packet.Ptr[byte](0), WildcardSubAvailable: packet.Ptr[byte](0),
 		SubIDAvailable: packet.Ptr[byte](0), SharedSubAvailable: packet.Ptr[byte](0)}
 	refused := []struct {

@@ -249,19 +249,38 @@ func (c *conn) flushPending() error {
 }
 
 // readPacket reads and handles one packet.
+//
+// Until CONNACK every byte is hostile: a first packet that is not CONNECT is
+// refused at its first byte, before its length is read [MQTT-3.1.0-1], and the
+// packets of the CONNECT exchange are held to MaxConnectPacketSize. Bodies
+// are allocated as their bytes arrive (readBody), never from the declared
+// length alone.
 func (c *conn) readPacket(br *bufio.Reader) error {
+	limit := c.srv.opts.MaxPacketSize
+	if !c.connected.Load() {
+		if c.pendingConnect == nil {
+			first, err := br.Peek(1)
+			if err != nil {
+				return c.readErr(err)
+			}
+			if packet.Type(first[0]>>4) != packet.CONNECT {
+				return errNotConnect // [MQTT-3.1.0-1]
+			}
+		}
+		limit = min(limit, c.srv.opts.MaxConnectPacketSize)
+	}
 	fh, err := packet.ReadFixedHeader(br)
 	if err != nil {
 		return c.readErr(err)
 	}
-	// Reject an oversized packet before allocating its body [MQTT-3.2.2-15] (5.0: the
+	// Reject an oversized packet before reading its body [MQTT-3.2.2-15] (5.0: the
 	// advertised Maximum Packet Size; 3.x: max_packet_size, as Mosquitto).
 	size := 1 + varintLen(fh.Remaining) + fh.Remaining
-	if size > c.srv.opts.MaxPacketSize {
+	if size > limit {
 		return packet.PacketTooLarge
 	}
-	body := make([]byte, fh.Remaining)
-	if _, err := io.ReadFull(br, body); err != nil {
+	body, err := readBody(br, fh.Remaining)
+	if err != nil {
 		return c.readErr(err)
 	}
 	c.stats.msgsIn.Add(1)
@@ -309,6 +328,41 @@ func (c *conn) readErr(err error) error {
 		return errConnectTimeout
 	}
 	return err
+}
+
+// bodyChunk is the most readBody allocates ahead of the bytes that arrived.
+const bodyChunk = 4096
+
+// readBody reads a packet body of n bytes. A body already buffered, or a small
+// one, gets one exact allocation. A larger one grows as its bytes arrive, at
+// most doubling what has been read, so that a peer that declares 256 MiB and
+// sends nothing costs bodyChunk, not 256 MiB. The result has length and
+// capacity n: a PUBLISH's payload aliases it for as long as the message lives.
+func readBody(br *bufio.Reader, n int) ([]byte, error) {
+	if n <= bodyChunk || n <= br.Buffered() {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(br, body); err != nil {
+			return nil, err
+		}
+		return body, nil
+	}
+	body := make([]byte, 0, max(bodyChunk, br.Buffered()))
+	for len(body) < n {
+		if len(body) == cap(body) {
+			grown := make([]byte, len(body), min(2*cap(body), n))
+			copy(grown, body)
+			body = grown
+		}
+		m, err := br.Read(body[len(body):cap(body)])
+		body = body[:len(body)+m]
+		if err != nil && len(body) < n {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return body, nil
 }
 
 func varintLen(n int) int {

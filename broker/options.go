@@ -26,9 +26,13 @@ type Options struct {
 	MaxQueuedBytes    int64  // queued payload bytes per client (max_queued_bytes); 0 unlimited
 	QueueQoS0         bool   // queue QoS 0 for offline persistent sessions (queue_qos0_messages)
 	MessageSizeLimit  int    // largest payload accepted (message_size_limit); 0 unlimited
-	MaxPacketSize     int    // largest packet accepted (max_packet_size); 0 = the protocol maximum
+	MaxPacketSize     int    // largest packet accepted (max_packet_size); default DefaultMaxPacketSize (16 MiB)
 	MaxKeepAlive      uint16 // largest keep-alive granted (max_keepalive); 0 = 65535
 	MaxClientIDLen    int    // longest client id accepted; default 65535 (Mosquitto accepts long ids too)
+	// MaxConnectPacketSize bounds every packet read before CONNACK (the
+	// CONNECT, its will, and a v5 AUTH exchange); default 128 KiB, never more
+	// than MaxPacketSize (max_connect_packet_size).
+	MaxConnectPacketSize int
 
 	// PersistentClientExpiration removes persistent sessions of 3.x clients that
 	// stay disconnected this long (persistent_client_expiration); 0 = never.
@@ -147,8 +151,12 @@ func (o *Options) withDefaults() Options {
 	if v.MaxClientIDLen <= 0 {
 		v.MaxClientIDLen = 65535
 	}
-	if v.MaxPacketSize <= 0 || v.MaxPacketSize > maxPacketSize {
-		v.MaxPacketSize = maxPacketSize
+	if v.MaxPacketSize <= 0 {
+		v.MaxPacketSize = DefaultMaxPacketSize
+	}
+	v.MaxPacketSize = min(v.MaxPacketSize, maxPacketSize)
+	if v.MaxConnectPacketSize <= 0 {
+		v.MaxConnectPacketSize = DefaultMaxConnectPacketSize
 	}
 	if v.SysInterval == 0 {
 		v.SysInterval = 10 * time.Second
@@ -170,6 +178,18 @@ func (o *Options) withDefaults() Options {
 	}
 	return v
 }
+
+// DefaultMaxPacketSize is the max_packet_size of a broker that sets none.
+// Mosquitto's default is the protocol's 256 MiB; mqttd's is lower so that one
+// authenticated client cannot make the broker hold 256 MiB per packet, and
+// high enough for firmware images and camera snapshots. `max_packet_size
+// 268435460` restores the protocol maximum.
+const DefaultMaxPacketSize = 16 << 20
+
+// DefaultMaxConnectPacketSize is the largest packet accepted before CONNACK:
+// every field of a CONNECT may be up to 64 KiB; this takes the largest will
+// with room to spare.
+const DefaultMaxConnectPacketSize = 128 << 10
 
 // maxPacketSize is the largest packet MQTT can frame: a 4-byte remaining
 // length plus the 5-byte fixed header.

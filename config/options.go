@@ -171,6 +171,10 @@ func (c *Config) apply(key, rest, where string) error {
 			err = fmt.Errorf("max_packet_size: %d is too small (at least 20)", n)
 		}
 		o.MaxPacketSize = int(n)
+	case "max_connect_packet_size":
+		// mqttd: the bound on packets before CONNACK (broker.Options).
+		n, err = a.integer(20, 268435460)
+		o.MaxConnectPacketSize = int(n)
 	case "max_keepalive":
 		n, err = a.integer(0, 65535)
 		o.MaxKeepAlive = uint16(n)
