@@ -3,8 +3,9 @@
 // net.Listener and nothing more; the broker calls Accept and treats every
 // connection as a byte stream.
 //
-// TLS and WebSocket handshakes run in their own goroutines with a timeout, so
-// a slow or broken client never holds up Accept for others, and a failed
+// TLS and WebSocket handshakes run in their own goroutines with a timeout,
+// and one source address may have only a few in progress at once, so a slow,
+// broken or idle client never holds up Accept for others, and a failed
 // handshake never reaches Accept's caller: it is logged, reported to
 // Config.OnHandshakeError and, for WebSocket, answered with an HTTP error.
 // Connections returned by Accept have completed their handshakes, so
@@ -20,6 +21,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -40,7 +42,25 @@ const (
 
 // DefaultHandshakeTimeout bounds a TLS or WebSocket handshake when
 // Config.HandshakeTimeout is zero.
-const DefaultHandshakeTimeout = 10 * time.Second
+const DefaultHandshakeTimeout = 5 * time.Second
+
+// DefaultMaxPendingPerAddress bounds the handshakes one source address may
+// have in progress on a listener when Config.MaxPendingPerAddress is zero.
+const DefaultMaxPendingPerAddress = 16
+
+// DefaultMaxMessageSize is the largest WebSocket message accepted when
+// Config.MaxMessageSize is zero: the largest MQTT packet there can be (a
+// 268,435,455-byte remaining length, its four length bytes and the type).
+const DefaultMaxMessageSize = 268435455 + 5
+
+// wsReadSlack is what a WebSocket message may hold beyond MaxMessageSize: a
+// client may pack a few small packets into the message with a largest one.
+const wsReadSlack = 64 << 10
+
+// ErrTooManyPending is reported to Config.OnHandshakeError for a connection
+// closed at once because its source address already has
+// Config.MaxPendingPerAddress handshakes in progress.
+var ErrTooManyPending = errors.New("listener: too many handshakes in progress from this address")
 
 // Config describes one listener. Many listeners, each with its own Config,
 // may run at once.
@@ -69,9 +89,27 @@ type Config struct {
 	// coalesces its own writes, so mosquitto's set_tcp_nodelay true is the
 	// default here and Nagle is the opt-in.
 	Nagle bool
-	// HandshakeTimeout bounds each TLS and WebSocket handshake; zero means
+	// HandshakeTimeout bounds each TLS handshake and each WebSocket upgrade
+	// (the HTTP request up to the upgrade); zero means
 	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// MaxPendingPerAddress bounds the TLS handshakes, and separately the
+	// WebSocket upgrades, that one source address (an IPv4 address or an
+	// IPv6 /64) may have in progress at once. A connection past it is closed
+	// at once, so sockets that never speak cannot hold the listener for
+	// others. Zero means DefaultMaxPendingPerAddress, negative no limit.
+	MaxPendingPerAddress int
+	// AllowedOrigins, when not empty, lists the Origin header values
+	// ("https://example.com") a WebSocket upgrade may carry; a request with
+	// another Origin is answered 403. Requests without Origin (clients that
+	// are not browsers) are always allowed. Empty allows every origin, as
+	// mosquitto does. Compared without regard to case.
+	AllowedOrigins []string
+	// MaxMessageSize is the largest MQTT packet the broker accepts; a
+	// WebSocket message longer than it (plus a little slack for packets
+	// sharing a message) closes the connection with code 1009 before any of
+	// it is read. Zero means DefaultMaxMessageSize.
+	MaxMessageSize int64
 	// Logger receives handshake failures at Info level and accept errors at
 	// Warn level; nil means slog.Default().
 	Logger *slog.Logger
@@ -85,6 +123,25 @@ func (cfg *Config) handshakeTimeout() time.Duration {
 		return cfg.HandshakeTimeout
 	}
 	return DefaultHandshakeTimeout
+}
+
+func (cfg *Config) maxPendingPerAddress() int {
+	switch {
+	case cfg.MaxPendingPerAddress > 0:
+		return cfg.MaxPendingPerAddress
+	case cfg.MaxPendingPerAddress < 0:
+		return 0 // no limit
+	}
+	return DefaultMaxPendingPerAddress
+}
+
+// wsReadLimit is the largest WebSocket message a connection may receive.
+func (cfg *Config) wsReadLimit() int64 {
+	n := cfg.MaxMessageSize
+	if n <= 0 {
+		n = DefaultMaxMessageSize
+	}
+	return n + wsReadSlack
 }
 
 func (cfg *Config) logger() *slog.Logger {
@@ -110,6 +167,62 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
+// addrLimiter counts the handshakes in progress per source address.
+type addrLimiter struct {
+	max int // 0: no limit
+
+	mu sync.Mutex
+	n  map[string]int // handshakes in progress by addrKey, guarded by mu
+}
+
+func newAddrLimiter(max int) *addrLimiter {
+	return &addrLimiter{max: max, n: make(map[string]int)}
+}
+
+// acquire counts one more handshake from remote and returns the key to
+// release it with; false, counting nothing, if remote is at its limit.
+func (a *addrLimiter) acquire(remote net.Addr) (string, bool) {
+	key := addrKey(remote)
+	if a.max <= 0 || key == "" {
+		return "", true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n[key] >= a.max {
+		return "", false
+	}
+	a.n[key]++
+	return key, true
+}
+
+// release ends a handshake acquire counted.
+func (a *addrLimiter) release(key string) {
+	if key == "" {
+		return
+	}
+	a.mu.Lock()
+	if a.n[key] <= 1 {
+		delete(a.n, key)
+	} else {
+		a.n[key]--
+	}
+	a.mu.Unlock()
+}
+
+// addrKey is the source a connection is counted against: its IPv4 address,
+// or the /64 of its IPv6 address (one host commonly owns a whole /64). ""
+// (not counted) for addresses without an IP, such as unix sockets.
+func addrKey(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || ta.IP == nil {
+		return ""
+	}
+	if ip4 := ta.IP.To4(); ip4 != nil {
+		return ip4.String()
+	}
+	return ta.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
 // Listen opens the listener cfg describes. The returned listener's Accept
 // yields connections whose TLS and WebSocket handshakes are complete; after
 // Close, Accept returns an error matching net.ErrClosed.
@@ -122,6 +235,9 @@ func Listen(cfg Config) (net.Listener, error) {
 	}
 	if cfg.Path != "" && protocol != ProtocolWebSockets {
 		return nil, fmt.Errorf("%w: path is only meaningful for websockets", ErrConfig)
+	}
+	if len(cfg.AllowedOrigins) > 0 && protocol != ProtocolWebSockets {
+		return nil, fmt.Errorf("%w: allowed origins are only meaningful for websockets", ErrConfig)
 	}
 	if cfg.Path != "" && !strings.HasPrefix(cfg.Path, "/") {
 		return nil, fmt.Errorf("%w: websocket path %q must start with /", ErrConfig, cfg.Path)

@@ -11,16 +11,20 @@ import (
 // maxPendingHandshakes bounds the connections a TLS listener holds between
 // the kernel's accept and the caller's Accept: handshaking, or handshaken and
 // waiting to be taken. Past it the listener stops accepting, so the kernel
-// backlog pushes back as it does for a plain listener.
-const maxPendingHandshakes = 256
+// backlog pushes back as it does for a plain listener. It is a safety cap on
+// memory and descriptors, far above what one address may hold
+// (Config.MaxPendingPerAddress), so that no single address can fill it.
+const maxPendingHandshakes = 4096
 
 // tlsListener accepts in its own goroutine and runs every TLS handshake in
 // a goroutine of its own under a deadline; Accept yields only connections
-// whose handshake succeeded.
+// whose handshake succeeded. A connection from an address that already has
+// Config.MaxPendingPerAddress handshakes in progress is closed at once.
 type tlsListener struct {
-	inner net.Listener
-	conf  *tls.Config
-	cfg   *Config
+	inner   net.Listener
+	conf    *tls.Config
+	cfg     *Config
+	perAddr *addrLimiter
 
 	ready chan *tls.Conn // handshaken connections for Accept
 	done  chan struct{}  // closed by stop
@@ -39,6 +43,7 @@ func newTLSListener(inner net.Listener, conf *tls.Config, cfg *Config) *tlsListe
 		inner:   inner,
 		conf:    conf,
 		cfg:     cfg,
+		perAddr: newAddrLimiter(cfg.maxPendingPerAddress()),
 		ready:   make(chan *tls.Conn),
 		done:    make(chan struct{}),
 		slots:   make(chan struct{}, maxPendingHandshakes),
@@ -80,16 +85,25 @@ func (l *tlsListener) acceptLoop() {
 			continue
 		}
 		failures = 0
+		key, ok := l.perAddr.acquire(c.RemoteAddr())
+		if !ok {
+			<-l.slots
+			_ = c.Close()
+			l.cfg.handshakeFailed("tls", c.RemoteAddr(), ErrTooManyPending)
+			continue
+		}
 		l.wg.Add(1)
-		go l.handshake(c)
+		go l.handshake(c, key)
 	}
 }
 
-// handshake runs the TLS handshake of c and hands the result to Accept.
-func (l *tlsListener) handshake(c net.Conn) {
+// handshake runs the TLS handshake of c, counted against its address as
+// key, and hands the result to Accept.
+func (l *tlsListener) handshake(c net.Conn, key string) {
 	defer l.wg.Done()
 	defer func() { <-l.slots }()
 	if !l.track(c) {
+		l.perAddr.release(key)
 		_ = c.Close()
 		return
 	}
@@ -102,6 +116,7 @@ func (l *tlsListener) handshake(c net.Conn) {
 		err = c.SetDeadline(time.Time{})
 	}
 	l.untrack(c)
+	l.perAddr.release(key)
 	if err != nil {
 		_ = c.Close()
 		select {

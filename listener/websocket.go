@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/gorilla/websocket"
@@ -21,20 +22,27 @@ var (
 	ErrNotWebSocket   = errors.New("listener: not a websocket upgrade request")
 	ErrSubprotocol    = errors.New("listener: client did not offer websocket subprotocol mqtt")
 	ErrWebSocketPath  = errors.New("listener: websocket path not served")
+	ErrOrigin         = errors.New("listener: websocket origin not allowed")
 	errUpgradeRefused = errors.New("listener: websocket upgrade failed")
 )
 
 // wsListener serves HTTP on a base listener (plain or TLS) and turns each
 // successful WebSocket upgrade into a net.Conn for Accept. net/http runs every
-// handshake in its own goroutine under ReadHeaderTimeout.
+// handshake in its own goroutine under the handshake timeout; a connection
+// from an address that already has Config.MaxPendingPerAddress connections
+// in the HTTP phase is closed at once.
 type wsListener struct {
-	base  net.Listener
-	cfg   *Config
-	srv   *http.Server
-	up    websocket.Upgrader
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
+	base    net.Listener
+	cfg     *Config
+	srv     *http.Server
+	up      websocket.Upgrader
+	conns   chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+	perAddr *addrLimiter
+
+	mu      sync.Mutex
+	pending map[net.Conn]string // connections in the HTTP phase and their addrKey, guarded by mu
 
 	serveDone chan struct{}
 	serveErr  error // why Serve stopped, if not because of Close; set before serveDone closes
@@ -47,33 +55,93 @@ func newWSListener(base net.Listener, cfg *Config) *wsListener {
 		conns:     make(chan net.Conn),
 		done:      make(chan struct{}),
 		serveDone: make(chan struct{}),
+		perAddr:   newAddrLimiter(cfg.maxPendingPerAddress()),
+		pending:   make(map[net.Conn]string),
 	}
 	timeout := cfg.handshakeTimeout()
 	l.up = websocket.Upgrader{
 		HandshakeTimeout: timeout,
-		// Brokers are reached from pages of any origin; mosquitto does not
-		// check Origin either.
+		// ServeHTTP has checked Origin against Config.AllowedOrigins.
 		CheckOrigin:     func(*http.Request) bool { return true },
 		WriteBufferPool: &sync.Pool{},
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 			http.Error(w, reason.Error(), status)
 		},
 	}
+	// Each request, headers and body, and its answer must be done within
+	// timeout; Hijack clears the deadlines of an upgraded connection.
 	l.srv = &http.Server{
 		Handler:           l,
 		ReadHeaderTimeout: timeout,
+		ReadTimeout:       timeout,
+		WriteTimeout:      timeout,
 		IdleTimeout:       timeout,
 		MaxHeaderBytes:    64 << 10,
+		ConnState:         l.connState,
 		ErrorLog:          slog.NewLogLogger(cfg.logger().Handler(), slog.LevelInfo),
 	}
 	go func() {
-		err := l.srv.Serve(base)
+		err := l.srv.Serve(wsLimitListener{l})
 		if !errors.Is(err, http.ErrServerClosed) {
 			l.serveErr = err
 		}
 		close(l.serveDone)
 	}()
 	return l
+}
+
+// wsLimitListener is the base listener as http.Server sees it: it closes at
+// once a connection whose address has too many in the HTTP phase.
+type wsLimitListener struct{ l *wsListener }
+
+func (w wsLimitListener) Accept() (net.Conn, error) {
+	l := w.l
+	for {
+		c, err := l.base.Accept()
+		if err != nil {
+			return nil, err
+		}
+		key, ok := l.perAddr.acquire(c.RemoteAddr())
+		if !ok {
+			_ = c.Close()
+			l.cfg.handshakeFailed("websocket", c.RemoteAddr(), ErrTooManyPending)
+			continue
+		}
+		if key != "" {
+			l.mu.Lock()
+			l.pending[c] = key
+			l.mu.Unlock()
+		}
+		return c, nil
+	}
+}
+
+func (w wsLimitListener) Close() error   { return w.l.base.Close() }
+func (w wsLimitListener) Addr() net.Addr { return w.l.base.Addr() }
+
+// connState ends the count of a connection once it leaves the HTTP phase:
+// upgraded (hijacked) or closed. Every connection http.Server takes reaches
+// one of the two.
+func (l *wsListener) connState(c net.Conn, state http.ConnState) {
+	if state != http.StateHijacked && state != http.StateClosed {
+		return
+	}
+	l.mu.Lock()
+	key, ok := l.pending[c]
+	delete(l.pending, c)
+	l.mu.Unlock()
+	if ok {
+		l.perAddr.release(key)
+	}
+}
+
+// originAllowed reports whether r may upgrade under Config.AllowedOrigins.
+func (l *wsListener) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if len(l.cfg.AllowedOrigins) == 0 || origin == "" {
+		return true
+	}
+	return slices.ContainsFunc(l.cfg.AllowedOrigins, func(o string) bool { return strings.EqualFold(o, origin) })
 }
 
 // ServeHTTP upgrades one request to a WebSocket connection for Accept, or
@@ -86,6 +154,12 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
 		l.refuse(w, r, http.StatusUpgradeRequired, ErrNotWebSocket)
+		return
+	}
+	if !l.originAllowed(r) {
+		// A page of another site must not reach the broker through the
+		// browser of somebody inside the network.
+		l.refuse(w, r, http.StatusForbidden, fmt.Errorf("%w: %q", ErrOrigin, r.Header.Get("Origin")))
 		return
 	}
 	// [MQTT-6.0.0-3] the client offers "mqtt"; [MQTT-6.0.0-4] the server
@@ -108,6 +182,10 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.cfg.handshakeFailed("websocket", remoteAddr(r), fmt.Errorf("%w: %w", errUpgradeRefused, err))
 		return
 	}
+	// gorilla reads frames as a stream, but a frame or message declaring
+	// more than any packet can be is refused (close 1009) as soon as its
+	// header arrives.
+	ws.SetReadLimit(l.cfg.wsReadLimit())
 	c := newWSConn(ws, r.TLS)
 	select {
 	case l.conns <- c:
