@@ -83,7 +83,7 @@ func TestV5Connack_CapabilitiesEnforced_MQTT_3_2_2_10(t *testing.T) {
 	})
 	caps := &packet.Properties{TopicAliasMaximum: packet.Ptr[uint16](10), MaximumQoS: packet.Ptr[byte](1),
 		MaximumPacketSize: packet.Ptr[uint32](broker.DefaultMaxPacketSize),
-		RetainAvailable: packet.Ptr[byte](0), WildcardSubAvailable: packet.Ptr[byte](0),
+		RetainAvailable:   packet.Ptr[byte](0), WildcardSubAvailable: packet.Ptr[byte](0),
 		SubIDAvailable: packet.Ptr[byte](0), SharedSubAvailable: packet.Ptr[byte](0)}
 	refused := []struct {
 		name string

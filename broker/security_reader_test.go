@@ -130,11 +130,13 @@ type pipeConn struct {
 	r io.Reader
 }
 
-func (p *pipeConn) Read(b []byte) (int, error)         { return p.r.Read(b) }
-func (p *pipeConn) Write(b []byte) (int, error)        { return len(b), nil }
-func (p *pipeConn) Close() error                       { return nil }
-func (p *pipeConn) LocalAddr() net.Addr                { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1883} }
-func (p *pipeConn) RemoteAddr() net.Addr               { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000} }
+func (p *pipeConn) Read(b []byte) (int, error)  { return p.r.Read(b) }
+func (p *pipeConn) Write(b []byte) (int, error) { return len(b), nil }
+func (p *pipeConn) Close() error                { return nil }
+func (p *pipeConn) LocalAddr() net.Addr         { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1883} }
+func (p *pipeConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+}
 func (p *pipeConn) SetDeadline(t time.Time) error      { return nil }
 func (p *pipeConn) SetReadDeadline(t time.Time) error  { return nil }
 func (p *pipeConn) SetWriteDeadline(t time.Time) error { return nil }
