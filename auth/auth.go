@@ -33,6 +33,12 @@ var (
 	ErrNotAuthorized  = errors.New("auth: not authorized")
 )
 
+// ErrBusy says a credential check could not start in time because too many
+// ran at once: the credentials were not checked, so this is no verdict on
+// them. The broker answers it with "server unavailable" (v5 0x88, v3 return
+// code 3), which tells the client to try again later.
+var ErrBusy = errors.New("auth: too many credential checks at once")
+
 // Access is what a client wants to do with a topic. The values are bits, as
 // in Mosquitto (MOSQ_ACL_READ, MOSQ_ACL_WRITE, MOSQ_ACL_SUBSCRIBE).
 type Access int

@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -23,6 +25,58 @@ const (
 	sha512Len         = 64  // bytes of SHA-512 / PBKDF2-SHA512 output
 	maxUsernameLen    = 65535
 )
+
+// The largest costs a password file may ask for. A hash is checked before
+// the client is known, so its cost is what anyone who can open a socket can
+// make the broker spend: a hash above these caps is refused at load. They
+// accept mosquitto_passwd's and `mqttd passwd`'s hashes ("$7$" with 101
+// iterations, or any -I up to the cap), libargon2's defaults (m=4096, t=3,
+// p=1) and RFC 9106's second recommendation (m=64 MiB, t=3, p=4).
+const (
+	maxPBKDF2Iterations = 1_000_000 // ~1/2 s of SHA-512 on one core; OWASP asks for 210,000
+	maxArgon2Memory     = 64 << 10  // KiB (64 MiB) held by one check
+	maxArgon2Time       = 10        // passes over the memory
+	maxArgon2Threads    = 16        // lanes, each a goroutine
+)
+
+// maxCheckWait bounds how long a password check waits for a slot when its
+// context has no deadline (the broker's connect timeout is 10 s by default).
+const maxCheckWait = 5 * time.Second
+
+// checkSlots bounds the password checks that run at once in the process,
+// whatever PasswordFile they use, so that memory (at most maxArgon2Memory a
+// check) and CPU stay bounded however many clients try to log in: 2 to 4
+// slots, GOMAXPROCS within that range. A check that finds every slot taken
+// waits for one (see acquireCheck).
+var checkSlots = make(chan struct{}, min(max(runtime.GOMAXPROCS(0), 2), 4))
+
+// checkHook, when set (by tests), runs inside every password check, while
+// it holds its slot.
+var checkHook func()
+
+// acquireCheck takes a slot of checkSlots, waiting until ctx is done (at most
+// maxCheckWait when ctx has no deadline). It returns an error wrapping
+// ErrBusy when no slot came free in time.
+func acquireCheck(ctx context.Context) error {
+	select {
+	case checkSlots <- struct{}{}:
+		return nil
+	default:
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, maxCheckWait)
+		defer cancel()
+	}
+	select {
+	case checkSlots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrBusy, ctx.Err())
+	}
+}
+
+func releaseCheck() { <-checkSlots }
 
 // hashKind is the scheme of one password hash.
 type hashKind int
@@ -91,6 +145,11 @@ func (c *credential) String() string {
 
 // newCredential hashes password with a fresh random salt.
 func newCredential(kind hashKind, password string, iterations int) (*credential, error) {
+	if kind == kindPBKDF2 {
+		if err := checkIterations(iterations); err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+	}
 	c := &credential{kind: kind, iterations: iterations, salt: make([]byte, saltLen)}
 	if _, err := rand.Read(c.salt); err != nil {
 		return nil, fmt.Errorf("auth: reading random salt: %w", err)
@@ -147,6 +206,9 @@ func parseHash(s string) (*credential, error) {
 		if err != nil || n < 1 {
 			return nil, fmt.Errorf("iteration count %q is not a positive integer", parts[0])
 		}
+		if err := checkIterations(n); err != nil {
+			return nil, err
+		}
 		c := &credential{kind: kindPBKDF2, iterations: int(n)}
 		if err := decodeSaltHash(c, parts[1], parts[2]); err != nil {
 			return nil, err
@@ -171,6 +233,14 @@ func decodeSaltHash(c *credential, salt, hash string) error {
 	}
 	if c.hash, err = decodeBase64(hash); err != nil || len(c.hash) == 0 {
 		return fmt.Errorf("hash %q is not base64", hash)
+	}
+	return nil
+}
+
+// checkIterations refuses a PBKDF2 iteration count above maxPBKDF2Iterations.
+func checkIterations[T int | int64](n T) error {
+	if n > maxPBKDF2Iterations {
+		return fmt.Errorf("PBKDF2 iteration count %d is above mqttd's limit of %d", n, maxPBKDF2Iterations)
 	}
 	return nil
 }
@@ -214,6 +284,13 @@ func parseArgon2id(s string) (*credential, error) {
 		return nil, fmt.Errorf("argon2id parallelism p=%d is not in 1..255", p)
 	case m < 8*p:
 		return nil, fmt.Errorf("argon2id memory m=%d is less than 8*p", m)
+	case m > maxArgon2Memory:
+		return nil, fmt.Errorf("argon2id memory m=%d KiB is above mqttd's limit of %d KiB (%d MiB): every login would hold that much memory",
+			m, maxArgon2Memory, maxArgon2Memory>>10)
+	case t > maxArgon2Time:
+		return nil, fmt.Errorf("argon2id time cost t=%d is above mqttd's limit of %d", t, maxArgon2Time)
+	case p > maxArgon2Threads:
+		return nil, fmt.Errorf("argon2id parallelism p=%d is above mqttd's limit of %d", p, maxArgon2Threads)
 	}
 	c := &credential{kind: kindArgon2id, iterations: int(t), memory: uint32(m), threads: uint8(p)}
 	if err := decodeSaltHash(c, parts[4], parts[5]); err != nil {
@@ -240,7 +317,9 @@ type PasswordFile struct {
 // name and the hash are ignored, as are blank lines and lines starting with
 // '#'. Unlike Mosquitto, which logs and skips bad lines, any line that cannot
 // be used (no ':', empty user name, unhashed or malformed password, a user
-// listed twice) is an error: a *ParseError naming the file and line.
+// listed twice, a hash costlier than mqttd's caps: PBKDF2 above 1,000,000
+// iterations, Argon2id above m=65536 KiB, t=10 or p=16) is an error: a
+// *ParseError naming the file, line and user.
 func LoadPasswordFile(path string) (*PasswordFile, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -299,18 +378,30 @@ func parsePasswordFile(name string, data []byte) (*PasswordFile, error) {
 // Len returns the number of users in the file.
 func (f *PasswordFile) Len() int { return len(f.users) }
 
-// Check reports whether user is in the file and password is theirs.
+// Check reports whether user is in the file and password is theirs. Like
+// Authenticate it waits for a check slot, and reports false when none came
+// free in time.
 func (f *PasswordFile) Check(user, password string) bool {
-	return f.check(user, []byte(password))
+	ok, err := f.check(context.Background(), user, []byte(password))
+	return ok && err == nil
 }
 
-func (f *PasswordFile) check(user string, password []byte) bool {
+// check verifies password within one of checkSlots; the error (wrapping
+// ErrBusy) says no slot came free before ctx was done.
+func (f *PasswordFile) check(ctx context.Context, user string, password []byte) (bool, error) {
+	if err := acquireCheck(ctx); err != nil {
+		return false, err
+	}
+	defer releaseCheck()
+	if checkHook != nil {
+		checkHook()
+	}
 	c, ok := f.users[user]
 	if !ok {
 		f.dummy.verify(password)
-		return false
+		return false, nil
 	}
-	return c.verify(password)
+	return c.verify(password), nil
 }
 
 // Authenticate implements Authenticator as Mosquitto's password_file does: a
@@ -319,6 +410,10 @@ func (f *PasswordFile) check(user string, password []byte) bool {
 // ErrBadCredentials. A client without a user name is not the file's to
 // vouch for: it gets ErrNotAuthorized, and the broker lets it in only when
 // allow_anonymous is true, without calling Authenticate.
+//
+// At most a few checks run at once in the process (checkSlots); the others
+// wait for a slot until ctx is done (at most 5 s without a deadline) and
+// then get an error wrapping ErrBusy: the password was not checked.
 func (f *PasswordFile) Authenticate(ctx context.Context, c *Client) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("auth: password check: %w", err)
@@ -329,7 +424,11 @@ func (f *PasswordFile) Authenticate(ctx context.Context, c *Client) error {
 	if !c.HasPassword {
 		return ErrBadCredentials
 	}
-	if !f.check(c.Username, c.Password) {
+	ok, err := f.check(ctx, c.Username, c.Password)
+	switch {
+	case err != nil:
+		return fmt.Errorf("auth: password check: %w", err)
+	case !ok:
 		return ErrBadCredentials
 	}
 	return nil

@@ -10,7 +10,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // knownAnswers are password file lines with the password that made them.
@@ -183,6 +186,12 @@ func TestLoadPasswordFileErrors(t *testing.T) {
 		{"argon2 p too large", "bob:$argon2id$v=19$m=8192,t=1,p=256$YWJjZGVmZ2g$YWJjZGVmZ2g\n", 1, "1..255"},
 		{"argon2 short hash", "bob:$argon2id$v=19$m=256,t=1,p=1$YWJjZGVmZ2g$YWI\n", 1, "shorter than 4"},
 		{"argon2i", "bob:$argon2i$v=19$m=256,t=1,p=1$YWJjZGVmZ2g$YWJjZGVmZ2g\n", 1, "argon2i"},
+		// Costs above mqttd's caps: every login would spend them.
+		{"argon2 memory above cap", good + "bob:$argon2id$v=19$m=65537,t=1,p=1$YWJjZGVmZ2g$YWJjZGVmZ2g\n", 2,
+			`user "bob": argon2id memory m=65537 KiB is above mqttd's limit of 65536 KiB`},
+		{"argon2 time above cap", "bob:$argon2id$v=19$m=256,t=11,p=1$YWJjZGVmZ2g$YWJjZGVmZ2g\n", 1, "t=11 is above"},
+		{"argon2 lanes above cap", "bob:$argon2id$v=19$m=256,t=1,p=17$YWJjZGVmZ2g$YWJjZGVmZ2g\n", 1, "p=17 is above"},
+		{"7 iterations above cap", "bob:$7$1000001$YWJj$YWJj\n", 1, "iteration count 1000001 is above"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -207,6 +216,112 @@ func TestLoadPasswordFileErrors(t *testing.T) {
 			t.Errorf("err = %v, want os.ErrNotExist", err)
 		}
 	})
+}
+
+// TestCostCapsAcceptDefaults: the caps let through what the tools write by
+// default or commonly: mosquitto_passwd's and `mqttd passwd`'s "$7$" (101
+// iterations, and -I up to the cap), libargon2's m=4096,t=3,p=1 and RFC
+// 9106's m=64 MiB,t=3,p=4. `mqttd passwd -I` above the cap is refused.
+func TestCostCapsAcceptDefaults(t *testing.T) {
+	content := "a:$7$101$YWJj$YWJj\nb:$7$1000000$YWJj$YWJj\n" +
+		"c:$argon2id$v=19$m=4096,t=3,p=1$YWJjZGVmZ2g$YWJjZGVmZ2g\n" +
+		"d:$argon2id$v=19$m=65536,t=3,p=4$YWJjZGVmZ2g$YWJjZGVmZ2g\n" +
+		"e:$argon2id$v=19$m=65536,t=10,p=16$YWJjZGVmZ2g$YWJjZGVmZ2g\n"
+	f, err := LoadPasswordFile(writeFile(t, "pw", content))
+	if err != nil || f.Len() != 5 {
+		t.Fatalf("LoadPasswordFile: %v", err)
+	}
+	if _, err := newCredential(kindPBKDF2, "pw", maxPBKDF2Iterations+1); err == nil {
+		t.Error("newCredential hashed with more iterations than LoadPasswordFile accepts")
+	}
+}
+
+// TestPasswordChecksBounded: however many clients log in at once, at most
+// cap(checkSlots) password checks run together; the others wait for a slot
+// and then run.
+func TestPasswordChecksBounded(t *testing.T) {
+	f, err := LoadPasswordFile(writeFile(t, "pw", knownAnswerFile()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	slots := cap(checkSlots)
+	var running, peak, started atomic.Int32
+	gate := make(chan struct{})
+	openGate := sync.OnceFunc(func() { close(gate) })
+	checkHook = func() {
+		r := running.Add(1)
+		for p := peak.Load(); r > p && !peak.CompareAndSwap(p, r); p = peak.Load() {
+		}
+		<-gate
+		running.Add(-1)
+	}
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	defer func() {
+		openGate()
+		wg.Wait()
+		checkHook = nil
+	}()
+	for range n {
+		wg.Go(func() {
+			started.Add(1)
+			// argon16 is a real Argon2id hash with small parameters.
+			errs <- f.Authenticate(context.Background(), &Client{Username: "argon16", HasUsername: true,
+				Password: []byte("hunter2"), HasPassword: true})
+		})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for started.Load() < n || running.Load() < int32(slots) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d logins started, %d checks running; want %d running", started.Load(), n, running.Load(), slots)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Every login has been asked for; none beyond the slots may start.
+	for end := time.Now().Add(100 * time.Millisecond); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if r := running.Load(); r > int32(slots) {
+			t.Fatalf("%d password checks running at once, want at most %d", r, slots)
+		}
+	}
+	openGate()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Authenticate = %v, want nil after waiting for a slot", err)
+		}
+	}
+	if p := peak.Load(); p > int32(slots) {
+		t.Errorf("peak of %d checks at once, want at most %d", p, slots)
+	}
+}
+
+// TestPasswordCheckBusy: a check that finds every slot taken until its
+// context ends is ErrBusy, not a verdict on the password; a freed slot lets
+// the next check run.
+func TestPasswordCheckBusy(t *testing.T) {
+	f, err := LoadPasswordFile(writeFile(t, "pw", knownAnswerFile()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := &Client{Username: "alice", HasUsername: true, Password: []byte("secret"), HasPassword: true}
+	for range cap(checkSlots) {
+		checkSlots <- struct{}{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err = f.Authenticate(ctx, alice)
+	if !errors.Is(err, ErrBusy) || errors.Is(err, ErrBadCredentials) {
+		t.Errorf("Authenticate with every slot taken = %v, want ErrBusy", err)
+	}
+	<-checkSlots
+	if err := f.Authenticate(context.Background(), alice); err != nil {
+		t.Errorf("Authenticate with a free slot = %v", err)
+	}
+	for range cap(checkSlots) - 1 {
+		<-checkSlots
+	}
 }
 
 func TestPasswordFileAuthenticate(t *testing.T) {

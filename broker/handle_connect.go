@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
@@ -64,7 +67,9 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 	}
 
 	// Client identifier [MQTT-3.1.3-3..9].
-	id := cp.ClientID
+	// Decode aliases the CONNECT body, password included: what outlives
+	// the packet is copied (see also finishConnect).
+	id := strings.Clone(cp.ClientID)
 	assigned := false
 	switch {
 	case len(id) > opts.MaxClientIDLen:
@@ -79,7 +84,7 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 		id = c.assignID() // [MQTT-3.1.3-6], [MQTT-3.2.2-16]
 		assigned = true
 	}
-	c.info = ClientInfo{ClientID: id, Username: cp.Username, HasUsername: cp.HasUsername,
+	c.info = ClientInfo{ClientID: id, Username: strings.Clone(cp.Username), HasUsername: cp.HasUsername,
 		Password: cp.Password, HasPassword: cp.HasPassword, Remote: c.remote, Listener: c.listener}
 	if err := c.applyIdentity(cp); err != nil { // use_identity_as_username
 		c.srv.stats.authFailed.Add(1)
@@ -100,7 +105,7 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 		return c.refuse(packet.NotAuthorized, errors.New("anonymous clients are not allowed"))
 	}
 	if opts.Authenticate != nil {
-		if err := opts.Authenticate(&c.info); err != nil {
+		if err := c.authenticate(); err != nil { // failed-login delays: authlimit.go
 			c.srv.stats.authFailed.Add(1)
 			rc := packet.BadUserNameOrPassword
 			errors.As(err, &rc)
@@ -120,6 +125,10 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	opts := &c.srv.opts
 	v5 := cp.Version == packet.V5
 	id := c.info.ClientID
+	// Authentication is done: the password is not kept, nor anything that
+	// aliases the CONNECT body (which holds it).
+	c.info.Password = nil
+	c.authMethod = strings.Clone(c.authMethod)
 
 	// Keep alive: 3.x clients asking for more than max_keepalive are refused
 	// (they cannot be told another value, as Mosquitto); 5.0 clients are told
@@ -169,7 +178,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 			}
 		}
 	}
-	c.will = cp.Will
+	c.will = cloneWill(cp.Will)
 
 	ack := &packet.Connack{}
 	if v5 {
@@ -223,7 +232,10 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	sess.mu.Lock()
 	sess.persistent = persistent
 	sess.expiry = expiry
-	sess.info = &c.info
+	info := c.info // the session's own copy of the identity that owns it now
+	sess.info = &info
+	sess.authGen++ // read checks made for the previous owner are stale
+	sess.restored = false
 	c.sess = sess
 	if b != nil && sess.stored() {
 		b.PutSession(sess.sessionRecordLocked(time.Time{}, c.will))
@@ -251,10 +263,25 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	} else {
 		srv.sessMu.Unlock()
 	}
+	// A resumed session [MQTT-3.1.2-4] keeps its state, but its queued and
+	// in-flight messages are checked against the new owner's read access
+	// before anything is sent (a client id is no credential; whatever the
+	// authentication method, the identity it established decides).
+	ok, dropped, redo := sess.reauthorizeLocked(&info, c.batch())
+	if !ok {
+		sess.mu.Unlock()
+		srv.redistribute(redo)
+		return c.refuse(packet.ServerBusy, errors.New("client id taken over while connecting"))
+	}
 	c.send(ack) // CONNACK is the first packet the server sends [MQTT-3.2.0-1]
 	c.connected.Store(true)
 	sess.attachLocked(c, c.batch())
 	sess.mu.Unlock()
+	if dropped > 0 {
+		srv.log.Info("resumed session: messages the client may not read dropped", "client", id,
+			"listener", c.listener, "dropped", dropped)
+	}
+	srv.redistribute(redo)
 
 	if oldConn != nil {
 		oldConn.drainPending()
@@ -297,4 +324,31 @@ func (s *Server) assignClientID() string {
 	var b [8]byte
 	rand.Read(b[:])
 	return "auto-" + hex.EncodeToString(b[:])
+}
+
+// cloneWill copies w out of the CONNECT body it aliases, so that the body
+// (and the password in it) is not kept for the life of the connection.
+func cloneWill(w *packet.Will) *packet.Will {
+	if w == nil {
+		return nil
+	}
+	c := *w
+	c.Topic = strings.Clone(w.Topic)
+	c.Payload = bytes.Clone(w.Payload)
+	if w.Props != nil {
+		p := *w.Props
+		p.ContentType = strings.Clone(p.ContentType)
+		p.ResponseTopic = strings.Clone(p.ResponseTopic)
+		p.CorrelationData = bytes.Clone(p.CorrelationData)
+		p.AuthMethod, p.AuthData = "", nil // not will properties
+		if len(p.User) > 0 {
+			p.User = slices.Clone(p.User)
+			for i := range p.User {
+				p.User[i].Key = strings.Clone(p.User[i].Key)
+				p.User[i].Value = strings.Clone(p.User[i].Value)
+			}
+		}
+		c.Props = &p
+	}
+	return &c
 }

@@ -43,6 +43,12 @@ type Options struct {
 
 	ConnectTimeout time.Duration // a socket must send CONNECT within this; default 10s
 	WriteTimeout   time.Duration // a write that makes no progress this long closes the connection; default 30s
+	// AuthFailureDelay (auth_failure_delay) is the longest a failed login
+	// (Authenticate's error wraps auth.ErrBadCredentials) waits for its
+	// refusal after repeated failures from its address: 100 ms after the
+	// first, doubling up to this (authlimit.go). Default 5s; negative disables.
+	AuthFailureDelay time.Duration
+	authLimit        *authLimiter // made by withDefaults from AuthFailureDelay
 	// MaxBacklogBytes bounds the bytes waiting to be written to one connection;
 	// past it QoS 0 messages for that client are dropped (and counted). Default 8 MiB.
 	MaxBacklogBytes int
@@ -163,6 +169,13 @@ func (o *Options) withDefaults() Options {
 	}
 	if v.ConnectTimeout <= 0 {
 		v.ConnectTimeout = 10 * time.Second
+	}
+	if v.AuthFailureDelay == 0 {
+		v.AuthFailureDelay = 5 * time.Second
+	}
+	v.authLimit = nil
+	if v.AuthFailureDelay > 0 {
+		v.authLimit = newAuthLimiter(v.AuthFailureDelay)
 	}
 	if v.WriteTimeout <= 0 {
 		v.WriteTimeout = 30 * time.Second

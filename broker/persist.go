@@ -99,6 +99,7 @@ func (s *session) sessionRecordLocked(disconnected time.Time, will *packet.Will)
 	}
 	if s.info != nil {
 		rec.Username = s.info.Username
+		rec.Listener = s.info.Listener // its per-listener security, after a restart
 	}
 	if c := s.conn; c != nil {
 		rec.Version = c.version
@@ -131,6 +132,43 @@ func (srv *Server) applyNow(b *store.Batch) {
 	}
 }
 
+// restoredInfo is the identity of a session restored from the store: its
+// user name and the name of the listener its client last came through.
+func restoredInfo(rec *store.Session) *ClientInfo {
+	return &ClientInfo{ClientID: rec.ClientID, Username: rec.Username, HasUsername: rec.Username != "",
+		Listener: rec.Listener}
+}
+
+// mayDecide reports whether an ACL decision may be taken for info. A
+// restored identity (a session or will loaded from the store, whose client
+// has not connected since the restart) is only as good as its listener:
+// with per-listener security (per_listener_settings) the listener selects
+// the ACL, and an identity without one would be judged by the wrong rules.
+// So it fails closed: no decision, hence no delivery that needs one and no
+// will, when the record names no listener (written before listeners were
+// stored) or names one this server does not serve (any more), until the
+// client connects again through a listener. (Mosquitto likewise denies
+// every ACL check of a restored client that has no listener.)
+func (srv *Server) mayDecide(info *ClientInfo, restored bool) bool {
+	return !restored || (info.Listener != "" && srv.listenerServed(info.Listener))
+}
+
+// listenerServed reports whether a listener called name is being served
+// (Serve or ServeListener). Server.mu is taken: call it with no lock held.
+func (srv *Server) listenerServed(name string) bool {
+	if srv.listenerFor(name) != nil {
+		return true
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for l := range srv.listeners {
+		if l.Addr().String() == name {
+			return true
+		}
+	}
+	return false
+}
+
 // Restore loads the store's sessions, subscriptions, queues and retained
 // messages. Call it once, before Serve.
 func (srv *Server) Restore() error {
@@ -159,7 +197,8 @@ func (srv *Server) Restore() error {
 		rec := ss.Session
 		s := newSession(srv, rec.ClientID)
 		s.persistent = true
-		s.info = &ClientInfo{ClientID: rec.ClientID, Username: rec.Username, HasUsername: rec.Username != ""}
+		s.info = restoredInfo(rec)
+		s.restored = true
 		s.expiry = -1
 		if rec.ExpiryInterval != store.NeverExpire {
 			s.expiry = time.Duration(rec.ExpiryInterval) * time.Second
@@ -229,12 +268,19 @@ func (srv *Server) Restore() error {
 	// that they reach everyone.
 	for _, o := range wills {
 		o.s.mu.Lock()
-		o.s.setWillAfterLocked(o.w, o.s.info, o.delay)
+		o.s.setWillAfterLocked(o.w, o.s.info, o.delay, true)
 		o.s.mu.Unlock()
 	}
 	for _, rec := range state.Expired {
-		if rec.Will != nil { // the session ended while the broker was down: its will goes now
-			srv.publishWill(rec.Will, &ClientInfo{ClientID: rec.ClientID, Username: rec.Username, HasUsername: rec.Username != ""})
+		if rec.Will != nil {
+			// The session ended while the broker was down: its will goes
+			// now, once its listener is served (fireWill). The session is
+			// not registered: nothing can resume it.
+			gone := newSession(srv, rec.ClientID)
+			gone.ended = true
+			gone.mu.Lock()
+			gone.setWillAfterLocked(rec.Will, restoredInfo(rec), 0, true)
+			gone.mu.Unlock()
 		}
 	}
 	srv.log.Info("store restored", "sessions", len(state.Sessions), "queued", queued,

@@ -67,25 +67,36 @@ func (s *Server) publish(m *Message, from *session, b *store.Batch) int {
 			*multi = mergeTarget(*multi, ss, &e.Value)
 			continue
 		}
-		if authz != nil && !s.authorizeRead(ss, m.Topic) {
-			continue
+		gen := anyGen
+		if authz != nil {
+			ok, g := s.authorizeRead(ss, m.Topic)
+			if !ok {
+				continue
+			}
+			gen = g
 		}
 		var ids []uint32
 		if e.Value.SubID != 0 {
 			ids = []uint32{e.Value.SubID}
 		}
-		ss.deliver(m, min(m.QoS, e.Value.QoS), e.Value.RetainAsPublished && m.Retain, ids, b)
+		ss.deliverShare(m, min(m.QoS, e.Value.QoS), e.Value.RetainAsPublished && m.Retain, ids, "", b, gen)
 		n++
 	}
 	if multi != nil {
 		for i := range *multi {
 			t := &(*multi)[i]
-			if authz == nil || s.authorizeRead(t.sess, m.Topic) {
-				// One copy at the highest granted QoS, with every identifier
-				// [MQTT-3.3.4-2], [MQTT-3.3.4-3].
-				t.sess.deliver(m, min(m.QoS, t.qos), t.rap && m.Retain, t.subIDs, b)
-				n++
+			gen := anyGen
+			if authz != nil {
+				ok, g := s.authorizeRead(t.sess, m.Topic)
+				if !ok {
+					continue
+				}
+				gen = g
 			}
+			// One copy at the highest granted QoS, with every identifier
+			// [MQTT-3.3.4-2], [MQTT-3.3.4-3].
+			t.sess.deliverShare(m, min(m.QoS, t.qos), t.rap && m.Retain, t.subIDs, "", b, gen)
+			n++
 		}
 		clear(*multi)
 		*multi = (*multi)[:0]
@@ -146,14 +157,19 @@ func (s *Server) deliverShared(key string, members []*session, m *Message, b *st
 		if !online && i < len(members)-1 {
 			continue // prefer a connected member
 		}
-		if s.opts.Authorize != nil && !s.authorizeRead(ss, m.Topic) {
-			continue
+		gen := anyGen
+		if s.opts.Authorize != nil {
+			ok, g := s.authorizeRead(ss, m.Topic)
+			if !ok {
+				continue
+			}
+			gen = g
 		}
 		qos := m.QoS
 		if o, ok := ss.subOptions(key); ok {
 			qos = min(qos, o.QoS)
 		}
-		ss.deliverShare(m, qos, false, nil, key, b)
+		ss.deliverShare(m, qos, false, nil, key, b, gen)
 		return 1
 	}
 	return 0
@@ -226,9 +242,15 @@ func (ss *session) subOptions(groupFilterKey string) (subOptions, bool) {
 	return subOptions{}, false
 }
 
-func (s *Server) authorizeRead(ss *session, name string) bool {
+// authorizeRead decides whether the identity that owns ss may receive a
+// message on name, checked at every delivery (as Mosquitto): the
+// subscriptions of a session resumed by another user stay, but deliver only
+// what that user may read. It returns the session's authGen the decision
+// was made for (deliverShare checks again if it changed). Restored
+// identities fail closed (mayDecide). Call with no lock held.
+func (s *Server) authorizeRead(ss *session, name string) (bool, uint64) {
 	ss.mu.Lock()
-	info := ss.info
+	info, gen, restored := ss.info, ss.authGen, ss.restored
 	ss.mu.Unlock()
-	return info != nil && s.opts.Authorize(info, name, false)
+	return info != nil && s.mayDecide(info, restored) && s.opts.Authorize(info, name, false), gen
 }

@@ -21,8 +21,10 @@ type session struct {
 	inboundN atomic.Int32 // len(inbound), readable without mu (receive maximum)
 
 	mu          sync.Mutex
-	conn        *conn // nil while offline
-	info        *ClientInfo
+	conn        *conn              // nil while offline
+	info        *ClientInfo        // the identity that owns the session: its own copy, without the password
+	authGen     uint64             // changes with info: read checks made for another identity are stale
+	restored    bool               // info comes from the store: no connection since the restart (persist.go)
 	persistent  bool               // kept after disconnect
 	expiry      time.Duration      // how long kept offline; <0 = forever
 	subs        []subEntry         // few per session: searched in order, no map to pay for
@@ -57,7 +59,12 @@ type outMsg struct {
 	done   bool   // acknowledged
 	seq    uint64 // store queue entry, 0 if not stored
 	share  string // group+"\x00"+filter when routed by a shared subscription
+	gen    uint64 // session.authGen its read access was checked for
 }
+
+// anyGen is the generation of a delivery that needs no read check (no
+// Authorize hook).
+const anyGen = ^uint64(0)
 
 func newSession(s *Server, id string) *session {
 	return &session{srv: s, id: id}
@@ -106,15 +113,37 @@ func (s *session) windowLocked() int {
 }
 
 // deliver hands one message to the session at the QoS and retain flag the
-// router chose for it. Store writes for a persistent session go into b.
+// caller chose for it, if the identity that owns the session may read it.
+// Store writes for a persistent session go into b.
 func (s *session) deliver(m *Message, qos byte, retain bool, subIDs []uint32, b *store.Batch) {
-	s.deliverShare(m, qos, retain, subIDs, "", b)
+	gen := anyGen
+	if s.srv.opts.Authorize != nil {
+		ok, g := s.srv.authorizeRead(s, m.Topic)
+		if !ok {
+			return
+		}
+		gen = g
+	}
+	s.deliverShare(m, qos, retain, subIDs, "", b, gen)
 }
 
 // deliverShare is deliver for a message routed by the shared subscription
-// share ("" for none), which is remembered for redistribution.
-func (s *session) deliverShare(m *Message, qos byte, retain bool, subIDs []uint32, share string, b *store.Batch) {
+// share ("" for none), which is remembered for redistribution. gen is the
+// authGen the router checked read access for (anyGen: no check needed); if
+// another identity took the session over since, the check is made again
+// for it, so that a message is never delivered on an older identity's
+// rights.
+func (s *session) deliverShare(m *Message, qos byte, retain bool, subIDs []uint32, share string, b *store.Batch, gen uint64) {
 	s.mu.Lock()
+	for gen != anyGen && gen != s.authGen {
+		s.mu.Unlock() // no lock across the hook
+		ok, g := s.srv.authorizeRead(s, m.Topic)
+		if !ok {
+			return
+		}
+		gen = g
+		s.mu.Lock()
+	}
 	defer s.mu.Unlock()
 	if s.ended {
 		return
@@ -124,11 +153,11 @@ func (s *session) deliverShare(m *Message, qos byte, retain bool, subIDs []uint3
 		if c != nil {
 			c.writePublish(m, 0, 0, retain, false, subIDs)
 		} else if s.srv.opts.QueueQoS0 && s.persistent {
-			s.enqueueLocked(&outMsg{msg: m, retain: retain, subIDs: subIDs})
+			s.enqueueLocked(&outMsg{msg: m, retain: retain, subIDs: subIDs, gen: s.authGen})
 		}
 		return
 	}
-	om := &outMsg{msg: m, qos: qos, retain: retain, subIDs: subIDs, share: share}
+	om := &outMsg{msg: m, qos: qos, retain: retain, subIDs: subIDs, share: share, gen: s.authGen}
 	if c != nil && s.qhead == len(s.queue) && len(s.inflight) < s.windowLocked() {
 		if s.sendLocked(c, om) {
 			s.putEntryLocked(b, om, true)
@@ -306,6 +335,124 @@ func (s *session) attachLocked(c *conn, b *store.Batch) {
 	s.refillLocked(b)
 }
 
+// reauthorizeLocked checks read access, for info (the identity of a
+// connection resuming the session), to every message queued or in flight
+// to the session. They were routed on the rights of whoever owned the
+// session before, and a client id is no credential: a resume must not hand
+// one user's messages to another (Mosquitto checks each message on
+// delivery too). What info may not read is dropped, never sent: queued
+// ones leave the queue, in-flight ones are released (store entries
+// deleted, packet ids freed). A delivery in the PUBREL state carries no
+// message and completes as usual. Dropped messages of shared
+// subscriptions are returned, for the rest of their group.
+//
+// s.mu is held on entry and on return; it is released around the
+// Authorize calls. ok is false if meanwhile the session ended or another
+// connection claimed it.
+func (s *session) reauthorizeLocked(info *ClientInfo, b *store.Batch) (ok bool, dropped int, redo []shareRedo) {
+	authz := s.srv.opts.Authorize
+	if authz == nil {
+		return !s.ended && s.conn == nil && s.info == info, 0, nil
+	}
+	for {
+		if s.ended || s.conn != nil || s.info != info {
+			return false, dropped, redo
+		}
+		gen := s.authGen
+		var allowed map[string]bool
+		note := func(om *outMsg) {
+			if om != nil && !om.done && !om.pubrel && om.gen != gen {
+				if allowed == nil {
+					allowed = make(map[string]bool)
+				}
+				allowed[om.msg.Topic] = false
+			}
+		}
+		for _, om := range s.order {
+			note(om)
+		}
+		for _, om := range s.queue[s.qhead:] {
+			note(om)
+		}
+		if len(allowed) == 0 {
+			return true, dropped, redo
+		}
+		s.mu.Unlock() // no lock across the hook
+		for t := range allowed {
+			allowed[t] = authz(info, t, false)
+		}
+		s.mu.Lock()
+		if s.ended || s.conn != nil || s.info != info || s.authGen != gen {
+			return false, dropped, redo
+		}
+		// Messages routed meanwhile are not in allowed: the next round
+		// checks them.
+		n, r := s.filterLocked(gen, allowed, b)
+		dropped += n
+		redo = append(redo, r...)
+	}
+}
+
+// filterLocked marks the messages whose topic allowed permits as checked
+// for gen and drops those it denies (see reauthorizeLocked). s.mu is held.
+func (s *session) filterLocked(gen uint64, allowed map[string]bool, b *store.Batch) (dropped int, redo []shareRedo) {
+	keep := func(om *outMsg) bool {
+		if om.gen == gen {
+			return true
+		}
+		ok, seen := allowed[om.msg.Topic]
+		if !seen {
+			return true // routed after the check: the next round
+		}
+		if ok {
+			om.gen = gen
+		}
+		return ok
+	}
+	for _, om := range s.order {
+		if om == nil || om.done || om.pubrel || keep(om) {
+			continue
+		}
+		s.deleteEntryLocked(b, om)
+		delete(s.inflight, om.id) // the packet id is free again
+		om.done = true
+		dropped++
+		if om.share != "" && om.qos == 1 {
+			// A QoS 2 delivery that started is not sent to another member
+			// [MQTT-4.8.2-5].
+			redo = append(redo, shareRedo{om.share, om.msg})
+		}
+	}
+	if dropped > 0 {
+		s.order = slices.DeleteFunc(s.order, func(om *outMsg) bool { return om == nil || om.done })
+		if len(s.inflight) == 0 {
+			s.order, s.inflight = nil, nil
+		}
+	}
+	var kept []*outMsg
+	for _, om := range s.queue[s.qhead:] {
+		if om == nil {
+			continue
+		}
+		if keep(om) {
+			kept = append(kept, om)
+			continue
+		}
+		size := om.msg.size()
+		s.queuedBytes -= size
+		s.srv.queuedBytes.Add(-size)
+		s.deleteEntryLocked(b, om)
+		dropped++
+		if om.share != "" && om.qos > 0 {
+			redo = append(redo, shareRedo{om.share, om.msg})
+		}
+	}
+	if len(kept) != len(s.queue)-s.qhead {
+		s.queue, s.qhead = kept, 0
+	}
+	return dropped, redo
+}
+
 // detach unbinds c at the end of its connection; a session that is not
 // persistent ends, a persistent one starts its expiry clock. w is the
 // connection's will to publish (nil for none): at once, or after its delay
@@ -322,7 +469,7 @@ func (s *session) detach(c *conn, w *packet.Will) {
 		}
 		s.mu.Unlock()
 		if now {
-			s.srv.publishWill(w, &c.info)
+			s.srv.publishWill(w, &c.info, false)
 		}
 		return
 	}
@@ -347,7 +494,7 @@ func (s *session) detach(c *conn, w *packet.Will) {
 	}
 	s.mu.Unlock()
 	if willNow {
-		s.srv.publishWill(w, &c.info)
+		s.srv.publishWill(w, &c.info, false)
 	}
 	if end {
 		s.srv.endSession(s, true)
@@ -407,7 +554,7 @@ func (srv *Server) endSession(s *session, onlyOffline bool) bool {
 	s.mu.Unlock()
 	srv.sessMu.Unlock()
 	if will != nil {
-		srv.publishWill(will.w, will.info)
+		srv.publishWill(will.w, will.info, will.restored)
 	}
 	if stored {
 		var b store.Batch

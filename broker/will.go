@@ -9,12 +9,14 @@ import (
 
 // publishWill publishes a client's last will, with the will's QoS and retain
 // flag [MQTT-3.1.2-8], on any close but a DISCONNECT [MQTT-3.1.2-10]. Wills
-// to $SYS, or to a topic the client may not publish to, are dropped.
-func (s *Server) publishWill(w *packet.Will, info *ClientInfo) {
+// to $SYS, or to a topic the client may not publish to, are dropped. A will
+// restored from the store (restored) is dropped as well when no ACL
+// decision can be taken for its identity (mayDecide: fail closed).
+func (s *Server) publishWill(w *packet.Will, info *ClientInfo, restored bool) {
 	if isSysTopic(w.Topic) {
 		return
 	}
-	if s.opts.Authorize != nil && !s.opts.Authorize(info, w.Topic, true) {
+	if s.opts.Authorize != nil && (!s.mayDecide(info, restored) || !s.opts.Authorize(info, w.Topic, true)) {
 		s.log.Info("will denied", "client", info.ClientID, "topic", w.Topic)
 		return
 	}
@@ -45,9 +47,10 @@ func willMessageProps(p *packet.Properties) *packet.Properties {
 
 // pendingWill is a will waiting for its Will Delay Interval.
 type pendingWill struct {
-	w     *packet.Will
-	info  *ClientInfo
-	timer *time.Timer
+	w        *packet.Will
+	info     *ClientInfo
+	restored bool // from the store: info's listener is not verified (persist.go)
+	timer    *time.Timer
 }
 
 // willDelay is the will's Will Delay Interval (5.0).
@@ -62,25 +65,51 @@ func willDelay(w *packet.Will) time.Duration {
 // will is sent after the delay or when the session ends, whichever comes
 // first [MQTT-3.1.2-8]. s.mu is held.
 func (s *session) setWillLocked(w *packet.Will, info *ClientInfo) {
-	s.setWillAfterLocked(w, info, willDelay(w))
+	s.setWillAfterLocked(w, info, willDelay(w), false)
 }
 
 // setWillAfterLocked is setWillLocked with the delay given (what is left of
-// it after a restart). s.mu is held.
-func (s *session) setWillAfterLocked(w *packet.Will, info *ClientInfo, delay time.Duration) {
+// it after a restart) for a will restored from the store or not. s.mu is
+// held.
+func (s *session) setWillAfterLocked(w *packet.Will, info *ClientInfo, delay time.Duration, restored bool) {
 	s.cancelWillLocked()
-	pw := &pendingWill{w: w, info: info}
-	pw.timer = time.AfterFunc(delay, func() {
-		s.mu.Lock()
-		if s.will != pw {
-			s.mu.Unlock()
-			return // cancelled or already published
-		}
-		s.will = nil
-		s.mu.Unlock()
-		s.srv.publishWill(pw.w, pw.info)
-	})
+	pw := &pendingWill{w: w, info: info, restored: restored}
+	pw.timer = time.AfterFunc(delay, func() { s.fireWill(pw) })
 	s.will = pw
+}
+
+// restoredWillWait is how long after the server started a restored will
+// that is due waits for its listener to be served (Restore runs before
+// the listeners start); restoredWillPoll is how often it looks.
+const (
+	restoredWillWait = time.Minute
+	restoredWillPoll = 20 * time.Millisecond
+)
+
+// fireWill publishes pw when its delay has passed, unless it was cancelled.
+// A restored will whose listener is not served yet waits for it, for a
+// while after the start: its ACL decision needs that listener.
+func (s *session) fireWill(pw *pendingWill) {
+	wait := pw.restored && s.srv.opts.Authorize != nil && pw.info.Listener != "" &&
+		!s.srv.listenerServed(pw.info.Listener) && time.Since(s.srv.started) < restoredWillWait
+	s.mu.Lock()
+	if s.will != pw {
+		s.mu.Unlock()
+		return // cancelled or already published
+	}
+	if wait && s.srv.isClosing() {
+		s.will = nil // shutting down: the listener will not come
+		s.mu.Unlock()
+		return
+	}
+	if wait {
+		pw.timer.Reset(restoredWillPoll)
+		s.mu.Unlock()
+		return
+	}
+	s.will = nil
+	s.mu.Unlock()
+	s.srv.publishWill(pw.w, pw.info, pw.restored)
 }
 
 // cancelWillLocked drops a pending will: a new connection resumed the

@@ -40,6 +40,7 @@ func (m *Message) Expired(now time.Time) bool {
 type Session struct {
 	ClientID       string
 	Username       string
+	Listener       string // listener of the last connection (its per-listener security); "" = unknown, as in older records
 	Version        packet.Version
 	ExpiryInterval uint32       // seconds; NeverExpire for never
 	DisconnectedAt time.Time    // zero while connected

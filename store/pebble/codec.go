@@ -14,6 +14,7 @@ import (
 // Value layouts (uv = uvarint; times are Unix milliseconds, 0 = zero time):
 //
 //	session       version:1 expiry:uv disconnectedAt:uv usernameLen:uv username
+//	              [listenerLen:uv listener, when version has bit 0x80]
 //	              willDelay:uv (0 = no will, 1 = will without delay, d+2 = delay d)
 //	              [will as a v5 PUBLISH: QoS, retain, topic, properties, payload]
 //	subscription  options:1 (qos | nl<<2 | rap<<3 | rh<<4) subID:uv
@@ -113,12 +114,27 @@ func decodeRetained(b []byte) (*store.Message, error) {
 	return decodeMessage(id, b)
 }
 
+// sessionHasListener is set in a session record's version byte when a
+// listener name follows the user name (protocol versions are below it).
+const sessionHasListener = 0x80
+
 func appendSession(dst []byte, s *store.Session) ([]byte, error) {
-	dst = append(dst, byte(s.Version))
+	if s.Version&sessionHasListener != 0 {
+		return nil, fmt.Errorf("store: session version %d out of range", s.Version)
+	}
+	v := byte(s.Version)
+	if s.Listener != "" {
+		v |= sessionHasListener
+	}
+	dst = append(dst, v)
 	dst = binary.AppendUvarint(dst, uint64(s.ExpiryInterval))
 	dst = appendTime(dst, s.DisconnectedAt)
 	dst = binary.AppendUvarint(dst, uint64(len(s.Username)))
 	dst = append(dst, s.Username...)
+	if s.Listener != "" {
+		dst = binary.AppendUvarint(dst, uint64(len(s.Listener)))
+		dst = append(dst, s.Listener...)
+	}
 	w := s.Will
 	if w == nil {
 		return append(dst, 0), nil
@@ -144,7 +160,8 @@ func decodeSession(clientID string, b []byte) (*store.Session, error) {
 	if len(b) < 1 {
 		return nil, errBadValue
 	}
-	s := &store.Session{ClientID: clientID, Version: packet.Version(b[0])}
+	hasListener := b[0]&sessionHasListener != 0
+	s := &store.Session{ClientID: clientID, Version: packet.Version(b[0] &^ sessionHasListener)}
 	b = b[1:]
 	exp, b, err := readUvarint(b)
 	if err != nil || exp > uint64(store.NeverExpire) {
@@ -159,6 +176,15 @@ func decodeSession(clientID string, b []byte) (*store.Session, error) {
 		return nil, errBadValue
 	}
 	s.Username, b = string(b[:n]), b[n:]
+	if hasListener {
+		// Records written before the listener was stored have none: it
+		// decodes as "" (unknown).
+		n, b, err = readUvarint(b)
+		if err != nil || uint64(len(b)) < n {
+			return nil, errBadValue
+		}
+		s.Listener, b = string(b[:n]), b[n:]
+	}
 	delay, b, err := readUvarint(b)
 	if err != nil || delay > uint64(store.NeverExpire)+2 {
 		return nil, errBadValue

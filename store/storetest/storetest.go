@@ -173,8 +173,8 @@ func dumpSession(kind string, s *store.Session) string {
 		}
 		will = fmt.Sprintf("delay=%s %s", delay, dumpPublish(pub))
 	}
-	return fmt.Sprintf("%s client=%q user=%q version=%d expiry=%d disconnected=%s will=%s\n", kind,
-		s.ClientID, s.Username, s.Version, s.ExpiryInterval, dumpTime(s.DisconnectedAt), will)
+	return fmt.Sprintf("%s client=%q user=%q listener=%q version=%d expiry=%d disconnected=%s will=%s\n", kind,
+		s.ClientID, s.Username, s.Listener, s.Version, s.ExpiryInterval, dumpTime(s.DisconnectedAt), will)
 }
 
 func session(t *testing.T, st *store.State, client string) *store.SessionState {
@@ -238,7 +238,7 @@ func testEmpty(t *testing.T, s store.Store) {
 
 func testSessions(t *testing.T, s store.Store) {
 	full := &store.Session{
-		ClientID: "full", Username: "alice", Version: packet.V5, ExpiryInterval: 3600,
+		ClientID: "full", Username: "alice", Listener: "0.0.0.0:1883", Version: packet.V5, ExpiryInterval: 3600,
 		DisconnectedAt: Base.Add(-time.Minute),
 		Will: &packet.Will{Topic: "wills/full", Payload: []byte("gone"), QoS: 2, Retain: true,
 			Props: &packet.Properties{WillDelay: packet.Ptr[uint32](30), MessageExpiry: packet.Ptr[uint32](60),
