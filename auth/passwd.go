@@ -173,7 +173,8 @@ options:
 		if err != nil {
 			return p.errorf("Error: Unable to hash password. %v.", err)
 		}
-		if err := os.WriteFile(file, []byte(line), 0o644); err != nil {
+		// 0600, as mosquitto_passwd 2.0 does: the hashes are for mqttd only.
+		if err := os.WriteFile(file, []byte(line), 0o600); err != nil {
 			return p.errorf("Error: Unable to open file %s for writing. %v.", file, unwrapPath(err))
 		}
 		return 0

@@ -52,6 +52,17 @@ type Listener struct {
 	MaxConnections int    // -1 unlimited
 	MountPoint     string // mount_point
 
+	// HandshakeTimeout (handshake_timeout, mqttd) bounds each TLS handshake
+	// and WebSocket upgrade; 0 = listener.DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// MaxPendingPerAddress (max_pending_handshakes_per_address, mqttd)
+	// bounds the handshakes in progress from one address; 0 =
+	// listener.DefaultMaxPendingPerAddress, -1 = no limit.
+	MaxPendingPerAddress int
+	// WebSocketsOrigins (websockets_origin, mqttd) are the browser origins a
+	// WebSocket upgrade may come from; empty = any.
+	WebSocketsOrigins []string
+
 	CAFile, CAPath, CertFile, KeyFile, CRLFile string
 	RequireCertificate                         bool
 	UseIdentityAsUsername                      bool
@@ -133,7 +144,13 @@ type Config struct {
 	PidFile string
 	User    string // user: privileges to drop to when started as root
 
-	MetricsAddr string // metrics_listener PORT [ADDRESS] as host:port; "" = none
+	MetricsAddr string // metrics_listener PORT [ADDRESS] as host:port (default address 127.0.0.1); "" = none
+	// MetricsPasswordFile (metrics_password_file) holds the users, in
+	// mosquitto_passwd format, that may scrape with HTTP basic auth.
+	MetricsPasswordFile string
+	// MetricsTokenFile (metrics_token_file) holds a bearer token that may
+	// scrape. With neither file the endpoint is open.
+	MetricsTokenFile string
 
 	// Warnings are things that parsed but deserve a word in the log.
 	Warnings []string
@@ -310,6 +327,9 @@ func (c *Config) finish() error {
 		}
 		if l.Unix && l.Protocol == "websockets" {
 			return fmt.Errorf("%w: %s: listener %s: websockets over a unix socket is not supported", ErrInvalid, where, l.Addr())
+		}
+		if len(l.WebSocketsOrigins) > 0 && l.Protocol != "websockets" {
+			return fmt.Errorf("%w: %s: listener %s: websockets_origin needs protocol websockets", ErrInvalid, where, l.Addr())
 		}
 	}
 	if len(c.Log.Dests) == 0 {

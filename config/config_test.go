@@ -4,9 +4,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqttd/mqttd/broker"
 )
 
 func parse(t *testing.T, text string) *Config {
@@ -60,7 +63,10 @@ func TestEveryOption(t *testing.T) {
 		{"connection_messages false", func(c *Config) bool { return !c.Log.ConnectionMessages }},
 		{"pid_file /run/mqttd.pid", func(c *Config) bool { return c.PidFile == "/run/mqttd.pid" }},
 		{"user mosquitto", func(c *Config) bool { return c.User == "mosquitto" }},
-		{"metrics_listener 9100", func(c *Config) bool { return c.MetricsAddr == ":9100" }},
+		{"metrics_listener 9100", func(c *Config) bool { return c.MetricsAddr == "127.0.0.1:9100" }},
+		{"metrics_listener 9100 0.0.0.0", func(c *Config) bool { return c.MetricsAddr == "0.0.0.0:9100" }},
+		{"metrics_password_file /etc/m.pw", func(c *Config) bool { return c.MetricsPasswordFile == "/etc/m.pw" }},
+		{"metrics_token_file /etc/m.tok", func(c *Config) bool { return c.MetricsTokenFile == "/etc/m.tok" }},
 		{"metrics_listener 9100 127.0.0.1", func(c *Config) bool { return c.MetricsAddr == "127.0.0.1:9100" }},
 		{"acl_check_subscribe true", func(c *Config) bool { return c.ACLCheckSubscribe }},
 		{"clientid_prefixes sensor-", func(c *Config) bool { return c.ClientIDPrefixes == "sensor-" }},
@@ -82,6 +88,14 @@ func TestEveryOption(t *testing.T) {
 		{"mount_point tenant/", func(c *Config) bool { return c.Listeners[0].MountPoint == "tenant/" }},
 		{"use_username_as_clientid true", func(c *Config) bool { return c.Listeners[0].UseUsernameAsClientID }},
 		{"ciphers_tls1.3 TLS_AES_128_GCM_SHA256", func(c *Config) bool { return c.Listeners[0].CiphersTLS13 != "" }},
+		{"handshake_timeout 3", func(c *Config) bool {
+			return c.Listeners[0].HandshakeTimeout == 3*time.Second && c.ListenerConfig(c.Listeners[0]).HandshakeTimeout == 3*time.Second
+		}},
+		{"max_pending_handshakes_per_address 4", func(c *Config) bool {
+			return c.Listeners[0].MaxPendingPerAddress == 4 && c.ListenerConfig(c.Listeners[0]).MaxPendingPerAddress == 4
+		}},
+		{"max_pending_handshakes_per_address 0", func(c *Config) bool { return c.Listeners[0].MaxPendingPerAddress == -1 }},
+		{"max_packet_size 2048", func(c *Config) bool { return c.ListenerConfig(c.Listeners[0]).MaxMessageSize == 2048 }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.line, func(t *testing.T) {
@@ -110,7 +124,7 @@ ciphers ECDHE-RSA-AES128-GCM-SHA256
 		CRLFile: "/crl.pem", RequireCertificate: true, UseIdentityAsUsername: true, TLSVersion: "tlsv1.3",
 		Ciphers: "ECDHE-RSA-AES128-GCM-SHA256", MaxConnections: -1}
 	l.Line, l.Security = "", Security{}
-	if *l != want {
+	if !reflect.DeepEqual(*l, want) {
 		t.Errorf("got %+v\nwant %+v", *l, want)
 	}
 	lc := cfg.ListenerConfig(cfg.Listeners[0])
@@ -295,6 +309,7 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"listener 1883\nprotocol http\n", `f.conf:2: protocol: "http" is not one of mqtt, websockets`},
 		{"listener 1883\nsocket_domain ipx\n", `f.conf:2: socket_domain: "ipx" is not one of`},
 		{"listener 1883\ntls_version tlsv1.0\n", `f.conf:2: tls_version: "tlsv1.0" is not one of`},
+		{"listener 1883\ntls_version tlsv1.1\n", `f.conf:2: tls_version tlsv1.1 is refused: TLS 1.1 is insecure`},
 		{"listener 1883\nmount_point a/#\n", `f.conf:2: mount_point "a/#" must not contain`},
 		{"max_qos 3\n", `f.conf:1: max_qos: "3" is not a number from 0 to 2`},
 		{"persistence_sync sometimes\n", `f.conf:1: persistence_sync: "sometimes" is not one of always, batch, never`},
@@ -315,6 +330,12 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"listener 8883\ncertfile /c\nkeyfile /k\nuse_identity_as_username true\n", `need require_certificate true`},
 		{"listener 8883\ncertfile /c\nkeyfile /k\nrequire_certificate true\n", `require_certificate needs cafile or capath`},
 		{"listener 0 /s.sock\nprotocol websockets\n", `websockets over a unix socket is not supported`},
+		{"listener 1883\nhandshake_timeout 0\n", `f.conf:2: handshake_timeout: "0" is not a number from 1 to 3600`},
+		{"listener 1883\nmax_pending_handshakes_per_address -1\n", `f.conf:2: max_pending_handshakes_per_address: "-1" is not a number`},
+		{"listener 1883\nwebsockets_origin\n", `f.conf:2: websockets_origin needs at least one origin`},
+		{"listener 1883\nprotocol websockets\nwebsockets_origin example.com\n", `f.conf:3: websockets_origin: "example.com" is not an origin`},
+		{"listener 1883\nprotocol websockets\nwebsockets_origin https://a.example/app\n", `websockets_origin: "https://a.example/app" is not an origin`},
+		{"listener 1883\nwebsockets_origin https://a.example\n", `f.conf:1: listener :1883: websockets_origin needs protocol websockets`},
 	}
 	for _, c := range cases {
 		t.Run(c.want, func(t *testing.T) {
@@ -354,9 +375,71 @@ func TestCapabilityOptionsReachBroker(t *testing.T) {
 	}
 }
 
+func TestAuthFailureDelay(t *testing.T) {
+	for in, want := range map[string]time.Duration{"": 0, "auth_failure_delay 3\n": 3 * time.Second,
+		"auth_failure_delay 0\n": -1} {
+		cfg, err := Parse(strings.NewReader(in), "d.conf")
+		if err != nil {
+			t.Errorf("%q: %v", in, err)
+		} else if cfg.Broker.AuthFailureDelay != want {
+			t.Errorf("%q: AuthFailureDelay %v, want %v", in, cfg.Broker.AuthFailureDelay, want)
+		}
+	}
+	if _, err := Parse(strings.NewReader("auth_failure_delay -1\n"), "d.conf"); err == nil {
+		t.Error("auth_failure_delay -1 accepted")
+	}
+}
+
+// TestWebSocketsOrigin checks that websockets_origin lists accumulate per
+// listener and reach the listener's configuration; without it any origin
+// is allowed, as in Mosquitto.
+func TestWebSocketsOrigin(t *testing.T) {
+	cfg := parse(t, `listener 8080
+protocol websockets
+websockets_origin https://app.example.com http://localhost:3000
+websockets_origin https://admin.example.com
+listener 8081
+protocol websockets
+`)
+	want := []string{"https://app.example.com", "http://localhost:3000", "https://admin.example.com"}
+	if got := cfg.ListenerConfig(cfg.Listeners[0]).AllowedOrigins; !reflect.DeepEqual(got, want) {
+		t.Errorf("allowed origins %q, want %q", got, want)
+	}
+	if got := cfg.ListenerConfig(cfg.Listeners[1]).AllowedOrigins; len(got) != 0 {
+		t.Errorf("listener without websockets_origin allows only %q", got)
+	}
+	if lc := cfg.ListenerConfig(cfg.Listeners[1]); lc.MaxMessageSize != broker.DefaultMaxPacketSize ||
+		lc.HandshakeTimeout != 0 || lc.MaxPendingPerAddress != 0 {
+		t.Errorf("defaults: %+v", lc)
+	}
+}
+
 func TestMaxQueuedBytesTotal(t *testing.T) {
 	cfg, err := Parse(strings.NewReader("max_queued_bytes_total 1048576\n"), "q.conf")
 	if err != nil || cfg.Broker.MaxQueuedBytesTotal != 1<<20 {
 		t.Fatalf("max_queued_bytes_total: %v %d", err, cfg.Broker.MaxQueuedBytesTotal)
+	}
+}
+
+// Secret files every user can read are named in a warning; private ones
+// are not.
+func TestPermissionWarnings(t *testing.T) {
+	dir := t.TempDir()
+	open := filepath.Join(dir, "open.pw")
+	private := filepath.Join(dir, "private.acl")
+	tok := filepath.Join(dir, "metrics.tok")
+	for f, mode := range map[string]os.FileMode{open: 0o644, private: 0o600, tok: 0o604} {
+		if err := os.WriteFile(f, []byte("x\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(f, mode); err != nil { // whatever the umask
+			t.Fatal(err)
+		}
+	}
+	cfg := parse(t, "password_file "+open+"\nacl_file "+private+"\nmetrics_token_file "+tok+"\n")
+	w := strings.Join(PermissionWarnings(cfg), "\n")
+	if !strings.Contains(w, "password_file "+open+" is readable by every user (mode 0644)") ||
+		!strings.Contains(w, "metrics_token_file "+tok) || strings.Contains(w, private) {
+		t.Errorf("warnings:\n%s", w)
 	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -175,6 +176,14 @@ func (c *Config) apply(key, rest, where string) error {
 		// mqttd: the bound on packets before CONNACK (broker.Options).
 		n, err = a.integer(20, 268435460)
 		o.MaxConnectPacketSize = int(n)
+	case "auth_failure_delay":
+		// mqttd: the longest delay of a refused login after failed ones from
+		// the same address, in seconds (broker.Options.AuthFailureDelay).
+		n, err = a.integer(0, 3600)
+		o.AuthFailureDelay = time.Duration(n) * time.Second
+		if n == 0 {
+			o.AuthFailureDelay = -1 // 0 disables the delays
+		}
 	case "max_keepalive":
 		n, err = a.integer(0, 65535)
 		o.MaxKeepAlive = uint16(n)
@@ -253,6 +262,10 @@ func (c *Config) apply(key, rest, where string) error {
 		c.User, err = a.one()
 	case "metrics_listener":
 		err = c.metricsListener(args)
+	case "metrics_password_file":
+		c.MetricsPasswordFile, err = a.one()
+	case "metrics_token_file":
+		c.MetricsTokenFile, err = a.one()
 	default:
 		return fmt.Errorf("unknown option %q", key)
 	}
@@ -292,7 +305,10 @@ func (c *Config) metricsListener(args []string) error {
 	if err != nil || p < 0 || p > 65535 {
 		return fmt.Errorf("metrics_listener: invalid port %q", args[0])
 	}
-	host := ""
+	// Unlike an MQTT listener, the metrics endpoint is loopback-only unless
+	// an address is given: it has no TLS and is open without
+	// metrics_password_file or metrics_token_file.
+	host := "127.0.0.1"
 	if len(args) == 2 {
 		host = args[1]
 	}
@@ -331,6 +347,34 @@ var listenerOptions = map[string]func(*Listener, *argReader) error{
 		}
 		return
 	},
+	// mqttd: the bounds that keep idle or slow handshakes from locking
+	// others out of a TLS or WebSocket listener.
+	"handshake_timeout": func(l *Listener, a *argReader) error {
+		n, err := a.integer(1, 3600)
+		l.HandshakeTimeout = time.Duration(n) * time.Second
+		return err
+	},
+	"max_pending_handshakes_per_address": func(l *Listener, a *argReader) error {
+		n, err := a.integer(0, 1<<20)
+		l.MaxPendingPerAddress = int(n)
+		if n == 0 {
+			l.MaxPendingPerAddress = -1 // 0: no limit
+		}
+		return err
+	},
+	// mqttd: the browser origins a WebSocket listener accepts; repeatable.
+	"websockets_origin": func(l *Listener, a *argReader) error {
+		if len(a.args) == 0 {
+			return fmt.Errorf("websockets_origin needs at least one origin")
+		}
+		for _, o := range a.args {
+			if err := checkOrigin(o); err != nil {
+				return err
+			}
+		}
+		l.WebSocketsOrigins = append(l.WebSocketsOrigins, a.args...)
+		return nil
+	},
 	"cafile":   func(l *Listener, a *argReader) (err error) { l.CAFile, err = a.one(); return },
 	"capath":   func(l *Listener, a *argReader) (err error) { l.CAPath, err = a.one(); return },
 	"certfile": func(l *Listener, a *argReader) (err error) { l.CertFile, err = a.one(); return },
@@ -353,7 +397,13 @@ var listenerOptions = map[string]func(*Listener, *argReader) error{
 		return
 	},
 	"tls_version": func(l *Listener, a *argReader) (err error) {
-		l.TLSVersion, err = a.oneOf("tlsv1.3", "tlsv1.2", "tlsv1.1")
+		if len(a.args) == 1 && strings.EqualFold(a.args[0], "tlsv1.1") {
+			// TLS 1.1 means CBC suites with SHA-1 MACs; Mosquitto on
+			// OpenSSL 3 refuses it too.
+			return fmt.Errorf("tls_version tlsv1.1 is refused: TLS 1.1 is insecure (CBC with SHA-1) and deprecated " +
+				"(RFC 8996); use tlsv1.2 (the default) or tlsv1.3")
+		}
+		l.TLSVersion, err = a.oneOf("tlsv1.3", "tlsv1.2")
 		return
 	},
 	"ciphers": func(l *Listener, a *argReader) (err error) { l.Ciphers, err = a.one(); return },
@@ -428,6 +478,17 @@ func (a *argReader) oneOf(values ...string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s: %q is not one of %s", a.key, s, strings.Join(values, ", "))
+}
+
+// checkOrigin accepts an origin as browsers send it in the Origin header:
+// http or https, a host and an optional port, nothing more.
+func checkOrigin(o string) error {
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "#") || strings.HasSuffix(o, "?") {
+		return fmt.Errorf("websockets_origin: %q is not an origin like https://example.com or http://host:8080", o)
+	}
+	return nil
 }
 
 // parseExpiration reads Mosquitto's duration syntax: a number followed by h

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -278,7 +279,13 @@ func (c *Config) ListenerOptions(l *Listener) broker.ListenerOptions {
 // settings are built once per call: keep the result to Reload it.
 func (c *Config) ListenerConfig(l *Listener) listener.Config {
 	lc := listener.Config{Address: l.Addr(), Protocol: l.Protocol, SocketDomain: l.SocketDomain,
-		BindInterface: l.BindInterface}
+		BindInterface: l.BindInterface, HandshakeTimeout: l.HandshakeTimeout,
+		MaxPendingPerAddress: l.MaxPendingPerAddress, AllowedOrigins: l.WebSocketsOrigins}
+	// A WebSocket message may carry at most one largest packet (and slack).
+	lc.MaxMessageSize = broker.DefaultMaxPacketSize
+	if c.Broker.MaxPacketSize > 0 {
+		lc.MaxMessageSize = int64(c.Broker.MaxPacketSize)
+	}
 	if l.Unix {
 		lc.Network = "unix"
 		lc.SocketDomain = ""
@@ -290,4 +297,38 @@ func (c *Config) ListenerConfig(l *Listener) listener.Config {
 			CRLFile: l.CRLFile, RequireCertificate: l.RequireCertificate, MinVersion: l.TLSVersion, Ciphers: l.Ciphers}
 	}
 	return lc
+}
+
+// PermissionWarnings names the secret files cfg reads (password_file,
+// acl_file, metrics_password_file, metrics_token_file) that every user of
+// the machine can read, as Mosquitto 2.0 warns about world-readable
+// password and ACL files. A file that cannot be examined gives no warning:
+// loading it reports the error.
+func PermissionWarnings(cfg *Config) []string {
+	type file struct{ key, path string }
+	var files []file
+	add := func(sec Security) {
+		files = append(files, file{"password_file", sec.PasswordFile}, file{"acl_file", sec.ACLFile})
+	}
+	add(cfg.Security)
+	for _, l := range cfg.Listeners {
+		add(cfg.ListenerSecurity(l))
+	}
+	files = append(files, file{"metrics_password_file", cfg.MetricsPasswordFile},
+		file{"metrics_token_file", cfg.MetricsTokenFile})
+	var out []string
+	seen := make(map[string]bool)
+	for _, f := range files {
+		if f.path == "" || seen[f.path] {
+			continue
+		}
+		seen[f.path] = true
+		fi, err := os.Stat(f.path)
+		if err != nil || fi.Mode().Perm()&0o004 == 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %s is readable by every user (mode %04o): chmod o-rwx %s "+
+			"(Mosquitto 2.0 warns that it will refuse such files)", f.key, f.path, fi.Mode().Perm(), f.path))
+	}
+	return out
 }

@@ -50,7 +50,8 @@ type TLSConfig struct {
 	// what leaving both fields false does here.
 	RequestCertificate bool
 	// MinVersion is the lowest protocol version accepted, in mosquitto's
-	// tls_version spelling: "tlsv1.3", "tlsv1.2" (the default) or "tlsv1.1".
+	// tls_version spelling: "tlsv1.3" or "tlsv1.2" (the default). TLS 1.1 is
+	// refused: CBC suites with SHA-1 MACs only.
 	MinVersion string
 	// Ciphers is an OpenSSL cipher list for TLS 1.2 and older (mosquitto's
 	// ciphers), e.g. "ECDHE-RSA-AES128-GCM-SHA256:HIGH:!aNULL". Names Go
@@ -165,10 +166,8 @@ func parseTLSVersion(s string) (uint16, error) {
 		return tls.VersionTLS12, nil
 	case "tlsv1.3":
 		return tls.VersionTLS13, nil
-	case "tlsv1.1":
-		return tls.VersionTLS11, nil
 	}
-	return 0, fmt.Errorf("%w: tls_version %q (want tlsv1.3, tlsv1.2 or tlsv1.1)", ErrTLSConfig, s)
+	return 0, fmt.Errorf("%w: tls_version %q (want tlsv1.3 or tlsv1.2)", ErrTLSConfig, s)
 }
 
 // loadCAs reads CAFile and every file holding PEM certificates in CAPath.

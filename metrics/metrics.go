@@ -7,7 +7,10 @@
 package metrics
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -150,4 +153,66 @@ func NewRegistry(read func() Snapshot) *prometheus.Registry {
 func Handler(read func() Snapshot) http.Handler {
 	reg := NewRegistry(read)
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// Access says who may scrape the endpoint. With neither field set it is
+// open to anyone who can reach it.
+type Access struct {
+	// Token, if not empty, is accepted as "Authorization: Bearer TOKEN".
+	// It is compared in constant time.
+	Token string
+	// CheckPassword, if not nil, verifies HTTP basic credentials (a
+	// mosquitto_passwd-format file's users).
+	CheckPassword func(user, password string) bool
+}
+
+// Open reports whether a lets every request through.
+func (a Access) Open() bool { return a.Token == "" && a.CheckPassword == nil }
+
+// allows reports whether r carries credentials a accepts.
+func (a Access) allows(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	scheme, cred, _ := strings.Cut(h, " ")
+	switch {
+	case a.Token != "" && strings.EqualFold(scheme, "Bearer"):
+		return tokenEqual(strings.TrimSpace(cred), a.Token)
+	case a.CheckPassword != nil && strings.EqualFold(scheme, "Basic"):
+		user, password, ok := r.BasicAuth()
+		return ok && a.CheckPassword(user, password)
+	}
+	return false
+}
+
+// tokenEqual compares the SHA-256 digests of got and want in constant time,
+// so that neither the contents nor the length of the token leak through
+// timing.
+func tokenEqual(got, want string) bool {
+	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
+}
+
+// Protect serves h to requests a accepts and answers the others 401 with
+// the schemes a takes. An open Access returns h itself.
+func Protect(h http.Handler, a Access) http.Handler {
+	if a.Open() {
+		return h
+	}
+	var challenges []string
+	if a.CheckPassword != nil {
+		challenges = append(challenges, `Basic realm="mqttd metrics", charset="UTF-8"`)
+	}
+	if a.Token != "" {
+		challenges = append(challenges, `Bearer realm="mqttd metrics"`)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.allows(r) {
+			for _, c := range challenges {
+				w.Header().Add("WWW-Authenticate", c)
+			}
+			http.Error(w, "401 unauthorized: credentials needed (see metrics_password_file, metrics_token_file)",
+				http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"os/user"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -160,6 +161,9 @@ func checkFiles(cfg *config.Config) error {
 	if _, err := config.NewAuth(cfg); err != nil {
 		return err
 	}
+	if _, err := metricsAccess(cfg); err != nil {
+		return err
+	}
 	for _, l := range cfg.Listeners {
 		if lc := cfg.ListenerConfig(l); lc.TLS != nil {
 			if _, err := lc.TLS.Build(); err != nil {
@@ -219,41 +223,38 @@ func start(cfg *config.Config, o options) (*running, error) {
 	if r.auth, err = config.NewAuth(cfg); err != nil {
 		return fail(err)
 	}
-	bo := cfg.Broker
-	bo.Logger = logger
-	bo.Version = "mqttd version " + version
-	bo.OnEvent = logging.Event
-	r.auth.Apply(&bo)
-	if cfg.Persistence {
-		p := persistence{dir: storeDir(cfg.PersistenceLocation, cfg.File), sync: cfg.PersistenceSync,
-			moveAside: cfg.PersistenceOnCorruption == "move-aside", logger: logger}
-		srv, st, err := p.openStore(func(st store.Store) *broker.Server {
-			o := bo
-			o.Store = st
-			return broker.New(o)
-		})
-		if err != nil {
-			return fail(err)
-		}
-		r.srv, r.store = srv, st
-		logger.Info("Persistence: store in "+p.dir+".", "sync", cfg.PersistenceSync)
-	} else {
-		r.srv = broker.New(bo)
+	for _, w := range config.PermissionWarnings(cfg) {
+		logger.Warn(w)
+	}
+	access, err := metricsAccess(cfg)
+	if err != nil {
+		return fail(err)
 	}
 
+	// As Mosquitto does: listeners (privileged ports, TLS keys), the
+	// metrics socket, the pid file and the logs are opened as root; then
+	// the process switches to the unprivileged user, and only then opens
+	// the store, so that every store file belongs to that user.
 	type opened struct {
 		ln net.Listener
 		lo broker.ListenerOptions
 	}
 	var lns []opened
+	var ml net.Listener
+	closeListeners := func() {
+		for _, o := range lns {
+			o.ln.Close()
+		}
+		if ml != nil {
+			ml.Close()
+		}
+	}
 	for i, l := range cfg.Listeners {
 		lc := cfg.ListenerConfig(l)
 		lc.Logger = logger
 		ln, err := listener.Listen(lc)
 		if err != nil {
-			for _, o := range lns {
-				o.ln.Close()
-			}
+			closeListeners()
 			return fail(fmt.Errorf("listener %s: %w", l.Addr(), err))
 		}
 		if lc.TLS != nil {
@@ -264,17 +265,56 @@ func start(cfg *config.Config, o options) (*running, error) {
 		logger.Info(openingMessage(l, ln))
 	}
 	if cfg.MetricsAddr != "" {
-		ml, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			for _, o := range lns {
-				o.ln.Close()
-			}
+		if ml, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			closeListeners()
 			return fail(fmt.Errorf("metrics_listener: %w", err))
 		}
+		mode := "open to anyone who can reach it"
+		if !access.Open() {
+			mode = "authentication required"
+		}
+		logger.Info("Opening metrics listener on " + ml.Addr().String() + " (" + mode + ").")
+	}
+	if cfg.PidFile != "" {
+		if err := os.WriteFile(cfg.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			closeListeners()
+			return fail(fmt.Errorf("pid_file: %w", err))
+		}
+		r.pidFile = cfg.PidFile
+	}
+	sdir := storeDir(cfg.PersistenceLocation, cfg.File)
+	if err := switchUser(cfg, sdir, logger); err != nil {
+		closeListeners()
+		return fail(err)
+	}
+
+	bo := cfg.Broker
+	bo.Logger = logger
+	bo.Version = "mqttd version " + version
+	bo.OnEvent = logging.Event
+	r.auth.Apply(&bo)
+	if cfg.Persistence {
+		p := persistence{dir: sdir, sync: cfg.PersistenceSync,
+			moveAside: cfg.PersistenceOnCorruption == "move-aside", logger: logger}
+		srv, st, err := p.openStore(func(st store.Store) *broker.Server {
+			o := bo
+			o.Store = st
+			return broker.New(o)
+		})
+		if err != nil {
+			closeListeners()
+			return fail(err)
+		}
+		r.srv, r.store = srv, st
+		logger.Info("Persistence: store in "+p.dir+".", "sync", cfg.PersistenceSync)
+	} else {
+		r.srv = broker.New(bo)
+	}
+
+	if ml != nil {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics.Handler(r.snapshot))
+		mux.Handle("/metrics", metrics.Protect(metrics.Handler(r.snapshot), access))
 		r.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		logger.Info("Opening metrics listener on " + ml.Addr().String() + ".")
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
@@ -282,21 +322,6 @@ func start(cfg *config.Config, o options) (*running, error) {
 				logger.Error("metrics listener failed", "err", err)
 			}
 		}()
-	}
-	if cfg.PidFile != "" {
-		if err := os.WriteFile(cfg.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			for _, o := range lns {
-				o.ln.Close()
-			}
-			return fail(fmt.Errorf("pid_file: %w", err))
-		}
-		r.pidFile = cfg.PidFile
-	}
-	if err := dropPrivileges(cfg.User, logger); err != nil {
-		for _, o := range lns {
-			o.ln.Close()
-		}
-		return fail(err)
 	}
 	r.errs = make(chan error, len(lns))
 	for _, o := range lns {
@@ -385,6 +410,10 @@ func (r *running) reload() {
 	}
 	if err := r.auth.Reload(next); err != nil {
 		r.log.Error("reload: password and ACL files kept as they were", "err", err)
+	} else if next != nil {
+		for _, w := range config.PermissionWarnings(next) {
+			r.log.Warn(w)
+		}
 	}
 	for _, t := range r.tls {
 		if err := t.Reload(); err != nil {
@@ -446,34 +475,104 @@ func (r *running) closeAll() {
 	r.logging.Close()
 }
 
-// dropPrivileges switches to the user named by the `user` option when
-// started as root, after the listeners (privileged ports), the pid file and
-// the log files are open, as Mosquitto does. Started as another user it does
-// nothing; as root with `user root` (or none) it stays root. A user that does
-// not exist is an error.
-func dropPrivileges(name string, log *slog.Logger) error {
-	if name == "" || name == "root" || os.Geteuid() != 0 {
-		return nil
+// defaultUser is the user a process started as root switches to without a
+// `user` option, as in Mosquitto.
+const defaultUser = "mosquitto"
+
+// account is the user a root process switches to.
+type account struct {
+	name     string
+	uid, gid int
+	explicit bool // named by the user option, not the default
+}
+
+// targetAccount says which user a process started as root runs as: the
+// `user` option, by default mosquitto. It returns nil to stay as it is: not
+// started as root, `user root` (with a warning), or no user option and no
+// mosquitto user (with a warning: Mosquitto would try nobody). A user named
+// by the option that does not exist is an error.
+func targetAccount(name string, log *slog.Logger) (*account, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	explicit := name != ""
+	if !explicit {
+		name = defaultUser
+	}
+	if name == "root" {
+		log.Warn("running as root (user root): every client-facing bug runs with full privileges; " +
+			"set user to an unprivileged account")
+		return nil, nil
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
-		return fmt.Errorf("user %s: %w", name, err)
+		if explicit {
+			return nil, fmt.Errorf("user %s: cannot drop privileges: %w", name, err)
+		}
+		log.Warn("started as root without a user option and user " + defaultUser + " does not exist: " +
+			"mqttd keeps running AS ROOT; set user to an unprivileged account (or user root to keep root)")
+		return nil, nil
 	}
 	uid, err1 := strconv.Atoi(u.Uid)
 	gid, err2 := strconv.Atoi(u.Gid)
 	if err1 != nil || err2 != nil {
-		return fmt.Errorf("user %s: non-numeric uid or gid", name)
+		return nil, fmt.Errorf("user %s: non-numeric uid or gid", name)
+	}
+	return &account{name: name, uid: uid, gid: gid, explicit: explicit}, nil
+}
+
+// switchUser, for a process started as root, gives the store directory
+// (created if missing) to the account of targetAccount and switches to it.
+// A store directory that user cannot reach is an error with the user
+// option, and a loud warning and no switch with the default user (a
+// configuration written for an mqttd that ran as root keeps working).
+func switchUser(cfg *config.Config, storeDir string, log *slog.Logger) error {
+	a, err := targetAccount(cfg.User, log)
+	if a == nil || err != nil {
+		return err
+	}
+	if cfg.Persistence {
+		if err := prepareStoreDir(storeDir, a); err != nil {
+			if a.explicit {
+				return err
+			}
+			log.Warn("started as root without a user option: mqttd keeps running AS ROOT, because the default user " +
+				a.name + " cannot use the store (" + err.Error() + "); set user (root to keep root)")
+			return nil
+		}
 	}
 	// Go applies these to every thread of the process (Linux, Go >= 1.16).
-	if err := syscall.Setgroups([]int{gid}); err != nil {
-		return fmt.Errorf("user %s: setgroups: %w", name, err)
+	if err := syscall.Setgroups([]int{a.gid}); err != nil {
+		return fmt.Errorf("user %s: setgroups: %w", a.name, err)
 	}
-	if err := syscall.Setgid(gid); err != nil {
-		return fmt.Errorf("user %s: setgid: %w", name, err)
+	if err := syscall.Setgid(a.gid); err != nil {
+		return fmt.Errorf("user %s: setgid: %w", a.name, err)
 	}
-	if err := syscall.Setuid(uid); err != nil {
-		return fmt.Errorf("user %s: setuid: %w", name, err)
+	if err := syscall.Setuid(a.uid); err != nil {
+		return fmt.Errorf("user %s: setuid: %w", a.name, err)
 	}
-	log.Info("dropped privileges", "user", name, "uid", uid, "gid", gid)
+	log.Info("dropped privileges", "user", a.name, "uid", a.uid, "gid", a.gid)
 	return nil
+}
+
+// metricsAccess reads metrics_password_file and metrics_token_file.
+func metricsAccess(cfg *config.Config) (metrics.Access, error) {
+	var a metrics.Access
+	if cfg.MetricsPasswordFile != "" {
+		pw, err := auth.LoadPasswordFile(cfg.MetricsPasswordFile)
+		if err != nil {
+			return a, fmt.Errorf("metrics_password_file: %w", err)
+		}
+		a.CheckPassword = pw.Check
+	}
+	if cfg.MetricsTokenFile != "" {
+		b, err := os.ReadFile(cfg.MetricsTokenFile)
+		if err != nil {
+			return a, fmt.Errorf("metrics_token_file: %w", err)
+		}
+		if a.Token = strings.TrimSpace(string(b)); a.Token == "" {
+			return a, fmt.Errorf("metrics_token_file %s: empty token", cfg.MetricsTokenFile)
+		}
+	}
+	return a, nil
 }

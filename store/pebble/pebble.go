@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
@@ -108,11 +110,18 @@ func Open(dir string, opts Options) (s *Store, err error) {
 	if opts.Sync < store.SyncAlways || opts.Sync > store.SyncNever {
 		return nil, fmt.Errorf("store/pebble: open %s: %w", dir, store.ErrSyncPolicy)
 	}
+	if err := prepareDir(dir); err != nil {
+		return nil, err
+	}
 	s = &Store{dir: dir, policy: opts.Sync, log: log, stop: make(chan struct{})}
+	base := opts.fs
+	if base == nil {
+		base = vfs.Default
+	}
 	po := &pebbledb.Options{
 		Logger:             logger{log},
 		FormatMajorVersion: pebbledb.FormatNewest,
-		FS:                 opts.fs,
+		FS:                 privateFS{base},
 		EventListener: &pebbledb.EventListener{
 			DataCorruption: s.onCorruption, // instead of exiting the process
 
@@ -801,4 +810,114 @@ func MoveAside(dir string) (string, error) {
 		return name, nil
 	}
 	return "", fmt.Errorf("store/pebble: move %s aside: too many directories named %s*", dir, base)
+}
+
+// The store holds retained messages, queued payloads, wills and user names:
+// only the user mqttd runs as may read it. Files are 0600 and directories
+// 0700, whatever the umask.
+const (
+	fileMode = 0o600
+	dirMode  = 0o700
+)
+
+// privateFS is a vfs.FS whose new files and directories are private to
+// their owner. The store directory is made 0700 before Pebble opens it, so a
+// file is never reachable by others in the moment between its creation and
+// its chmod.
+type privateFS struct{ vfs.FS }
+
+func (p privateFS) private(name string, f vfs.File, err error) (vfs.File, error) {
+	if err != nil {
+		return f, err
+	}
+	if err := os.Chmod(name, fileMode); err != nil {
+		return nil, errors.Join(fmt.Errorf("store/pebble: %w", err), f.Close())
+	}
+	return f, nil
+}
+
+func (p privateFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := p.FS.Create(name, c)
+	return p.private(name, f, err)
+}
+
+func (p privateFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	f, err := p.FS.OpenReadWrite(name, c, opts...)
+	return p.private(name, f, err)
+}
+
+func (p privateFS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := p.FS.ReuseForWrite(oldname, newname, c)
+	return p.private(newname, f, err)
+}
+
+func (p privateFS) MkdirAll(dir string, _ os.FileMode) error {
+	if err := p.FS.MkdirAll(dir, dirMode); err != nil {
+		return err
+	}
+	return os.Chmod(dir, dirMode)
+}
+
+func (p privateFS) Lock(name string) (io.Closer, error) {
+	l, err := p.FS.Lock(name)
+	if err != nil {
+		return l, err
+	}
+	if err := os.Chmod(name, fileMode); err != nil {
+		return nil, errors.Join(fmt.Errorf("store/pebble: %w", err), l.Close())
+	}
+	return l, nil
+}
+
+func (p privateFS) Unwrap() vfs.FS { return p.FS }
+
+// prepareDir creates dir (0700) or, when it exists, makes it and everything
+// in it private (a store written by an older mqttd was 0644/0755) and
+// checks that this process can write every file in it: Pebble panics, and
+// so crashes the broker, when it cannot create or reuse a file later, so a
+// store it cannot write is refused now, with the file and what to do.
+func prepareDir(dir string) error {
+	// Parents created here are 0755 (as pebble made them), so that a store
+	// directory created by root can be given to the user mqttd switches to.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return openError(dir, err)
+	}
+	if err := os.Mkdir(dir, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+		return openError(dir, err)
+	}
+	euid := os.Geteuid()
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return openError(dir, err)
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return openError(dir, err)
+		}
+		mode := os.FileMode(fileMode)
+		if d.IsDir() {
+			mode = dirMode
+		}
+		owner := -1
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			owner = int(st.Uid)
+		}
+		if info.Mode().Perm()&^mode != 0 && (owner == euid || euid == 0) {
+			if err := os.Chmod(path, info.Mode().Perm()&mode); err != nil {
+				return openError(dir, err)
+			}
+		}
+		want := uint32(2) // W_OK
+		if d.IsDir() {
+			want |= 1 // X_OK
+		}
+		if err := syscall.Access(path, want); err != nil {
+			return fmt.Errorf("store/pebble: cannot open the store in %s: %s is not writable by uid %d (owner uid %d): %w; "+
+				"chown -R the directory to the user mqttd runs as", dir, path, euid, owner, err)
+		}
+		return nil
+	})
 }
