@@ -46,7 +46,10 @@ const DefaultHandshakeTimeout = 5 * time.Second
 
 // DefaultMaxPendingPerAddress bounds the handshakes one source address may
 // have in progress on a listener when Config.MaxPendingPerAddress is zero.
-const DefaultMaxPendingPerAddress = 16
+// Devices behind one NAT address (a cellular carrier's, say) that reconnect
+// at once share it, so it is generous: an idle socket costs a goroutine and
+// a few KB until the handshake timeout.
+const DefaultMaxPendingPerAddress = 64
 
 // DefaultMaxMessageSize is the largest WebSocket message accepted when
 // Config.MaxMessageSize is zero: the largest MQTT packet there can be (a
