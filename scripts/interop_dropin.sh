@@ -30,7 +30,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  rm -rf "$work" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -267,7 +267,9 @@ chromepid=$!
 wait "$subpid" || true
 kill -9 "$chromepid" 2>/dev/null || true # headless Chromium may ignore SIGTERM
 wait "$chromepid" 2>/dev/null || true
-rm -rf "$profile"
+# Its helper processes outlive it and may still be writing the profile.
+pkill -9 -f -- "--user-data-dir=$profile" 2>/dev/null || true
+for _ in $(seq 50); do rm -rf "$profile" 2>/dev/null && break; sleep 0.1; done
 grep -q 'RECEIVED browser/hello hello from chromium' "$work/result.raw" ||
   fail "MQTT.js in Chromium did not get its message back: $(grep -v '^Client' "$work/result.raw" | tail -n 3) $(tail -n 3 "$work/chromium.log")"
 grep -q 'New client connected from 127.0.0.1:[0-9]* as chromium-' "$work/mqttd-ws.log" || fail "mqttd did not log the browser client"
