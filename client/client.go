@@ -21,7 +21,8 @@ import (
 // methods are safe for concurrent use.
 type Client struct {
 	opts    Options
-	target  target
+	targets []target // the URL given to Dial, then Options.Servers
+	next    int      // manager only: the target to try first
 	version packet.Version
 	log     *slog.Logger
 	maxIn   int // largest inbound packet we read
@@ -50,6 +51,10 @@ type Client struct {
 	stopped  bool // no new flights
 	seq      uint64
 	slot     chan struct{} // a window slot may have become free
+	pubQ     []*flight     // PUBLISHes waiting for the writer, in order
+	relQ     []*flight     // PUBRELs waiting for the writer
+	sendWake chan struct{} // a flight may have become sendable
+	drainCh  chan struct{} // closed when inflight drops to 0; nil if nobody waits
 
 	limits     atomic.Pointer[serverLimits]
 	routeMu    sync.Mutex // serializes copy-on-write updates of routes
@@ -60,8 +65,17 @@ type Client struct {
 	// q2 holds inbound QoS 2 packet ids between PUBLISH and PUBREL. Only
 	// the reader goroutine of the current connection (and applyConnack
 	// before it starts) touches it.
-	q2 map[uint16]struct{}
+	// The value is the generation of the connection it arrived on.
+	q2 map[uint16]uint64
 
+	recvMax int           // our Receive Maximum (v5)
+	dropped atomic.Uint64 // QoS 0 messages dropped by a full inbox
+	ackMu   sync.Mutex
+	ackQ    []*Message // ManualAck: QoS 1/2 messages in arrival order, not yet acknowledged
+
+	tracing    bool // the logger takes debug records: trace packets
+	reauth     reauth
+	authMu     sync.Mutex     // one Authenticator call at a time
 	wg         sync.WaitGroup // manager and delivery goroutines
 	inCallback atomic.Bool    // the manager is running OnConnect or OnConnectionLost
 }
@@ -69,25 +83,35 @@ type Client struct {
 // Dial connects to the server at url and returns once it has accepted the
 // connection (CONNACK). url schemes: mqtt:// tcp:// (default port 1883),
 // mqtts:// ssl:// tls:// (8883), ws:// (80, path default "/mqtt"), wss://
-// (443), unix:///path. A refused CONNACK returns a *ConnectError that wraps
-// the packet.ReasonCode and says it, e.g. "client: connection refused: not
-// authorized".
+// (443), unix:///path. A user[:password]@ in the URL is used when
+// Options.Username is empty. A refused CONNACK returns a *ConnectError that
+// wraps the packet.ReasonCode and says it, e.g. "client: connection
+// refused: not authorized".
+//
+// With Options.Servers the client tries url and then each of them in turn,
+// on the first connection and on every reconnection. Dial makes one round
+// of attempts unless Options.ConnectRetry is set: then it keeps trying with
+// the reconnect backoff (MinBackoff to MaxBackoff) until it is connected or
+// ctx ends, so a client may be started before its server.
 //
 // Messages left in opts.Store by an earlier client are sent right after the
-// connection is established. Dial itself does not retry: AutoReconnect
-// applies once a connection has been established.
+// connection is established, within the server's Receive Maximum.
 func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	t, err := parseURL(url)
-	if err != nil {
-		return nil, err
+	var targets []target
+	for _, u := range append([]string{url}, o.Servers...) {
+		t, err := parseURL(u)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, t)
 	}
 	c := &Client{
 		opts:      o,
-		target:    t,
+		targets:   targets,
 		version:   o.Version,
 		log:       o.Logger,
 		maxIn:     packet.MaxRemainingLength + 5,
@@ -99,7 +123,9 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 		flights:   make(map[uint16]*flight),
 		window:    o.MaxInflight,
 		slot:      make(chan struct{}, 1),
-		q2:        make(map[uint16]struct{}),
+		sendWake:  make(chan struct{}, 1),
+		q2:        make(map[uint16]uint64),
+		recvMax:   65535,
 	}
 	if o.MaxPacketSize != 0 && int(o.MaxPacketSize) < c.maxIn {
 		c.maxIn = int(o.MaxPacketSize)
@@ -109,12 +135,22 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 		// empty one only with a clean session. Generate one for both.
 		c.clientID = generateID()
 	}
+	if rm := o.connectProps().ReceiveMaximum; rm != nil && *rm > 0 {
+		c.recvMax = int(*rm)
+	}
+	c.tracing = c.log.Enabled(context.Background(), slog.LevelDebug)
 	c.inbox.wake = make(chan struct{}, 1)
+	c.inbox.max0, c.inbox.maxBytes = int64(o.MaxQueuedQoS0), o.MaxQueuedBytes
 	c.SetDefaultHandler(o.DefaultHandler)
 	if err := c.loadStore(); err != nil {
 		return nil, err
 	}
-	cn, err := c.connect(ctx)
+	var cn *connState
+	if o.ConnectRetry {
+		cn, err = c.retryConnect(ctx, ctx.Done(), false)
+	} else {
+		cn, err = c.connectAny(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -331,52 +367,113 @@ func (c *Client) setConnected(cn *connState) {
 	}
 }
 
+// jitter returns a random duration between d/2 and d (a variable for tests).
+var jitter = func(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
+
 // reconnect dials with exponential backoff and jitter until it succeeds
 // (returning the new connection) or the user stops the client (nil).
 func (c *Client) reconnect() *connState {
-	delay := c.opts.MinBackoff
-	for {
-		wait := delay/2 + rand.N(delay/2+1)
-		t := time.NewTimer(wait)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
 		select {
-		case <-t.C:
 		case <-c.closeReq:
-			t.Stop()
-			return nil
+			cancel()
+		case <-ctx.Done():
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
+	}()
+	cn, err := c.retryConnect(ctx, c.closeReq, true)
+	if err != nil {
+		return nil
+	}
+	return cn
+}
+
+// retryConnect tries the servers in turn, waiting with exponential backoff
+// and jitter between rounds, until one accepts (the new connection) or
+// stop is closed (the last error). The first round starts after a random
+// wait of up to MinBackoff when this is a reconnection, at once otherwise.
+func (c *Client) retryConnect(ctx context.Context, stop <-chan struct{}, re bool) (*connState, error) {
+	what := "mqtt connect failed"
+	delay := c.opts.MinBackoff
+	var wait time.Duration
+	if re {
+		what = "mqtt reconnect failed"
+		wait = jitter(delay)
+	}
+	var last error
+	for {
+		if wait > 0 {
+			t := time.NewTimer(wait)
 			select {
-			case <-c.closeReq:
-				cancel()
-			case <-ctx.Done():
+			case <-t.C:
+			case <-stop:
+				t.Stop()
+				if last == nil {
+					last = ErrClosed
+					if ctx.Err() != nil {
+						last = ctx.Err()
+					}
+				}
+				return nil, last
 			}
-		}()
-		cn, err := c.connect(ctx)
-		cancel()
+		}
+		cn, err := c.connectAny(ctx)
 		if err == nil {
-			return cn
+			return cn, nil
+		}
+		last = err
+		select {
+		case <-stop:
+			return nil, err
+		default:
 		}
 		if c.stopRequested() {
-			return nil
+			return nil, err
 		}
-		c.log.Info("mqtt reconnect failed", "err", err, "retry_in", delay)
+		// The log says how long the next wait really is.
+		wait = jitter(delay)
+		c.log.Info(what, "err", err, "retry_in", wait)
 		delay = min(2*delay, c.opts.MaxBackoff)
 	}
+}
+
+// connectAny tries each server once, starting with the one that worked
+// last, and returns the first connection established.
+func (c *Client) connectAny(ctx context.Context) (*connState, error) {
+	var errs []error
+	for i := range c.targets {
+		k := (c.next + i) % len(c.targets)
+		cn, err := c.connect(ctx, c.targets[k])
+		if err == nil {
+			c.next = k
+			return cn, nil
+		}
+		if len(c.targets) > 1 {
+			c.log.Debug("mqtt server unavailable", "url", c.targets[k].url, "err", err)
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	return nil, errors.Join(errs...)
 }
 
 // serve runs the reader, writer and pinger of cn, resubscribes and calls
 // OnConnect, and returns once the connection has ended and all three
 // goroutines have exited.
 func (c *Client) serve(cn *connState) {
-	// Everything that was sent on an earlier connection and not yet
-	// acknowledged goes again, in the order it was first published
-	// [MQTT-4.4.0-1] [MQTT-4.6.0-1].
-	resend := c.resendList(cn.gen)
+	if n := c.requeue(cn); n > 0 {
+		c.log.Info("mqtt re-sending unacknowledged messages", "count", n)
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); c.readLoop(cn) }()
-	go func() { defer wg.Done(); c.writeLoop(cn, resend) }()
+	go func() { defer wg.Done(); c.writeLoop(cn) }()
 	if cn.keepAlive > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); c.pingLoop(cn) }()
@@ -426,15 +523,26 @@ func (c *Client) waitConnected(ctx context.Context) (*connState, error) {
 
 // connect dials, sends CONNECT and reads CONNACK. On success the returned
 // connection is ready for serve.
-func (c *Client) connect(ctx context.Context) (*connState, error) {
+func (c *Client) connect(ctx context.Context, t target) (*connState, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.ConnectTimeout)
 	defer cancel()
-	conn, err := c.target.dial(ctx, c.opts.TLSConfig)
+	cred := credentials{user: c.opts.Username, pass: c.opts.Password}
+	if cred.user == "" && cred.pass == nil && t.hasUser {
+		cred = credentials{user: t.user, pass: t.pass}
+	}
+	if f := c.opts.Credentials; f != nil {
+		u, p, err := f(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("client: credentials: %w", err)
+		}
+		cred = credentials{user: u, pass: p}
+	}
+	conn, err := t.dial(ctx, &c.opts)
 	if err != nil {
-		return nil, fmt.Errorf("client: dial %s: %w", c.target.addr, err)
+		return nil, fmt.Errorf("client: dial %s: %w", t.addr, err)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	cn, err := c.handshake(conn)
+	cn, err := c.handshake(conn, cred)
 	if !stop() && err != nil && ctx.Err() != nil {
 		err = fmt.Errorf("%w (%w)", err, ctx.Err())
 	}
@@ -449,7 +557,13 @@ func (c *Client) connect(ctx context.Context) (*connState, error) {
 	return cn, nil
 }
 
-func (c *Client) handshake(conn net.Conn) (*connState, error) {
+// credentials are the user name and password of one CONNECT.
+type credentials struct {
+	user string
+	pass []byte
+}
+
+func (c *Client) handshake(conn net.Conn, cred credentials) (*connState, error) {
 	o := &c.opts
 	c.mu.Lock()
 	id := c.clientID
@@ -461,39 +575,79 @@ func (c *Client) handshake(conn net.Conn) (*connState, error) {
 		KeepAlive:    uint16(o.KeepAlive / time.Second),
 		ClientID:     id,
 		Will:         o.Will,
-		Username:     o.Username,
-		HasUsername:  o.Username != "",
-		Password:     o.Password,
-		HasPassword:  o.Password != nil,
+		Username:     cred.user,
+		HasUsername:  cred.user != "",
+		Password:     cred.pass,
+		HasPassword:  cred.pass != nil,
 	}
 	if c.version == packet.V31 {
 		pk.ProtocolName = "MQIsdp"
 	}
+	auth := c.version == packet.V5 && o.Auth != nil
 	if c.version == packet.V5 {
 		pk.Props = o.connectProps()
-	}
-	buf, err := pk.Encode(nil, c.version)
-	if err != nil {
-		return nil, fmt.Errorf("client: encode CONNECT: %w", err)
-	}
-	if _, err := conn.Write(buf); err != nil {
-		return nil, fmt.Errorf("client: send CONNECT: %w", err)
+		if auth {
+			if err := c.startAuth(pk.Props); err != nil {
+				return nil, err
+			}
+		}
 	}
 	cn := newConnState(conn)
-	p, err := packet.Read(cn.br, c.version, c.maxIn)
-	if err != nil {
-		return nil, fmt.Errorf("client: read CONNACK: %w", err)
+	if err := c.writePacket(cn, pk); err != nil {
+		return nil, fmt.Errorf("client: send CONNECT: %w", err)
 	}
-	ack, ok := p.(*packet.Connack)
-	if !ok {
-		// [MQTT-3.2.0-1] The first packet from the server is CONNACK.
-		return nil, fmt.Errorf("%w: %s instead of CONNACK", ErrProtocol, p.Type())
+	var ack *packet.Connack
+	for ack == nil {
+		p, err := packet.Read(cn.br, c.version, c.maxIn)
+		if err != nil {
+			return nil, fmt.Errorf("client: read CONNACK: %w", err)
+		}
+		c.trace("recv", cn, p)
+		switch p := p.(type) {
+		case *packet.Connack:
+			ack = p
+		case *packet.Auth:
+			if !auth {
+				return nil, fmt.Errorf("%w: AUTH without an authentication method", ErrProtocol)
+			}
+			// MQTT 5.0 section 4.12: AUTH 0x18 steps until CONNACK.
+			next, err := c.continueAuth(p)
+			if err != nil {
+				return nil, err
+			}
+			if err := c.writePacket(cn, next); err != nil {
+				return nil, fmt.Errorf("client: send AUTH: %w", err)
+			}
+		default:
+			// [MQTT-3.2.0-1] The first packet from the server is CONNACK.
+			return nil, fmt.Errorf("%w: %s instead of CONNACK", ErrProtocol, p.Type())
+		}
 	}
 	if ack.ReasonCode != packet.Success {
 		return nil, &ConnectError{Connack: ack}
 	}
+	if auth {
+		var data []byte
+		if ack.Props != nil {
+			data = ack.Props.AuthData
+		}
+		if _, err := c.authCall(func() ([]byte, error) { return nil, o.Auth.Finish(data) }); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrAuth, err)
+		}
+	}
 	c.applyConnack(cn, ack)
 	return cn, nil
+}
+
+// writePacket writes p to cn directly (before the writer runs).
+func (c *Client) writePacket(cn *connState, p packet.Packet) error {
+	c.trace("send", cn, p)
+	buf, err := p.Encode(nil, c.version)
+	if err != nil {
+		return err
+	}
+	_, err = cn.conn.Write(buf)
+	return err
 }
 
 // applyConnack records what the server granted in CONNACK.
@@ -569,8 +723,18 @@ type connState struct {
 	retainOK  bool // server's Retain Available
 	aliasMax  uint16
 
-	lastWrite atomic.Int64 // unix nanoseconds of the last flush
-	pingSent  atomic.Int64 // unix nanoseconds of the outstanding PINGREQ, 0 if none
+	lastWrite atomic.Int64  // unix nanoseconds of the last flush
+	lastRead  atomic.Int64  // unix nanoseconds of the last packet received
+	pingSent  atomic.Int64  // unix nanoseconds of the outstanding PINGREQ, 0 if none
+	pingCh    chan struct{} // a PINGREQ is due; the writer sends it first
+
+	// outstanding is how many PUBLISHes written on this connection are not
+	// yet acknowledged, against the server's Receive Maximum. Guarded by
+	// Client.fmu.
+	outstanding int
+
+	inUnacked atomic.Int32 // inbound QoS 1/2 PUBLISHes not yet acknowledged (v5)
+	dropping  bool         // the reader is dropping QoS 0 messages (reader only)
 
 	dead       chan struct{}
 	writerDone chan struct{} // closed when writeLoop returns
@@ -579,7 +743,10 @@ type connState struct {
 }
 
 func newConnState(conn net.Conn) *connState {
-	return &connState{conn: conn, br: bufio.NewReaderSize(conn, 8192), dead: make(chan struct{}), writerDone: make(chan struct{})}
+	cn := &connState{conn: conn, br: bufio.NewReaderSize(conn, 8192), dead: make(chan struct{}),
+		writerDone: make(chan struct{}), pingCh: make(chan struct{}, 1)}
+	cn.lastRead.Store(time.Now().UnixNano())
+	return cn
 }
 
 // fail ends the connection with err (the first cause wins).

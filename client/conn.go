@@ -11,8 +11,7 @@ import (
 
 // outItem is one entry of the writer's queue.
 type outItem struct {
-	p    packet.Packet // a control packet or a QoS 0 PUBLISH (when f is nil)
-	f    *flight       // a QoS 1/2 PUBLISH or its PUBREL, whichever is due
+	p    packet.Packet // a control packet or a QoS 0 PUBLISH
 	gen  uint64        // non-zero: only for the connection of this generation
 	done func(error)   // called once the packet is flushed, or with why not
 }
@@ -25,29 +24,56 @@ func (c *Client) send(cn *connState, p packet.Packet) {
 	}
 }
 
-// writeLoop writes queued packets to cn, coalescing them in a buffered
-// writer that is flushed whenever the queue runs empty. resend goes first.
-func (c *Client) writeLoop(cn *connState, resend []*flight) {
+// writeLoop writes to cn: a due PINGREQ first, then the sendable flights
+// (PUBRELs, and PUBLISHes within the send quota), then the write queue,
+// coalescing them in a buffered writer that is flushed whenever there is
+// nothing more to write.
+func (c *Client) writeLoop(cn *connState) {
 	defer close(cn.writerDone)
 	w := &connWriter{c: c, cn: cn, bw: bufio.NewWriterSize(cn.conn, 16<<10)}
 	cn.lastWrite.Store(time.Now().UnixNano())
-	for _, f := range resend {
-		if err := w.writeFlight(f); err != nil {
-			w.fail(err)
-			return
-		}
-	}
+	var fl []*flight
 	for {
+		busy := false
+		select {
+		case <-cn.pingCh:
+			if err := w.writePing(); err != nil {
+				w.fail(err)
+				return
+			}
+			busy = true
+		default:
+		}
+		fl = c.takeFlights(cn, fl[:0])
+		for i, f := range fl {
+			fl[i] = nil
+			if err := w.writeFlight(f); err != nil {
+				w.fail(err)
+				return
+			}
+			busy = true
+		}
 		var it outItem
 		select {
 		case it = <-c.out:
 		default:
+			if busy {
+				continue
+			}
 			if err := w.flush(); err != nil {
 				w.fail(err)
 				return
 			}
 			select {
 			case it = <-c.out:
+			case <-c.sendWake:
+				continue
+			case <-cn.pingCh:
+				if err := w.writePing(); err != nil {
+					w.fail(err)
+					return
+				}
+				continue
 			case <-cn.dead:
 				return
 			}
@@ -73,6 +99,13 @@ type connWriter struct {
 	bw    *bufio.Writer
 	buf   []byte        // scratch for encoding
 	dones []func(error) // callbacks of written, not yet flushed packets
+}
+
+// writePing writes a PINGREQ [MQTT-3.12.4-1].
+func (w *connWriter) writePing() error {
+	w.c.trace("send", w.cn, &packet.Pingreq{})
+	_, err := w.bw.Write([]byte{byte(packet.PINGREQ) << 4, 0})
+	return err
 }
 
 func (w *connWriter) flush() error {
@@ -111,9 +144,6 @@ func errLostOr(cn *connState, err error) error {
 // nothing more may be sent [MQTT-3.14.4-2]. A packet that cannot be encoded
 // fails alone; a returned error is a failed connection.
 func (w *connWriter) write(it outItem) (stop bool, err error) {
-	if it.f != nil {
-		return false, w.writeFlight(it.f)
-	}
 	if it.gen != 0 && it.gen != w.cn.gen {
 		// An acknowledgement or request meant for an earlier connection.
 		if it.done != nil {
@@ -122,6 +152,7 @@ func (w *connWriter) write(it outItem) (stop bool, err error) {
 		return false, nil
 	}
 	v := w.c.version
+	w.c.trace("send", w.cn, it.p)
 	if pub, ok := it.p.(*packet.Publish); ok {
 		if err := w.writePublish(pub); err != nil {
 			if it.done != nil {
@@ -193,9 +224,19 @@ func (w *connWriter) writeFlight(f *flight) error {
 	f.sentGen = w.cn.gen
 	rel, dup := f.rel, f.sent
 	f.sent = true
+	resent := f.relSent || (dup && !rel)
+	if rel {
+		f.relSent = true
+	}
 	c.fmu.Unlock()
+	if resent && c.opts.OnResend != nil {
+		c.opts.OnResend(f.pub, rel)
+	}
 	if rel {
 		// [MQTT-4.3.3-3] After PUBREC, the sender sends PUBREL with the same id.
+		if c.tracing {
+			c.trace("send", w.cn, &packet.Pubrel{PacketID: f.id})
+		}
 		b, err := (&packet.Pubrel{PacketID: f.id}).Encode(w.buf[:0], c.version)
 		if err != nil {
 			return err
@@ -207,6 +248,10 @@ func (w *connWriter) writeFlight(f *flight) error {
 	p := *f.pub
 	// [MQTT-3.3.1-1] A PUBLISH sent again carries DUP=1.
 	p.Dup = dup
+	if c.tracing {
+		q := p // a copy, so that p does not escape
+		c.trace("send", w.cn, &q)
+	}
 	if err := w.writePublish(&p); err != nil {
 		if e, ok := err.(errEncode); ok {
 			c.complete(f, nil, e.err, true)
@@ -222,6 +267,10 @@ func (c *Client) readLoop(cn *connState) {
 	var aliases map[uint16]string
 	for {
 		p, err := packet.Read(cn.br, c.version, c.maxIn)
+		if err == nil {
+			cn.lastRead.Store(time.Now().UnixNano())
+			c.trace("recv", cn, p)
+		}
 		if err != nil {
 			var rc packet.ReasonCode
 			if errors.As(err, &rc) {
@@ -248,8 +297,11 @@ func (c *Client) readLoop(cn *connState) {
 			c.handleAck(cn, p.PacketID, packet.PUBCOMP, p.ReasonCode, p.Props)
 		case *packet.Pubrel:
 			rc := packet.Success
-			if _, ok := c.q2[p.PacketID]; ok {
+			if gen, ok := c.q2[p.PacketID]; ok {
 				delete(c.q2, p.PacketID)
+				if gen == cn.gen {
+					cn.inUnacked.Add(-1) // our PUBCOMP ends the exchange
+				}
 			} else if c.version == packet.V5 {
 				rc = packet.PacketIdentifierNotFound
 			}
@@ -261,6 +313,12 @@ func (c *Client) readLoop(cn *connState) {
 			c.handleControlAck(p.PacketID, p)
 		case *packet.Pingresp:
 			cn.pingSent.Store(0)
+		case *packet.Auth:
+			if c.version != packet.V5 {
+				err = fmt.Errorf("%w: AUTH before MQTT 5", packet.ProtocolError)
+				break
+			}
+			err = c.handleAuth(cn, p)
 		case *packet.Disconnect:
 			cn.fail(&DisconnectError{Disconnect: p})
 			return
@@ -335,9 +393,18 @@ func (c *Client) handlePublish(cn *connState, p *packet.Publish, aliases map[uin
 			c.send(cn, &packet.Pubrec{PacketID: p.PacketID})
 			return nil
 		}
-		c.q2[p.PacketID] = struct{}{}
+		c.q2[p.PacketID] = cn.gen
 	}
-	c.inbox.push(delivery{cn: cn, msg: &Message{
+	if p.QoS > 0 && c.version == packet.V5 {
+		// [MQTT-3.3.4-9] The server sends no more unacknowledged QoS 1/2
+		// PUBLISHes than our Receive Maximum; more is a protocol error
+		// (4.9: DISCONNECT with Receive Maximum exceeded). The count drops
+		// when we send PUBACK or receive PUBREL, before the server can know.
+		if n := cn.inUnacked.Add(1); n > int32(c.recvMax) {
+			return fmt.Errorf("%d unacknowledged QoS 1/2 messages, Receive Maximum %d: %w", n, c.recvMax, packet.ReceiveMaximumExceeded)
+		}
+	}
+	m := &Message{
 		Topic:    topic,
 		Payload:  p.Payload,
 		QoS:      p.QoS,
@@ -345,13 +412,27 @@ func (c *Client) handlePublish(cn *connState, p *packet.Publish, aliases map[uin
 		Dup:      p.Dup,
 		PacketID: p.PacketID,
 		Props:    p.Props,
-	}})
+		cn:       cn,
+	}
+	if !c.inbox.push(delivery{cn: cn, msg: m}) {
+		if c.dropped.Add(1) == 1 || !cn.dropping {
+			c.log.Warn("mqtt handler too slow: dropping QoS 0 messages", "topic", topic, "dropped_total", c.dropped.Load())
+		}
+		cn.dropping = true
+		return nil
+	}
+	if p.QoS == 0 {
+		cn.dropping = false
+	}
 	return nil
 }
 
-// pingLoop sends PINGREQ when nothing was written for 3/4 of the keep alive
-// [MQTT-3.1.2-23] (3.1.1) [MQTT-3.1.2-20] (5.0), and ends the connection
-// when a PINGRESP is a whole keep alive late.
+// pingLoop sends PINGREQ when nothing was written for 3/4 of the keep
+// alive [MQTT-3.1.2-23] (3.1.1) [MQTT-3.1.2-20] (5.0), and also when nothing
+// was received for a whole keep alive although the client keeps writing: a
+// link that swallows everything accepts writes for a long time. The
+// connection ends when a PINGRESP is a whole keep alive late. The PINGREQ
+// has its own slot in the writer, so a full write queue cannot drop it.
 func (c *Client) pingLoop(cn *connState) {
 	ka := cn.keepAlive
 	t := time.NewTicker(ka / 4)
@@ -364,19 +445,19 @@ func (c *Client) pingLoop(cn *connState) {
 			n := now.UnixNano()
 			if sent := cn.pingSent.Load(); sent != 0 {
 				if n-sent > int64(ka) {
+					c.log.Warn("mqtt keep alive: no PINGRESP", "keep_alive", ka)
 					cn.fail(ErrPingTimeout)
 					return
 				}
 				continue
 			}
-			if n-cn.lastWrite.Load() < int64(ka*3/4) {
+			if n-cn.lastWrite.Load() < int64(ka*3/4) && n-cn.lastRead.Load() < int64(ka) {
 				continue
 			}
 			cn.pingSent.Store(n)
 			select {
-			case c.out <- outItem{p: &packet.Pingreq{}, gen: cn.gen}:
-			default:
-				cn.pingSent.Store(0) // the queue is busy: data is flowing
+			case cn.pingCh <- struct{}{}:
+			default: // one is already waiting for the writer
 			}
 		}
 	}

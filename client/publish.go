@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,9 +31,13 @@ type flight struct {
 
 	ready    bool   // stored and queued; the writer may send it
 	rel      bool   // PUBREC received; PUBREL is due
+	relSent  bool   // PUBREL written at least once
 	sent     bool   // written at least once (DUP on the next send)
 	sentGen  uint64 // connection generation it was last written on
 	finished bool
+	// cn is the connection whose send quota this PUBLISH holds: it was
+	// written there and is not yet acknowledged [MQTT-3.3.4-7].
+	cn *connState
 }
 
 type ctlResult struct {
@@ -119,17 +124,73 @@ func (c *Client) PublishAsync(ctx context.Context, topic string, payload []byte,
 			return fmt.Errorf("client: store: %w", err)
 		}
 	}
+	// Queue it for the writer. The queue holds at most the in-flight
+	// window, so this never blocks, connected or not.
 	c.fmu.Lock()
 	f.ready = true
-	c.fmu.Unlock()
-	// Queue it for the writer. While the client is between connections the
-	// queue may fill up; the reconnect re-sends every ready flight anyway,
-	// so only the client's end stops the wait.
-	select {
-	case c.out <- outItem{f: f}:
-	case <-c.done:
+	if !f.finished {
+		c.pubQ = append(c.pubQ, f)
 	}
+	c.fmu.Unlock()
+	c.wakeWriter()
 	return nil
+}
+
+// wakeWriter tells the writer that a flight may have become sendable.
+func (c *Client) wakeWriter() {
+	select {
+	case c.sendWake <- struct{}{}:
+	default:
+	}
+}
+
+// takeFlights moves the flights that cn may send now from the send queues
+// to buf: every due PUBREL, then PUBLISHes in order while the server's
+// Receive Maximum allows [MQTT-3.3.4-7] (a PUBREL takes no quota).
+func (c *Client) takeFlights(cn *connState, buf []*flight) []*flight {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	for _, f := range c.relQ {
+		if !f.finished {
+			buf = append(buf, f)
+		}
+	}
+	clear(c.relQ)
+	c.relQ = c.relQ[:0]
+	n := 0
+	for n < len(c.pubQ) {
+		f := c.pubQ[n]
+		if f.finished || f.rel || f.sentGen == cn.gen {
+			n++
+			continue
+		}
+		if cn.outstanding >= c.window {
+			break
+		}
+		cn.outstanding++
+		f.cn = cn
+		buf = append(buf, f)
+		n++
+	}
+	if n == len(c.pubQ) {
+		clear(c.pubQ)
+		c.pubQ = c.pubQ[:0]
+	} else if n > 0 {
+		m := copy(c.pubQ, c.pubQ[n:])
+		clear(c.pubQ[m:])
+		c.pubQ = c.pubQ[:m]
+	}
+	return buf
+}
+
+// releaseQuota frees the send quota that f holds. c.fmu must be held.
+func (c *Client) releaseQuotaLocked(f *flight) bool {
+	if f.cn == nil {
+		return false
+	}
+	f.cn.outstanding--
+	f.cn = nil
+	return len(c.pubQ) > 0
 }
 
 func (c *Client) checkPublish(topic string, o *PublishOptions) error {
@@ -251,9 +312,17 @@ func (c *Client) complete(f *flight, p packet.Packet, err error, unstore bool) {
 	if f.kind == kindPublish {
 		c.inflight--
 	}
+	wake := c.releaseQuotaLocked(f)
+	drained := c.inflight == 0
 	c.fmu.Unlock()
+	if wake {
+		c.wakeWriter()
+	}
 	if f.kind == kindPublish {
 		c.signalSlot()
+		if drained {
+			c.signalDrained()
+		}
 	}
 	f.finish(p, err)
 }
@@ -296,36 +365,47 @@ func (c *Client) handleAck(cn *connState, id uint16, typ packet.Type, rc packet.
 				}
 			}
 		}
-		select {
-		case c.out <- outItem{f: f}:
-		case <-cn.dead:
+		c.fmu.Lock()
+		if !f.finished {
+			c.relQ = append(c.relQ, f)
 		}
+		c.fmu.Unlock()
+		c.wakeWriter()
 	default:
 		c.fmu.Unlock()
 	}
 }
 
-// resendList returns the ready publish flights not yet written on
-// connection gen, in publish order.
-func (c *Client) resendList(gen uint64) []*flight {
+// requeue rebuilds the send queues for the new connection cn: everything
+// that was sent on an earlier connection and not yet acknowledged goes
+// again, in the order it was first published [MQTT-4.4.0-1]
+// [MQTT-4.6.0-1], subject to the new connection's send quota. It returns
+// how many PUBLISHes are re-sent.
+func (c *Client) requeue(cn *connState) int {
 	c.fmu.Lock()
 	defer c.fmu.Unlock()
-	var l []*flight
+	clear(c.pubQ)
+	clear(c.relQ)
+	c.pubQ, c.relQ = c.pubQ[:0], c.relQ[:0]
+	n := 0
 	for _, f := range c.flights {
-		if f.kind == kindPublish && f.ready && !f.finished && f.sentGen != gen {
-			l = append(l, f)
+		if f.kind != kindPublish || !f.ready || f.finished {
+			continue
+		}
+		f.cn = nil // the quota starts afresh on each connection
+		if f.rel {
+			c.relQ = append(c.relQ, f)
+		} else {
+			c.pubQ = append(c.pubQ, f)
+			if f.sent {
+				n++
+			}
 		}
 	}
-	slices.SortFunc(l, func(a, b *flight) int {
-		switch {
-		case a.seq < b.seq:
-			return -1
-		case a.seq > b.seq:
-			return 1
-		}
-		return 0
-	})
-	return l
+	bySeq := func(a, b *flight) int { return cmp.Compare(a.seq, b.seq) }
+	slices.SortFunc(c.pubQ, bySeq)
+	slices.SortFunc(c.relQ, bySeq)
+	return n
 }
 
 // loadStore takes the messages an earlier client left in the Store: they go
@@ -347,8 +427,16 @@ func (c *Client) loadStore() error {
 		if _, dup := c.flights[p.PacketID]; dup {
 			continue
 		}
-		c.flights[p.PacketID] = &flight{id: p.PacketID, kind: kindPublish, seq: m.Seq, pub: p,
-			ready: true, rel: m.Released, sent: true}
+		f := &flight{id: p.PacketID, kind: kindPublish, seq: m.Seq, pub: p,
+			ready: true, rel: m.Released, relSent: m.Released, sent: true}
+		if cb := c.opts.OnStoreResult; cb != nil {
+			f.done = func(err error) {
+				if !errors.Is(err, ErrClosed) && !errors.Is(err, ErrConnectionLost) {
+					cb(p, err)
+				}
+			}
+		}
+		c.flights[p.PacketID] = f
 		c.inflight++
 		c.seq = max(c.seq, m.Seq)
 	}
@@ -407,3 +495,38 @@ func (c *Client) handleControlAck(id uint16, p packet.Packet) {
 }
 
 func asReason(err error, rc *packet.ReasonCode) bool { return errors.As(err, rc) }
+
+// signalDrained wakes the WaitDrained callers once nothing is in flight.
+func (c *Client) signalDrained() {
+	c.fmu.Lock()
+	ch := c.drainCh
+	if c.inflight == 0 && ch != nil {
+		c.drainCh = nil
+		close(ch)
+	}
+	c.fmu.Unlock()
+}
+
+// WaitDrained waits until every outgoing QoS 1 and 2 message accepted so
+// far, including those loaded from the Store at Dial, has been acknowledged
+// by the server (Pending() == 0), or until ctx ends or the client stops.
+func (c *Client) WaitDrained(ctx context.Context) error {
+	c.fmu.Lock()
+	if c.inflight == 0 {
+		c.fmu.Unlock()
+		return nil
+	}
+	if c.drainCh == nil {
+		c.drainCh = make(chan struct{})
+	}
+	ch := c.drainCh
+	c.fmu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("client: wait drained: %w (%d pending)", ctx.Err(), c.Pending())
+	case <-c.done:
+		return c.err
+	}
+}

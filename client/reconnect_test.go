@@ -181,11 +181,18 @@ func TestFileStoreSurvivesRestart(t *testing.T) {
 			if err := a.Close(); err != nil {
 				t.Fatal(err)
 			}
+			if _, err := NewFileStore(dir); !errors.Is(err, ErrStoreLocked) {
+				t.Fatalf("second NewFileStore on a directory in use = %v, want ErrStoreLocked", err)
+			}
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
 
 			st2, err := NewFileStore(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { _ = st2.Close() })
 			b := dial(t, srv.URL(), Options{Version: v, Store: st2})
 			msgs := col.wait(t, n)
 			next := map[byte]int{1: 0, 2: 1}
@@ -212,6 +219,7 @@ func TestFileStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = st.Close() })
 	msgs := []*StoredMessage{
 		{Seq: 3, Publish: &packet.Publish{QoS: 1, PacketID: 9, Topic: "a", Payload: []byte("x"), Retain: true}},
 		{Seq: 1, Released: true, Publish: &packet.Publish{QoS: 2, PacketID: 2, Topic: "b",

@@ -38,31 +38,59 @@ type StoredMessage struct {
 
 // FileStore is a Store that keeps each message in its own file in a
 // directory, written to a temporary file and renamed into place, so a
-// message is either stored whole or not at all.
+// message is either stored whole or not at all. It holds a lock on the
+// directory (the file "lock" in it) from NewFileStore until Close, so that
+// two clients, in one process or in two, cannot share it.
 type FileStore struct {
-	dir string
+	dir  string
+	lock *os.File
 	// NoSync skips fsync: faster, and still safe against the client
 	// process dying, but not against the machine losing power.
 	NoSync bool
 }
 
-// NewFileStore returns a FileStore in dir, creating the directory if needed.
+// NewFileStore returns a FileStore in dir, creating the directory if
+// needed, and locks the directory: while another FileStore has it open
+// (and until that one's Close), NewFileStore fails with ErrStoreLocked.
 func NewFileStore(dir string) (*FileStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("client: file store: %w", err)
 	}
-	return &FileStore{dir: dir}, nil
+	l, err := lockDir(filepath.Join(dir, fileStoreLock))
+	if err != nil {
+		return nil, fmt.Errorf("client: file store %s: %w", dir, err)
+	}
+	return &FileStore{dir: dir, lock: l}, nil
+}
+
+// Close releases the directory's lock. Close the client that uses the
+// store first; the stored messages stay for the next FileStore.
+func (s *FileStore) Close() error {
+	if s.lock == nil {
+		return nil
+	}
+	err := unlockDir(s.lock)
+	s.lock = nil
+	if err != nil {
+		return fmt.Errorf("client: file store: %w", err)
+	}
+	return nil
 }
 
 const (
 	fileStoreMagic   = "MQCS"
 	fileStoreVersion = 1
 	fileStoreSuffix  = ".msg"
+	fileStoreLock    = "lock"
 	fileStoreHeader  = 4 + 1 + 1 + 8 // magic, version, flags, seq
 )
 
 // ErrCorruptStore is returned by FileStore.Load for a file it cannot read.
 var ErrCorruptStore = errors.New("client: corrupt store file")
+
+// ErrStoreLocked is returned by NewFileStore for a directory that another
+// FileStore holds.
+var ErrStoreLocked = errors.New("client: store directory in use by another client")
 
 func (s *FileStore) path(id uint16) string {
 	return filepath.Join(s.dir, fmt.Sprintf("%05d%s", id, fileStoreSuffix))

@@ -2,8 +2,10 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mqttd/mqttd/packet"
 	"github.com/mqttd/mqttd/topic"
@@ -18,12 +20,23 @@ type Message struct {
 	Dup      bool
 	PacketID uint16
 	Props    *packet.Properties // v5 properties as received (nil if none)
+
+	cn    *connState // the connection it arrived on, for the acknowledgement
+	acked bool       // ManualAck: Ack was called; guarded by Client.ackMu
 }
 
 // Handler receives messages. Handlers run one at a time, in arrival order,
 // on the client's delivery goroutine; the acknowledgement (PUBACK or
-// PUBREC) is sent after the handler returns. A handler may call any Client
+// PUBREC) is sent after the handler returns (or, with Options.ManualAck,
+// when the application calls Client.Ack). A handler may call any Client
 // method, including Publish and Subscribe.
+//
+// A slow handler delays acknowledgements, and so slows the server down:
+// under MQTT 5 it sends no more unacknowledged QoS 1 and 2 messages than
+// our Receive Maximum. QoS 0 messages are not acknowledged; while the
+// handler is busy they queue up to Options.MaxQueuedQoS0 messages and
+// Options.MaxQueuedBytes bytes, and beyond that the newly arriving QoS 0
+// message is dropped and counted in Client.Dropped.
 type Handler func(*Message)
 
 // route sends messages matching any of filters to h: one per Subscribe call,
@@ -306,15 +319,32 @@ type delivery struct {
 	cn  *connState // the connection to acknowledge on
 }
 
-// inbox is the unbounded FIFO from the reader to the delivery goroutine; it
-// never blocks the reader, so a handler may wait for acknowledgements.
+// inbox is the FIFO from the reader to the delivery goroutine; it never
+// blocks the reader, so a handler may wait for acknowledgements. QoS 1/2
+// messages are bounded by our Receive Maximum (v5) or by the server's own
+// in-flight limit (3.x); QoS 0 messages by a count and a byte budget,
+// beyond which push refuses them.
 type inbox struct {
 	mu   sync.Mutex
 	q    []delivery
 	wake chan struct{}
+
+	max0, maxBytes int64        // QoS 0 limits, < 0 = none
+	n0, bytes0     atomic.Int64 // QoS 0 messages and payload bytes queued or in a handler
 }
 
-func (b *inbox) push(d delivery) {
+// push queues d; it returns false for a QoS 0 message over the limits. Only
+// the reader goroutine pushes, so the check and the add need no lock.
+func (b *inbox) push(d delivery) bool {
+	if d.msg.QoS == 0 {
+		n, size := b.n0.Load(), b.bytes0.Load()
+		l := int64(len(d.msg.Payload) + len(d.msg.Topic))
+		if (b.max0 >= 0 && n >= b.max0) || (b.maxBytes >= 0 && n > 0 && size+l > b.maxBytes) {
+			return false
+		}
+		b.n0.Add(1)
+		b.bytes0.Add(l)
+	}
 	b.mu.Lock()
 	b.q = append(b.q, d)
 	b.mu.Unlock()
@@ -322,6 +352,13 @@ func (b *inbox) push(d delivery) {
 	case b.wake <- struct{}{}:
 	default:
 	}
+	return true
+}
+
+// done0 gives back the room of a delivered QoS 0 message.
+func (b *inbox) done0(m *Message) {
+	b.n0.Add(-1)
+	b.bytes0.Add(-int64(len(m.Payload) + len(m.Topic)))
 }
 
 // take swaps the queue for spare (emptied) and returns the queued items.
@@ -333,9 +370,13 @@ func (b *inbox) take(spare []delivery) []delivery {
 	return q
 }
 
+// Dropped returns how many QoS 0 messages were dropped because the handler
+// could not keep up (see Options.MaxQueuedQoS0).
+func (c *Client) Dropped() uint64 { return c.dropped.Load() }
+
 // deliverLoop runs handlers for received messages, one at a time, and then
 // sends each acknowledgement: PUBACK for QoS 1 [MQTT-4.3.2-4], PUBREC for
-// QoS 2 [MQTT-4.3.3-8].
+// QoS 2 [MQTT-4.3.3-8]. With ManualAck the application acknowledges.
 func (c *Client) deliverLoop() {
 	defer c.wg.Done()
 	var batch []delivery
@@ -352,22 +393,88 @@ func (c *Client) deliverLoop() {
 		for i := range batch {
 			d := batch[i]
 			batch[i] = delivery{}
-			c.dispatch(d.msg)
-			var ack packet.Packet
-			switch d.msg.QoS {
-			case 1:
-				ack = &packet.Puback{PacketID: d.msg.PacketID}
-			case 2:
-				ack = &packet.Pubrec{PacketID: d.msg.PacketID}
-			default:
+			if d.msg.QoS == 0 {
+				c.dispatch(d.msg)
+				c.inbox.done0(d.msg)
 				continue
 			}
-			select {
-			case c.out <- outItem{p: ack, gen: d.cn.gen}:
-			case <-d.cn.dead:
-			case <-c.done:
+			if c.opts.ManualAck {
+				c.ackMu.Lock()
+				c.ackQ = append(c.ackQ, d.msg)
+				c.ackMu.Unlock()
+				c.dispatch(d.msg)
+				continue
+			}
+			c.dispatch(d.msg)
+			if !c.sendAck(d.msg) {
 				return
 			}
 		}
 	}
+}
+
+// sendAck queues the PUBACK or PUBREC of m on the connection it came from;
+// false when the client has stopped.
+func (c *Client) sendAck(m *Message) bool {
+	var ack packet.Packet
+	if m.QoS == 1 {
+		ack = &packet.Puback{PacketID: m.PacketID}
+		// PUBACK ends the exchange: the server's quota grows again.
+		m.cn.inUnacked.Add(-1)
+	} else {
+		ack = &packet.Pubrec{PacketID: m.PacketID}
+	}
+	select {
+	case c.out <- outItem{p: ack, gen: m.cn.gen}:
+	case <-m.cn.dead:
+	case <-c.done:
+		return false
+	}
+	return true
+}
+
+// Ack acknowledges m when Options.ManualAck is set: the PUBACK (QoS 1) or
+// PUBREC (QoS 2) goes to the server once every message received before m
+// has been acknowledged too, as acknowledgements must go in the order the
+// messages arrived [MQTT-4.6.0-2]. Acknowledge a message once it has really
+// been processed; until then the server keeps it and re-sends it after a
+// reconnection. A QoS 0 message needs no acknowledgement (Ack returns nil).
+// Until a QoS 1/2 message is acknowledged it takes one place of our Receive
+// Maximum.
+func (c *Client) Ack(m *Message) error {
+	if m.QoS == 0 {
+		return nil
+	}
+	if !c.opts.ManualAck {
+		return errors.New("client: Ack without Options.ManualAck (acknowledgements are automatic)")
+	}
+	c.ackMu.Lock()
+	if m.acked {
+		c.ackMu.Unlock()
+		return errors.New("client: message acknowledged twice")
+	}
+	m.acked = true
+	var due []*Message
+	n := 0
+	for ; n < len(c.ackQ); n++ {
+		q := c.ackQ[n]
+		if q.acked {
+			due = append(due, q)
+		} else if !q.cn.isDead() {
+			break
+		}
+	}
+	rest := copy(c.ackQ, c.ackQ[n:])
+	clear(c.ackQ[rest:])
+	c.ackQ = c.ackQ[:rest]
+	c.ackMu.Unlock()
+	for _, q := range due {
+		if q.cn.isDead() {
+			continue // the server sends it again on the next connection
+		}
+		if !c.sendAck(q) {
+			return c.err
+		}
+	}
+	return nil
 }

@@ -22,6 +22,11 @@ type target struct {
 	addr   string // host:port, or the socket path for unix
 	host   string // host name for TLS verification
 	wsURL  string // ws and wss: the URL to dial
+	url    string // as given, for logs
+
+	user    string // from user[:password]@ in the URL
+	pass    []byte
+	hasUser bool
 }
 
 // parseURL understands mqtt:// tcp:// (port 1883), mqtts:// ssl:// tls://
@@ -54,9 +59,16 @@ func parseURL(raw string) (target, error) {
 		if p == "" {
 			return target{}, fmt.Errorf("%w: %q has no socket path", ErrBadURL, raw)
 		}
-		return target{scheme: "unix", addr: p}, nil
+		return target{scheme: "unix", addr: p, url: raw}, nil
 	default:
 		return target{}, fmt.Errorf("%w: unknown scheme %q", ErrBadURL, u.Scheme)
+	}
+	t.url = u.Redacted()
+	if u.User != nil {
+		t.user, t.hasUser = u.User.Username(), true
+		if pw, ok := u.User.Password(); ok {
+			t.pass = []byte(pw)
+		}
 	}
 	t.host = u.Hostname()
 	if t.host == "" {
@@ -79,31 +91,45 @@ func parseURL(raw string) (target, error) {
 	return t, nil
 }
 
-// dial opens the network connection described by t.
-func (t target) dial(ctx context.Context, tlsConf *tls.Config) (net.Conn, error) {
-	var d net.Dialer
+// dial opens the network connection described by t, through o.Dialer if
+// set.
+func (t target) dial(ctx context.Context, o *Options) (net.Conn, error) {
+	dialFn := o.Dialer
+	if dialFn == nil {
+		var d net.Dialer
+		dialFn = d.DialContext
+	}
 	switch t.scheme {
 	case "tcp":
-		return d.DialContext(ctx, "tcp", t.addr)
+		return dialFn(ctx, "tcp", t.addr)
 	case "unix":
-		return d.DialContext(ctx, "unix", t.addr)
+		return dialFn(ctx, "unix", t.addr)
 	case "tls":
-		td := tls.Dialer{NetDialer: &d, Config: t.tlsConfig(tlsConf)}
-		return td.DialContext(ctx, "tcp", t.addr)
+		raw, err := dialFn(ctx, "tcp", t.addr)
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Client(raw, t.tlsConfig(o.TLSConfig))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = raw.Close()
+			return nil, err
+		}
+		return tc, nil
 	case "ws", "wss":
 		wd := websocket.Dialer{
-			NetDialContext:  d.DialContext,
+			NetDialContext:  dialFn,
+			Proxy:           o.WebSocketProxy,
 			Subprotocols:    []string{"mqtt"},
 			ReadBufferSize:  4096,
 			WriteBufferSize: 4096,
 		}
 		if t.scheme == "wss" {
-			wd.TLSClientConfig = t.tlsConfig(tlsConf)
+			wd.TLSClientConfig = t.tlsConfig(o.TLSConfig)
 		}
 		if dl, ok := ctx.Deadline(); ok {
 			wd.HandshakeTimeout = time.Until(dl)
 		}
-		ws, resp, err := wd.DialContext(ctx, t.wsURL, nil)
+		ws, resp, err := wd.DialContext(ctx, t.wsURL, o.WebSocketHeader)
 		if resp != nil && resp.Body != nil {
 			_ = resp.Body.Close()
 		}

@@ -82,6 +82,9 @@ func runBench(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	o.KeepAlive = 60 * time.Second
+	// The receivers count every message: a loss must be the broker's, not
+	// the client's bounded QoS 0 queue.
+	o.MaxQueuedQoS0, o.MaxQueuedBytes = -1, -1
 	var id [4]byte
 	if _, err := rand.Read(id[:]); err != nil {
 		return fmt.Errorf("bench: run id: %w", err)

@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mqttd/mqttd/client"
@@ -127,13 +129,17 @@ func (c *config) clientOptions() (client.Options, error) {
 	return o, nil
 }
 
-// debugf prints one -d line ("Client ID sending CONNECT") on stdout, where
-// mosquitto's clients print theirs.
+// debugLog prints the -d lines on stdout, where mosquitto's clients print
+// theirs: "Client ID sending CONNECT". As a slog.Handler it receives the
+// client library's packet trace, so the lines are the packets really sent
+// and received.
 type debugLog struct {
 	on  bool
 	w   io.Writer
 	err io.Writer // warnings
-	id  string
+
+	mu sync.Mutex
+	id string
 }
 
 func (d *debugLog) errOut() io.Writer {
@@ -143,16 +149,59 @@ func (d *debugLog) errOut() io.Writer {
 	return d.err
 }
 
+func (d *debugLog) setID(id string) {
+	d.mu.Lock()
+	d.id = id
+	d.mu.Unlock()
+}
+
 func (d *debugLog) printf(format string, args ...any) {
 	if !d.on {
 		return
 	}
+	d.mu.Lock()
 	id := d.id
+	d.mu.Unlock()
+	d.line(id, fmt.Sprintf(format, args...))
+}
+
+func (d *debugLog) line(id, text string) {
 	if id == "" {
 		id = "(null)"
 	}
-	fmt.Fprintf(d.w, "Client %s %s\n", id, fmt.Sprintf(format, args...))
+	fmt.Fprintf(d.w, "Client %s %s\n", id, text)
 }
+
+// Enabled takes the packet trace (debug) and warnings.
+func (d *debugLog) Enabled(_ context.Context, l slog.Level) bool { return d.on || l >= slog.LevelWarn }
+
+// Handle prints a packet trace record as a -d line and anything else (a
+// warning of the client library) on stderr.
+func (d *debugLog) Handle(_ context.Context, r slog.Record) error {
+	var dir, id string
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "dir":
+			dir = a.Value.String()
+		case "client_id":
+			id = a.Value.String()
+		}
+		return true
+	})
+	if dir != "" {
+		if d.on {
+			d.line(id, r.Message)
+		}
+		return nil
+	}
+	if r.Level >= slog.LevelWarn {
+		fmt.Fprintf(d.errOut(), "Warning: %s\n", r.Message)
+	}
+	return nil
+}
+
+func (d *debugLog) WithAttrs([]slog.Attr) slog.Handler { return d }
+func (d *debugLog) WithGroup(string) slog.Handler      { return d }
 
 // exitError carries the exit status a failure maps to.
 type exitError struct {
@@ -168,10 +217,10 @@ func (e *exitError) Error() string { return e.msg }
 func dial(ctx context.Context, c *config, o client.Options, dbg *debugLog) (*client.Client, error) {
 	timeout := 10 * time.Second
 	o.ConnectTimeout = timeout
-	dbg.id = o.ClientID
-	if o.ClientID != "" || c.version == packet.V5 {
-		dbg.printf("sending CONNECT")
+	if o.Logger == nil {
+		o.Logger = slog.New(dbg)
 	}
+	dbg.setID(o.ClientID)
 	cl, err := client.Dial(ctx, c.serverURL(), o)
 	if err != nil {
 		var ce *client.ConnectError
@@ -180,16 +229,10 @@ func dial(ctx context.Context, c *config, o client.Options, dbg *debugLog) (*cli
 			if c.version != packet.V5 {
 				code = int(ce.Connack.ReasonCode.V3Connack())
 			}
-			dbg.printf("received CONNACK (%d)", code)
 			return nil, &exitError{code: code, msg: "Connection error: " + strings.TrimPrefix(err.Error(), "client: ")}
 		}
 		return nil, &exitError{code: 1, msg: "Error: " + strings.TrimPrefix(err.Error(), "client: ")}
 	}
-	if o.ClientID == "" && c.version != packet.V5 {
-		dbg.id = cl.ClientID()
-		dbg.printf("sending CONNECT")
-	}
-	dbg.id = cl.ClientID()
-	dbg.printf("received CONNACK (0)")
+	dbg.setID(cl.ClientID())
 	return cl, nil
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -434,37 +433,57 @@ func setPort(c *config, v string) error {
 	return nil
 }
 
-// setURL parses -L mqtt(s)://[username[:password]@]host[:port]/topic (and
-// ws:// wss://, which take the WebSocket path from --ws-path).
+// setURL parses -L scheme://[username[:password]@]host[:port]/topic the way
+// mosquitto_sub and mosquitto_pub do: the topic is everything after the
+// first "/" that follows the host, taken verbatim (no percent-decoding, and
+// "#" and "?" are part of it, so mqtt://host/w/# subscribes to w/#); the
+// user name ends at the first ":" and the password runs to the first "@".
+// ws:// and wss:// take the WebSocket path from --ws-path. bench needs no
+// topic.
 func setURL(c *config, v string) error {
-	u, err := url.Parse(v)
-	if err != nil {
+	scheme, rest, ok := strings.Cut(v, "://")
+	scheme = strings.ToLower(scheme)
+	switch {
+	case !ok:
 		return usagef("Error: Invalid URL for -L argument specified: %s", v)
-	}
-	scheme := strings.ToLower(u.Scheme)
-	switch scheme {
-	case "mqtt", "mqtts", "ws", "wss":
+	case scheme == "mqtt", scheme == "mqtts", scheme == "ws", scheme == "wss":
 	default:
-		return usagef("Error: Unsupported URL scheme in -L argument: %q (mqtt, mqtts, ws or wss).", u.Scheme)
+		return usagef("Error: Unsupported URL scheme in -L argument: %q (mqtt, mqtts, ws or wss).", scheme)
 	}
-	if u.Hostname() == "" {
+	authority, topic, hasTopic := strings.Cut(rest, "/")
+	if !hasTopic && c.cmd != "bench" {
+		return usagef("Error: Invalid URL for -L argument specified - topic missing.")
+	}
+	if userinfo, host, ok := strings.Cut(authority, "@"); ok {
+		user, pw, hasPw := strings.Cut(userinfo, ":")
+		c.username, c.usernameSet = user, true
+		if hasPw {
+			c.password, c.passwordSet = pw, true
+		}
+		authority = host
+	}
+	host, port := authority, ""
+	if strings.HasPrefix(host, "[") {
+		// An IPv6 literal, [::1]:1883 (mosquitto has no syntax for it).
+		end := strings.Index(host, "]")
+		if end < 0 {
+			return usagef("Error: Invalid URL for -L argument specified: %s", v)
+		}
+		host, port = host[1:end], strings.TrimPrefix(host[end+1:], ":")
+	} else {
+		host, port, _ = strings.Cut(host, ":")
+	}
+	if host == "" {
 		return usagef("Error: Invalid URL for -L argument specified - no host given.")
 	}
-	c.scheme = scheme
-	c.host = u.Hostname()
-	if p := u.Port(); p != "" {
-		if err := setPort(c, p); err != nil {
+	c.scheme, c.host = scheme, host
+	if port != "" {
+		if err := setPort(c, port); err != nil {
 			return err
 		}
 	}
-	if u.User != nil {
-		c.username, c.usernameSet = u.User.Username(), true
-		if pw, ok := u.User.Password(); ok {
-			c.password, c.passwordSet = pw, true
-		}
-	}
-	if t := strings.TrimPrefix(u.Path, "/"); t != "" && c.cmd != "bench" {
-		return setTopic(c, t)
+	if hasTopic && c.cmd != "bench" {
+		return setTopic(c, topic)
 	}
 	return nil
 }

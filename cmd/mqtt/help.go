@@ -1,8 +1,17 @@
 package main
 
-const connHelp = ` -h : host to connect to (default localhost).          -p : port (default 1883, 8883 with TLS).
+import "strings"
+
+const v311Default = "mqttv31, mqttv311 (default) or mqttv5"
+
+// connHelp is the help of the connection flags; VERSIONS is replaced by the -V choices.
+func connHelp(version string) string {
+	return strings.Replace(connHelpText, "VERSIONS", version, 1)
+}
+
+const connHelpText = ` -h : host to connect to (default localhost).          -p : port (default 1883, 8883 with TLS).
  -L : URL mqtt(s)://[user[:password]@]host[:port]/topic, also ws:// and wss:// (path: --ws-path, default /mqtt).
- --unix : connect to a unix socket.        -V : mqttv31, mqttv311 (default) or mqttv5.
+ --unix : connect to a unix socket.        -V : VERSIONS.
  -u / -P : username / password.            -i : client id.   -I : client id prefix (the pid is appended).
  -k : keep alive seconds (default 60).     -c : persistent session.   -x : v5 session expiry (-1 = never).
  -d : debug lines.   --quiet : no error messages.   -D command identifier value : MQTT v5 property.
@@ -18,7 +27,7 @@ Usage: mqtt pub -t topic {-m message | -f file | -s | -l | -n} [-q qos] [-r] [--
  -t : topic.   -m : message.   -f : file as the message.   -s : stdin as one message.
  -l : one message per line of stdin.   -n : zero-length message.   -q : QoS 0, 1 or 2.   -r : retain.
  -M : maximum in-flight QoS 1/2 messages.
-` + connHelp,
+` + connHelp(v311Default),
 	"sub": `mqtt sub subscribes and prints messages, as mosquitto_sub.
 
 Usage: mqtt sub -t topic [-t topic ...] [-q qos] [-v] [-N] [-F format] [-C count] [-W secs] [options]
@@ -27,13 +36,13 @@ Usage: mqtt sub -t topic [-t topic ...] [-q qos] [-v] [-N] [-F format] [-C count
  -v : print "topic payload".   -N : no newline after each message.   -F : output format (%t %p %j ... @H \n ...).
  -C : exit after count messages.   -W : exit with status 27 after secs.   -R : skip retained messages.
  -E : exit once subscribed.   --retained-only, --remove-retained, --retain-as-published.
-` + connHelp,
+` + connHelp(v311Default),
 	"rr": `mqtt rr sends a request and prints the response, as mosquitto_rr.
 
 Usage: mqtt rr -t topic -e response-topic {-m message | -f file | -s | -n} [-W secs] [-v] [-F format] [options]
 
-MQTT v5 by default: the request carries the response topic as its Response Topic property.
-` + connHelp,
+The request carries the response topic as its Response Topic property, so MQTT v5 is the default.
+` + connHelp("mqttv31, mqttv311 or mqttv5 (default)"),
 	"bench": `mqtt bench drives load scenarios against any MQTT broker.
 
 Usage: mqtt bench {fanin|fanout|pairs|shared|conns|latency} [options]
@@ -49,5 +58,5 @@ Usage: mqtt bench {fanin|fanout|pairs|shared|conns|latency} [options]
  --window : in-flight QoS 1/2 messages per publisher (default 64).   --rate : total msgs/s (0 = unlimited).
  --drain : how long to wait for stragglers (default 5s).   --json : one JSON object as the last line.
  Exit status 3 when QoS 1/2 messages were lost.
-` + connHelp,
+` + connHelp(v311Default),
 }

@@ -39,7 +39,6 @@ func (c *config) publishPropsOrNil() *packet.Properties {
 
 // disconnect ends the session politely, with the -D disconnect properties.
 func disconnect(cl *client.Client, c *config, dbg *debugLog) error {
-	dbg.printf("sending DISCONNECT")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if c.version == packet.V5 && !reflect.ValueOf(c.disconnectProps).IsZero() {
@@ -92,7 +91,7 @@ func runPub(ctx context.Context, c *config, stdin io.Reader, stdout, stderr io.W
 		return err
 	}
 	out := &syncWriter{w: stdout}
-	dbg := &debugLog{on: c.debug, w: out}
+	dbg := &debugLog{on: c.debug, w: out, err: stderr}
 	cl, err := dial(ctx, c, o, dbg)
 	if err != nil {
 		return err
@@ -104,12 +103,8 @@ func runPub(ctx context.Context, c *config, stdin io.Reader, stdout, stderr io.W
 		mu    sync.Mutex
 		first error
 		wg    sync.WaitGroup
-		mid   uint16
 	)
 	publish := func(p []byte) error {
-		mid++
-		m := mid
-		dbg.printf("sending PUBLISH (d0, q%d, r%d, m%d, '%s', ... (%d bytes))", c.qos, b2i(c.retain), m, c.topics[0], len(p))
 		wg.Add(1)
 		err := cl.PublishAsync(ctx, c.topics[0], p, po, func(err error) {
 			defer wg.Done()
@@ -120,14 +115,6 @@ func runPub(ctx context.Context, c *config, stdin io.Reader, stdout, stderr io.W
 				}
 				mu.Unlock()
 				return
-			}
-			switch c.qos {
-			case 1:
-				dbg.printf("received PUBACK (Mid: %d, RC:0)", m)
-			case 2:
-				dbg.printf("received PUBREC (Mid: %d)", m)
-				dbg.printf("sending PUBREL (m%d)", m)
-				dbg.printf("received PUBCOMP (Mid: %d, RC:0)", m)
 			}
 		})
 		if err != nil {

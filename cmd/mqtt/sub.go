@@ -50,14 +50,6 @@ func (r *receiver) handle(m *client.Message) {
 	if r.finished {
 		return
 	}
-	r.dbg.printf("received PUBLISH (d%d, q%d, r%d, m%d, '%s', ... (%d bytes))",
-		b2i(m.Dup), m.QoS, b2i(m.Retain), m.PacketID, m.Topic, len(m.Payload))
-	switch m.QoS {
-	case 1:
-		r.dbg.printf("sending PUBACK (m%d, rc0)", m.PacketID)
-	case 2:
-		r.dbg.printf("sending PUBREC (m%d, rc0)", m.PacketID)
-	}
 	if r.c.retainedOnly && !m.Retain {
 		// The first fresh message ends a --retained-only run.
 		r.finishLocked()
@@ -108,22 +100,14 @@ func (c *config) propsOrNil(p packet.Properties) *packet.Properties {
 
 // subscribe sends one SUBSCRIBE for all -t filters and prints the -d lines.
 func subscribe(ctx context.Context, cl *client.Client, c *config, subs []packet.Subscription, h client.Handler, dbg *debugLog) error {
-	for _, s := range subs {
-		opts := byte(0)
-		if s.RetainAsPublished {
-			opts |= 0x08
-		}
-		dbg.printf("sending SUBSCRIBE (Mid: 1, Topic: %s, QoS: %d, Options: 0x%02x)", s.Filter, s.QoS, opts)
-	}
 	ack, err := cl.SubscribeWith(ctx, subs, c.propsOrNil(c.subscribeProps), h)
 	if ack != nil {
-		dbg.printf("received SUBACK")
 		if dbg.on {
 			codes := make([]string, len(ack.ReasonCodes))
 			for i, rc := range ack.ReasonCodes {
 				codes[i] = fmt.Sprint(byte(rc))
 			}
-			fmt.Fprintf(dbg.w, "Subscribed (mid: 1): %s\n", strings.Join(codes, ", "))
+			fmt.Fprintf(dbg.w, "Subscribed (mid: %d): %s\n", ack.PacketID, strings.Join(codes, ", "))
 		}
 	}
 	if err == nil {
@@ -204,13 +188,9 @@ func runSub(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		}
 	}
 	if len(c.unsubs) > 0 {
-		for _, u := range c.unsubs {
-			dbg.printf("sending UNSUBSCRIBE (Mid: 2, Topic: %s)", u)
-		}
 		if _, err := cl.Unsubscribe(ctx, c.unsubs...); err != nil {
 			return &exitError{code: 1, msg: "Error: " + strings.TrimPrefix(err.Error(), "client: ")}
 		}
-		dbg.printf("received UNSUBACK")
 	}
 	if c.exitOnSubAck {
 		return disconnect(cl, c, dbg)
@@ -258,13 +238,9 @@ func runRR(ctx context.Context, c *config, stdin io.Reader, stdout, stderr io.Wr
 	}
 	defer cl.Close()
 	sub := []packet.Subscription{{Filter: c.respTopic, QoS: c.qos}}
-	for _, s := range sub {
-		dbg.printf("sending SUBSCRIBE (Mid: 1, Topic: %s, QoS: %d, Options: 0x00)", s.Filter, s.QoS)
-	}
 	if _, err := cl.SubscribeWith(ctx, sub, c.propsOrNil(c.subscribeProps), r.handle); err != nil {
 		return &exitError{code: 1, msg: "Error: " + strings.TrimPrefix(err.Error(), "client: ")}
 	}
-	dbg.printf("received SUBACK")
 	po := client.PublishOptions{QoS: c.qos, Props: c.publishPropsOrNil()}
 	if c.version == packet.V5 {
 		props := packet.Properties{}
@@ -274,7 +250,6 @@ func runRR(ctx context.Context, c *config, stdin io.Reader, stdout, stderr io.Wr
 		props.ResponseTopic = c.respTopic // the MQTT v5 request/response pattern (4.10)
 		po.Props = &props
 	}
-	dbg.printf("sending PUBLISH (d0, q%d, r0, m2, '%s', ... (%d bytes))", c.qos, c.topics[0], len(payload))
 	if err := cl.Publish(ctx, c.topics[0], payload, po); err != nil {
 		return &exitError{code: 1, msg: "Error: " + strings.TrimPrefix(err.Error(), "client: ")}
 	}
