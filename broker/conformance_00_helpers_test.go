@@ -45,11 +45,12 @@ func connectPkt(v packet.Version, id string, persistent bool) *packet.Connect {
 }
 
 // okConnack is the CONNACK the broker sends on success: in 5.0 it carries the
-// server's Topic Alias Maximum and its default Maximum Packet Size.
+// server's Receive Maximum (max_inflight_messages, 20), Topic Alias Maximum
+// and its default Maximum Packet Size.
 func okConnack(v packet.Version, sessionPresent bool) *packet.Connack {
 	ack := &packet.Connack{SessionPresent: sessionPresent}
 	if v == packet.V5 {
-		ack.Props = &packet.Properties{TopicAliasMaximum: packet.Ptr[uint16](10),
+		ack.Props = &packet.Properties{ReceiveMaximum: packet.Ptr[uint16](20), TopicAliasMaximum: packet.Ptr[uint16](10),
 			MaximumPacketSize: packet.Ptr[uint32](broker.DefaultMaxPacketSize)}
 	}
 	return ack

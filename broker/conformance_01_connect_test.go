@@ -24,10 +24,11 @@ func TestConnect_AcceptedConnackBytes_MQTT_3_2_0_1(t *testing.T) {
 	}{
 		{"v3.1", rawConnect("MQIsdp", 3, 0x02, 60, str("c31")), []byte{0x20, 0x02, 0x00, 0x00}},
 		{"v3.1.1", rawConnect("MQTT", 4, 0x02, 60, str("c311")), []byte{0x20, 0x02, 0x00, 0x00}},
-		// 5.0: flags 0, reason 0, properties: Topic Alias Maximum 10, Maximum
-		// Packet Size 16 MiB.
-		{"v5.0", rawConnect("MQTT", 5, 0x02, 60, str("c5")), []byte{0x20, 0x0B, 0x00, 0x00, 0x08, 0x22, 0x00, 0x0A,
-			0x27, 0x01, 0x00, 0x00, 0x00}},
+		// 5.0: flags 0, reason 0, properties: Receive Maximum 20
+		// (max_inflight_messages, as Mosquitto), Topic Alias Maximum 10,
+		// Maximum Packet Size 16 MiB.
+		{"v5.0", rawConnect("MQTT", 5, 0x02, 60, str("c5")), []byte{0x20, 0x0E, 0x00, 0x00, 0x0B, 0x21, 0x00, 0x14,
+			0x22, 0x00, 0x0A, 0x27, 0x01, 0x00, 0x00, 0x00}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -147,7 +147,10 @@ func TestPublish_DeliveredQoSIsMinimum_MQTT_3_8_4_6(t *testing.T) {
 // a slot (5.0 [MQTT-3.3.4-9], [MQTT-4.9.0-2] with the client's Receive
 // Maximum); messages are delivered in order [MQTT-4.6.0-6].
 func TestPublish_InflightWindowAndIDs_MQTT_2_3_1_2(t *testing.T) {
-	srv := brokertest.Start(t, func(o *broker.Options) { o.MaxInflight = 3 })
+	srv := brokertest.Start(t, func(o *broker.Options) {
+		o.MaxInflight = 3
+		o.ReceiveMaximum = 20 // the inbound window of okConnack, not MaxInflight's
+	})
 	forVersions(t, bothVersions, func(t *testing.T, v packet.Version) {
 		sub := client(t, srv, v, "window")
 		subscribe(t, sub, 1, 2, "w/#")

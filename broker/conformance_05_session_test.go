@@ -120,8 +120,9 @@ func TestSession_QueueBounds(t *testing.T) {
 		want int
 	}{
 		{"MaxQueuedMessages", func(o *broker.Options) { o.MaxQueuedMessages = 3 }, 3},
-		// Each message counts topic (3 bytes) + payload (7 bytes) = 10 bytes.
-		{"MaxQueuedBytes", func(o *broker.Options) { o.MaxQueuedBytes = 45 }, 4},
+		// Each message counts its payload (7 bytes), not its topic, as in
+		// Mosquitto: 4 fit in 30 bytes.
+		{"MaxQueuedBytes", func(o *broker.Options) { o.MaxQueuedBytes = 30 }, 4},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -54,8 +54,8 @@ func TestMalformed_ClosesConnection_MQTT_4_8_0_1(t *testing.T) {
 		}
 		if v == packet.V5 {
 			cases = append(cases,
-				// The codec rejects alias 0 as a protocol error (Mosquitto says 0x94).
-				malCase{"[MQTT-3.3.2-8] topic alias 0", publish(0x30, str("a"), 3, 0x23, 0, 0), packet.ProtocolError},
+				// Alias 0 is 0x94 Topic Alias Invalid (section 3.3.2.3.4), as Mosquitto says.
+				malCase{"[MQTT-3.3.2-8] topic alias 0", publish(0x30, str("a"), 3, 0x23, 0, 0), packet.TopicAliasInvalid},
 				malCase{"[MQTT-3.3.2-9] topic alias above the maximum", publish(0x30, str("a"), 3, 0x23, 0, 11), packet.TopicAliasInvalid},
 				malCase{"AUTH without an authentication method", []byte{0xF0, 0x00}, packet.ProtocolError})
 		} else {

@@ -90,6 +90,7 @@ func TestSlowConsumer_DoesNotStallOthers(t *testing.T) {
 func TestSlowConsumer_QoS1Bounded(t *testing.T) {
 	srv := brokertest.Start(t, func(o *broker.Options) {
 		o.MaxInflight = 5
+		o.ReceiveMaximum = 20 // the inbound window of okConnack, not MaxInflight's
 		o.MaxQueuedMessages = 10
 	})
 	forVersions(t, bothVersions, func(t *testing.T, v packet.Version) {

@@ -20,9 +20,9 @@ func connect5(t *testing.T, srv *brokertest.Server, id string, props *packet.Pro
 	return brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: id, CleanStart: true, Props: props})
 }
 
-// A default server advertises only its Topic Alias Maximum and its default
-// Maximum Packet Size: every other capability has its default (absent) value
-// [MQTT-3.2.2-17].
+// A default server advertises only its Receive Maximum (max_inflight_messages,
+// 20, as Mosquitto), its Topic Alias Maximum and its default Maximum Packet
+// Size: every other capability has its default (absent) value [MQTT-3.2.2-17].
 func TestV5Connack_DefaultAdvertisesTopicAliasMaximum_MQTT_3_2_2_17(t *testing.T) {
 	srv := brokertest.Start(t)
 	c := brokertest.Dial(t, srv.Addr, packet.V5)
@@ -81,7 +81,7 @@ func TestV5Connack_CapabilitiesEnforced_MQTT_3_2_2_10(t *testing.T) {
 		o.MaxQoS = packet.Ptr[byte](1)
 		o.WildcardSubAvailable, o.SubIDAvailable, o.SharedSubAvailable = &no, &no, &no
 	})
-	caps := &packet.Properties{TopicAliasMaximum: packet.Ptr[uint16](10), MaximumQoS: packet.Ptr[byte](1),
+	caps := &packet.Properties{ReceiveMaximum: packet.Ptr[uint16](20), TopicAliasMaximum: packet.Ptr[uint16](10), MaximumQoS: packet.Ptr[byte](1),
 		MaximumPacketSize: packet.Ptr[uint32](broker.DefaultMaxPacketSize),
 		RetainAvailable:   packet.Ptr[byte](0), WildcardSubAvailable: packet.Ptr[byte](0),
 		SubIDAvailable: packet.Ptr[byte](0), SharedSubAvailable: packet.Ptr[byte](0)}

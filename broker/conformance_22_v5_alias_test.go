@@ -68,7 +68,7 @@ func TestV5Alias_Inbound_MQTT_3_3_2_12(t *testing.T) {
 // [MQTT-3.3.2-11], [MQTT-3.1.2-26]; a known topic goes with an empty topic
 // name; when all are taken the least recently used is re-mapped; none to a
 // client that allows none [MQTT-3.1.2-27]; none carried to a new connection
-// [MQTT-3.3.2-7]; none with the default policy.
+// [MQTT-3.3.2-7]; none with TopicAliasOff (topic_alias_out false).
 func TestV5Alias_OutboundLRU_MQTT_3_3_2_11(t *testing.T) {
 	srv := brokertest.Start(t, func(o *broker.Options) { o.TopicAliasPolicy = broker.TopicAliasLRU })
 	sub, _ := connect5(t, srv, "out", &packet.Properties{TopicAliasMaximum: packet.Ptr[uint16](2)})
@@ -105,7 +105,7 @@ func TestV5Alias_OutboundLRU_MQTT_3_3_2_11(t *testing.T) {
 		Props: &packet.Properties{TopicAlias: packet.Ptr[uint16](1)}})
 
 	t.Run("policy off", func(t *testing.T) {
-		srv := brokertest.Start(t)
+		srv := brokertest.Start(t, func(o *broker.Options) { o.TopicAliasPolicy = broker.TopicAliasOff })
 		sub, _ := connect5(t, srv, "off", &packet.Properties{TopicAliasMaximum: packet.Ptr[uint16](5)})
 		subscribe(t, sub, 1, 0, "x")
 		client(t, srv, packet.V5, "off-pub").Publish(pub("x", "y", 0, 0))

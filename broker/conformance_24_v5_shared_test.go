@@ -98,7 +98,10 @@ func TestV5Shared_NoRetainedOnSubscribe(t *testing.T) {
 // is not sent to another member [MQTT-4.8.2-5]; queued ones are.
 func TestV5Shared_RedistributedWhenMemberLeaves_MQTT_4_8_2_5(t *testing.T) {
 	forVersions(t, bothVersions, func(t *testing.T, v packet.Version) {
-		srv := brokertest.Start(t, func(o *broker.Options) { o.MaxInflight = 1 })
+		srv := brokertest.Start(t, func(o *broker.Options) {
+			o.MaxInflight = 1
+			o.ReceiveMaximum = 20 // the inbound window of okConnack, not MaxInflight's
+		})
 		a := client(t, srv, v, "leaver")
 		subscribe(t, a, 1, 2, "$share/g/rd/#")
 		p := client(t, srv, packet.V5, "rd-pub")

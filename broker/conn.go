@@ -2,8 +2,10 @@ package broker
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -49,12 +51,12 @@ type conn struct {
 	aliases     map[uint16]string // v5 inbound topic aliases
 	problemInfo bool              // v5: client accepts reason strings
 	inAcks      int               // PUBACK/PUBCOMP waiting in pendAcks (receive maximum)
+	memPaused   bool              // read a PUBLISH past memory_limit: pause after this packet (memlimit.go)
 
 	// v5 enhanced authentication (auth_enhanced.go); read loop
 	authMethod     string       // the CONNECT's Authentication Method
 	authEx         AuthExchange // exchange in progress
 	pendingConnect *connectAuth // CONNECT waiting for its exchange
-	sessionTaken   atomic.Bool  // closed because another connection took the client id
 
 	// set during CONNECT before the session is attached; read under session.mu
 	recvMax    int // client's receive maximum (v5), our send window
@@ -70,11 +72,19 @@ type conn struct {
 	spareBuf   []byte
 	spareItems []outItem
 	iov        net.Buffers
-	outBytes   int  // backlog in bytes
-	writing    bool // a writer goroutine is running
-	closeAfter bool // close nc once the backlog is written
-	dead       bool // nc is closed; output is dropped
+	// outBytes is the backlog in bytes: every packet queued (PUBLISH of any
+	// QoS and control packets), counted from when it is queued until the
+	// write that carries it has completed (writeLoop subtracts what was
+	// written), so it includes the batch being written. See backlogFullLocked.
+	outBytes   int
+	backlogSub *session // its queued QoS 1/2 wait for the backlog to drain (drainedLocked)
+	writing    bool     // a writer goroutine is running
+	closeAfter bool     // close nc once the backlog is written
+	dead       bool     // nc is closed; output is dropped
 	writerWG   sync.WaitGroup
+	killTimer  *time.Timer // closeWithin: closes nc if the backlog is not written in time
+
+	closed atomic.Pointer[closeState] // why the connection ends; set once (closereason.go)
 
 	stats connStats
 	lst   *listenerState // per-listener settings; nil when served by plain Serve
@@ -130,6 +140,11 @@ func (c *conn) serve() {
 
 // finish drops the ended connection from the server.
 func (c *conn) finish() {
+	c.outMu.Lock()
+	if c.killTimer != nil {
+		c.killTimer.Stop()
+	}
+	c.outMu.Unlock()
 	s := c.srv
 	s.mu.Lock()
 	delete(s.conns, c)
@@ -178,11 +193,14 @@ func (c *conn) readBurst() error {
 	}()
 	for {
 		err := c.readPacket(br)
-		if err == nil && br.Buffered() > 0 && c.pend.Len() < maxPendingOps {
+		if err == nil && br.Buffered() > 0 && c.pend.Len() < maxPendingOps && !c.memPaused {
 			continue
 		}
 		if ferr := c.flushPending(); err == nil {
 			err = ferr
+		}
+		if err == nil {
+			c.memWait() // past memory_limit: read nothing more until under (memlimit.go)
 		}
 		if err != nil || br.Buffered() == 0 {
 			return err
@@ -218,7 +236,8 @@ func (c *conn) sendAck(p packet.Packet) {
 
 // flushPending applies the burst's store writes, then lets the waiting
 // acknowledgements go. If the store fails, nothing is acknowledged and the
-// client is disconnected (it will re-send).
+// client is disconnected (it will re-send); when no acknowledgement waited
+// for the writes, the connection goes on.
 func (c *conn) flushPending() error {
 	c.inAcks = 0
 	if c.pend.Empty() {
@@ -234,11 +253,17 @@ func (c *conn) flushPending() error {
 	// redelivery: they do not wait for the disk.
 	err := c.srv.storeApply(&c.pend, len(c.pendAcks) == 0)
 	c.pend.Reset()
+	c.srv.noteApply(err) // a failing store refuses what must be stored (diskfull.go)
 	if err != nil {
 		c.srv.log.Error("store write failed", "client", c.info.ClientID, "err", err)
-		clear(c.pendAcks)
-		c.pendAcks = c.pendAcks[:0]
-		return packet.UnspecifiedError
+		if acksNeedStore(c.pendAcks) {
+			clear(c.pendAcks)
+			c.pendAcks = c.pendAcks[:0]
+			return packet.UnspecifiedError
+		}
+		// No acknowledgement depended on these writes (a subscriber's
+		// PUBACKs, say): as after a power cut, it costs a redelivery; the
+		// connection goes on (diskfull.go).
 	}
 	for _, p := range c.pendAcks {
 		c.send(p)
@@ -454,7 +479,7 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 	if c.dead || c.closeAfter {
 		return gone
 	}
-	if qos == 0 && c.outBytes > c.srv.opts.MaxBacklogBytes {
+	if qos == 0 && c.backlogFullLocked() {
 		c.stats.droppedBacklog.Add(1)
 		return dropped
 	}
@@ -546,6 +571,43 @@ func outProps(m *Message, subIDs []uint32) *packet.Properties {
 	return &p
 }
 
+// backlogFullLocked reports whether the backlog reached MaxBacklogBytes. A
+// PUBLISH is queued only below the bound, so the backlog never exceeds it
+// by more than one PUBLISH, plus the control packets (acknowledgements,
+// PINGRESP, SUBACK, which answer the client's own packets and are never
+// dropped) and the QoS 1/2 re-sent on reconnection (at most the in-flight
+// window). Past the bound a QoS 0 PUBLISH is dropped and counted
+// (Stats.DroppedBacklog); a QoS 1/2 one is not written but stays queued in
+// the session (backlogRoom), within max_queued_messages / max_queued_bytes,
+// until the writer drains the backlog below the bound. outMu is held.
+func (c *conn) backlogFullLocked() bool {
+	return c.outBytes >= c.srv.opts.MaxBacklogBytes
+}
+
+// backlogRoom reports whether the backlog takes another QoS 1/2 PUBLISH for
+// s. If not, the writer refills s once it has drained below the bound. A
+// closing connection has room: writePublish tells (gone). s.mu is held.
+func (c *conn) backlogRoom(s *session) bool {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.dead || c.closeAfter || !c.backlogFullLocked() {
+		return true
+	}
+	c.backlogSub = s
+	return false
+}
+
+// drainedLocked returns the session waiting for room in the backlog, if
+// the backlog is below the bound again. outMu is held.
+func (c *conn) drainedLocked() *session {
+	s := c.backlogSub
+	if s == nil || c.backlogFullLocked() {
+		return nil
+	}
+	c.backlogSub = nil
+	return s
+}
+
 // kickLocked starts the writer if none runs. outMu is held.
 func (c *conn) kickLocked() {
 	if !c.writing {
@@ -566,11 +628,13 @@ func (c *conn) writeLoop() {
 			putBuf(c.outBuf)
 			putBuf(c.spareBuf)
 			c.outBuf, c.spareBuf, c.spareItems, c.iov = nil, nil, nil, nil
+			act := closeNone
 			if c.closeAfter && !c.dead {
 				c.dead = true
-				c.closeNC()
+				act = c.closeNCLocked()
 			}
 			c.outMu.Unlock()
+			c.closeNC(act) // no socket I/O under outMu: a TLS close writes
 			return
 		}
 		buf, items := c.outBuf, c.outItems
@@ -579,7 +643,11 @@ func (c *conn) writeLoop() {
 		if c.outBuf == nil {
 			c.outBuf = getBuf()
 		}
-		c.outBytes = 0
+		// The batch stays in outBytes until it is written.
+		batch := len(buf)
+		for _, it := range items {
+			batch += len(it.payload)
+		}
 		c.outMu.Unlock()
 
 		n, err := c.flush(buf, items)
@@ -588,17 +656,29 @@ func (c *conn) writeLoop() {
 
 		c.outMu.Lock()
 		c.spareBuf, c.spareItems = buf[:0], items[:0]
+		c.outBytes -= batch // written whole (a transport may count its framing in n)
 		if err != nil {
+			c.outBytes = 0 // nothing more is written
+			c.backlogSub = nil
+			c.writeFailed(err)
+			act := closeNone
+			if !c.dead {
+				act = c.closeNCLocked() // the reader (or poller) sees it and tears down
+			}
 			c.dead = true
 			c.writing = false
 			putBuf(c.outBuf)
 			putBuf(c.spareBuf)
 			c.outBuf, c.outItems, c.spareBuf, c.spareItems, c.iov = nil, nil, nil, nil, nil
-			c.closeNC() // the reader (or poller) sees it and tears down
 			c.outMu.Unlock()
+			c.closeNC(act)
 			return
 		}
+		wake := c.drainedLocked()
 		c.outMu.Unlock()
+		if wake != nil {
+			wake.backlogDrained(c) // QoS 1/2 held back by the bound; no lock held here
+		}
 	}
 }
 
@@ -629,22 +709,51 @@ func (c *conn) flush(buf []byte, items []outItem) (int64, error) {
 // closeAfterFlush closes the connection once what is queued has been
 // written (bounded by WriteTimeout).
 func (c *conn) closeAfterFlush() {
+	act := closeNone
+	c.outMu.Lock()
+	if !c.dead && !c.closeAfter {
+		c.closeAfter = true
+		if !c.writing {
+			c.dead = true
+			act = c.closeNCLocked()
+		}
+	}
+	c.outMu.Unlock()
+	c.closeNC(act)
+}
+
+// closeWithin closes the socket if what is queued is not written within d:
+// a client that does not read cannot hold a closing connection open for
+// WriteTimeout. The close unblocks the writer.
+func (c *conn) closeWithin(d time.Duration) {
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
-	if c.dead || c.closeAfter {
+	if c.dead || c.killTimer != nil {
 		return
 	}
-	c.closeAfter = true
-	if !c.writing {
+	c.killTimer = time.AfterFunc(d, c.forceClose)
+}
+
+// forceClose closes the socket now, whatever is left to write.
+func (c *conn) forceClose() {
+	act := closeNone
+	c.outMu.Lock()
+	if !c.dead {
 		c.dead = true
-		c.closeNC()
+		act = c.forceCloseLocked()
 	}
+	c.outMu.Unlock()
+	c.closeNC(act)
 }
 
 // disconnect ends the connection from the server's side, telling a v5 client
-// why with DISCONNECT first.
+// why with DISCONNECT first. why is recorded as the reason the connection
+// ends unless one was recorded before; the DISCONNECT carries the one that
+// stands.
 func (c *conn) disconnect(why error) {
+	cs := c.setClose(causeOf(why, false), why)
 	if c.connected.Load() && c.version == packet.V5 {
+		why := cs.err
 		if rc, ok := disconnectCode(why); ok {
 			d := &packet.Disconnect{ReasonCode: rc}
 			var rd *errRedirect
@@ -658,6 +767,22 @@ func (c *conn) disconnect(why error) {
 		}
 	}
 	c.closeAfterFlush()
+}
+
+// takeoverGrace is how long a connection whose client id was taken over
+// may take to write what is queued and its DISCONNECT before its socket is
+// closed.
+const takeoverGrace = time.Second
+
+// takenOver ends c because another connection took its client id: after
+// the packets its client already sent (drainPending), DISCONNECT 0x8E (5.0)
+// and the close [MQTT-3.1.4-3]. The close does not wait for a client that
+// does not read (closeWithin), and the caller, the new connection, waits
+// for nothing.
+func (c *conn) takenOver() {
+	c.drainPending()
+	c.disconnect(errTakenOver)
+	c.closeWithin(takeoverGrace)
 }
 
 // disconnectCode maps an error onto the reason code a v5 DISCONNECT carries.
@@ -687,14 +812,25 @@ func disconnectCode(err error) (packet.ReasonCode, bool) {
 // become a DISCONNECT (v5) or a plain close (3.x), the will is published and
 // the session detached.
 func (c *conn) teardown(err error) {
-	c.emitEnd(err)
-	log := c.srv.log
-	switch {
-	case err == nil || c.cleanExit:
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-		log.Debug("connection closed", "client", c.info.ClientID, "remote", c.remote)
-	default:
-		log.Info("client disconnected", "client", c.info.ClientID, "remote", c.remote, "listener", c.listener, "reason", err.Error())
+	cs := c.setClose(causeOf(err, c.cleanExit), err)
+	c.srv.closes[cs.cause].Add(1)
+	c.emitEnd(cs)
+	level := slog.LevelInfo
+	switch cs.cause {
+	case CauseDisconnect, CauseClosed, CauseRefused:
+		level = slog.LevelDebug
+	}
+	if c.srv.log.Enabled(context.Background(), level) {
+		args := []any{"client", c.info.ClientID, "remote", c.remote, "listener", c.listener, "reason", cs.cause.String()}
+		switch cs.cause {
+		case CauseDisconnect, CauseKeepAlive, CauseConnectTimeout, CauseTakenOver, CauseShutdown:
+			// the reason says it all
+		default:
+			if cs.err != nil {
+				args = append(args, "err", cs.err.Error())
+			}
+		}
+		c.srv.log.Log(context.Background(), level, "client disconnected", args...)
 	}
 	c.disconnect(err)
 	if !c.connected.Load() {

@@ -43,7 +43,12 @@ func (c *conn) pollReady() {
 }
 
 // pollBurst reads while bytes keep coming, then re-arms the socket and exits.
-func (c *conn) pollBurst() {
+func (c *conn) pollBurst() { c.pollRead(false) }
+
+// pollRead is pollBurst; a drain (drainPending, on the goroutine of the
+// connection taking over) that ends the connection leaves the teardown,
+// which waits for the writer, to a goroutine of its own.
+func (c *conn) pollRead(drain bool) {
 	var err error
 	for {
 		if err = c.readBurst(); err != nil || !c.moreToRead() {
@@ -57,13 +62,20 @@ func (c *conn) pollBurst() {
 	if err != nil {
 		c.pollState = pollClosed
 		c.srv.poller.removeLocked(c)
-		if c.closeReq {
+		closeReq := c.closeReq
+		c.pollMu.Unlock()
+		if closeReq {
 			// closeNC left the socket open for this burst to finish; the
 			// output it waited for is written.
 			c.nc.Close()
 		}
-		c.pollMu.Unlock()
-		c.endPolled(err)
+		if drain {
+			// Why it ends is decided now, before the takeover's reason.
+			c.setClose(causeOf(err, c.cleanExit), err)
+			go c.endPolled(err)
+		} else {
+			c.endPolled(err)
+		}
 		return
 	}
 	switch {
@@ -77,6 +89,17 @@ func (c *conn) pollBurst() {
 	c.srv.poller.rearmLocked(c)
 	c.pollMu.Unlock()
 }
+
+// closeAction is what closing the socket takes once outMu is released:
+// closing a TLS or WebSocket connection writes (close_notify, a close
+// frame), and no lock is held across a network write.
+type closeAction uint8
+
+const (
+	closeNone   closeAction = iota // nothing (already closed, or a running burst closes it)
+	closeSocket                    // close nc
+	closeAndEnd                    // close nc, then tear the (idle, polled) connection down
+)
 
 // pollTimeout fires when an idle connection sent nothing for 1.5 x its keep
 // alive, or no CONNECT within the connect timeout.
@@ -96,32 +119,63 @@ func (c *conn) pollTimeout() {
 	c.endPolled(err)
 }
 
-// closeNC closes the socket. A polled connection has no reader to notice,
-// so an idle one is torn down here. A reading one is left to finish the
-// bytes its client already sent (a DISCONNECT that cancels the will, say),
-// bounded by a short read deadline; its burst then ends it.
+// closeNCLocked decides how the socket closes; the caller runs the action
+// with closeNC once it has released outMu. A polled connection has no
+// reader to notice the close, so an idle one is taken out of the epoll set
+// here (before its socket closes) and torn down by closeNC. A reading one
+// is left to finish the bytes its client already sent (a DISCONNECT that
+// cancels the will, say), bounded by a short read deadline; its burst then
+// closes the socket and ends it.
 // Called with outMu held (lock order: conn.outMu -> conn.pollMu).
-func (c *conn) closeNC() {
+func (c *conn) closeNCLocked() closeAction {
 	if !c.polled.Load() {
-		c.nc.Close()
-		return
+		return closeSocket
 	}
 	c.pollMu.Lock()
-	claim := false
+	defer c.pollMu.Unlock()
 	switch c.pollState {
 	case pollIdle:
 		c.pollState = pollClosed
 		c.srv.poller.removeLocked(c)
-		claim = true
+		return closeAndEnd
 	case pollReading:
 		c.closeReq = true
 		c.nc.SetReadDeadline(time.Now().Add(closeGrace))
-		c.pollMu.Unlock()
-		return
+		return closeNone
 	}
-	c.pollMu.Unlock()
-	c.nc.Close()
-	if claim {
+	return closeSocket
+}
+
+// forceCloseLocked is closeNCLocked for a socket that must close now (a
+// writer stuck on a client that does not read, a shutdown past its
+// deadline): a reading burst is not waited for; the socket leaves the
+// epoll set and closes, and the burst's read fails and ends it. outMu is
+// held.
+func (c *conn) forceCloseLocked() closeAction {
+	if !c.polled.Load() {
+		return closeSocket
+	}
+	c.pollMu.Lock()
+	defer c.pollMu.Unlock()
+	switch c.pollState {
+	case pollIdle:
+		c.pollState = pollClosed
+		c.srv.poller.removeLocked(c)
+		return closeAndEnd
+	case pollReading:
+		c.closeReq = true
+		c.srv.poller.removeLocked(c)
+	}
+	return closeSocket
+}
+
+// closeNC carries out what closeNCLocked decided, with no lock held.
+func (c *conn) closeNC(a closeAction) {
+	switch a {
+	case closeSocket:
+		c.nc.Close()
+	case closeAndEnd:
+		c.nc.Close()
 		go c.endPolled(net.ErrClosed)
 	}
 }
@@ -154,5 +208,5 @@ func (c *conn) drainPending() {
 	c.pollState = pollReading
 	c.pollMu.Unlock()
 	c.nc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-	c.pollBurst()
+	c.pollRead(true)
 }

@@ -1,13 +1,6 @@
 package broker
 
-import (
-	"errors"
-	"io"
-	"net"
-	"syscall"
-
-	"github.com/mqttd/mqttd/packet"
-)
+import "github.com/mqttd/mqttd/packet"
 
 // EventKind says what happened to a connection.
 type EventKind int
@@ -27,12 +20,13 @@ type Cause int
 const (
 	CauseDisconnect Cause = iota + 1 // the client sent DISCONNECT
 	CauseClosed                      // the client closed the socket without DISCONNECT
-	CauseKeepAlive                   // nothing received within 1.5 x keep alive (or no CONNECT in time)
+	CauseKeepAlive                   // nothing received within 1.5 x keep alive
 	CauseTakenOver                   // another connection took over the client id
 	CauseShutdown                    // the server is shutting down
 	CauseProtocol                    // a protocol violation or malformed packet
 	CauseTooLarge                    // a packet above the maximum packet size
 	CauseError                       // any other error (Err says which)
+	// More in closereason.go.
 )
 
 // Event describes a connection's accept, CONNECT or end, for logs in
@@ -81,43 +75,20 @@ func (c *conn) emitRefused(rc packet.ReasonCode) {
 		Version: c.version, Code: rc})
 }
 
-// emitEnd reports the end of a connection, once, from teardown. Connections
-// refused at CONNECT were reported by emitRefused.
-func (c *conn) emitEnd(err error) {
-	if c.srv.opts.OnEvent == nil || errors.Is(err, errRefused) {
+// emitEnd reports the end of a connection, once, from teardown, with the
+// reason recorded for it (closereason.go). Connections refused at CONNECT
+// were reported by emitRefused.
+func (c *conn) emitEnd(cs *closeState) {
+	if c.srv.opts.OnEvent == nil || cs.cause == CauseRefused {
 		return
 	}
 	ev := Event{Kind: EventDisconnected, Remote: c.remote, Port: c.port(), Listener: c.listener,
 		ClientID: c.info.ClientID, Username: c.info.Username, HasUsername: c.info.HasUsername,
-		Version: c.version, Err: err}
+		Version: c.version, Cause: cs.cause, Err: cs.err}
 	if !c.connected.Load() {
 		ev.ClientID = ""
 	}
-	ev.Cause = causeOf(err, c.cleanExit, c.sessionTaken.Load())
 	c.srv.emit(ev)
-}
-
-// causeOf classifies the error that ended a connection.
-func causeOf(err error, cleanExit, taken bool) Cause {
-	var rc packet.ReasonCode
-	switch {
-	case cleanExit, errors.Is(err, errDisconnectWithWill):
-		return CauseDisconnect
-	case taken || errors.Is(err, errTakenOver):
-		return CauseTakenOver
-	case errors.Is(err, errShuttingDown):
-		return CauseShutdown
-	case errors.Is(err, errKeepAlive), errors.Is(err, errConnectTimeout):
-		return CauseKeepAlive
-	case err == nil, errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return CauseClosed
-	case errors.Is(err, packet.PacketTooLarge):
-		return CauseTooLarge
-	case errors.Is(err, errSecondConnect), errors.Is(err, errNotConnect), errors.As(err, &rc):
-		return CauseProtocol
-	}
-	return CauseError
 }
 
 // port is the listener's port for events.

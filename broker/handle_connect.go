@@ -284,9 +284,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	srv.redistribute(redo)
 
 	if oldConn != nil {
-		oldConn.drainPending()
-		oldConn.sessionTaken.Store(true)
-		oldConn.disconnect(errTakenOver) // [MQTT-3.1.4-3]
+		oldConn.takenOver() // [MQTT-3.1.4-3]
 		srv.log.Info("client taken over", "client", id, "remote", oldConn.remote)
 	}
 	if old != nil && old != sess {

@@ -37,10 +37,17 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		// Retain Available 0 [MQTT-3.2.2-14]: DISCONNECT 0x9A (section 3.2.2.3.5).
 		return errors.Join(packet.RetainNotSupported, errors.New("retained messages are not supported"))
 	}
+	if c.version == packet.V5 && p.Props != nil && len(p.Props.SubscriptionIDs) > 0 {
+		// A PUBLISH from a client carries no Subscription Identifier
+		// [MQTT-3.3.4-6]: DISCONNECT 0x82. The codec cannot tell (the server
+		// sends the property), so the broker checks.
+		return errors.Join(packet.ProtocolError, errors.New("PUBLISH from a client carries a Subscription Identifier"))
+	}
 	if c.version == packet.V5 && p.Props != nil && p.Props.TopicAlias != nil {
 		alias := *p.Props.TopicAlias
 		if alias == 0 || int(alias) > opts.MaxTopicAlias {
-			// [MQTT-3.3.2-8], [MQTT-3.3.2-9]; accepted up to our maximum [MQTT-3.3.2-12].
+			// [MQTT-3.3.2-8] (the codec answers 0 with 0x94 already),
+			// [MQTT-3.3.2-9]; accepted up to our maximum [MQTT-3.3.2-12].
 			return errors.Join(packet.TopicAliasInvalid, fmt.Errorf("topic alias %d not in 1..%d", alias, opts.MaxTopicAlias))
 		}
 		if p.Topic == "" {
@@ -85,6 +92,15 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		rc, why = packet.NotAuthorized, "not authorized to publish to "+p.Topic
 	}
 
+	if rc == packet.Success {
+		// Past memory_limit (memlimit.go), or a store that cannot take the
+		// message (diskfull.go).
+		r, w, drop, err := c.overload(p)
+		if err != nil || drop {
+			return err
+		}
+		rc, why = r, w
+	}
 	b := c.batch()
 	switch p.QoS {
 	case 0:

@@ -31,8 +31,10 @@ func (m *Message) expired(now time.Time) bool {
 	return now.Sub(m.Created) >= time.Duration(*m.Props.MessageExpiry)*time.Second
 }
 
-// size is what the message counts against byte limits.
-func (m *Message) size() int64 { return int64(len(m.Topic) + len(m.Payload)) }
+// size is what the message counts against the queue byte limits
+// (max_queued_bytes, max_queued_bytes_total): its payload, as Mosquitto
+// counts them; the topic does not count.
+func (m *Message) size() int64 { return int64(len(m.Payload)) }
 
 // subOptions are what the broker keeps per subscription in the topic index.
 type subOptions struct {

@@ -49,16 +49,32 @@ type Options struct {
 	// first, doubling up to this (authlimit.go). Default 5s; negative disables.
 	AuthFailureDelay time.Duration
 	authLimit        *authLimiter // made by withDefaults from AuthFailureDelay
-	// MaxBacklogBytes bounds the bytes waiting to be written to one connection;
-	// past it QoS 0 messages for that client are dropped (and counted). Default 8 MiB.
+	// MaxBacklogBytes bounds the bytes waiting to be written to one
+	// connection, every packet counted until its write completes. A PUBLISH
+	// is queued only below it (the backlog exceeds it by at most one PUBLISH
+	// plus control packets, which are never dropped); past it QoS 0 messages
+	// for that client are dropped (and counted, Stats.DroppedBacklog) and
+	// QoS 1/2 ones stay queued in the session (within MaxQueuedMessages and
+	// MaxQueuedBytes) until the backlog drains. Default 8 MiB.
 	MaxBacklogBytes int
 
 	// Store persists sessions, their queues and retained messages; nil keeps
 	// everything in memory. Call Server.Restore before Serve.
 	Store store.Store
-	// MaxQueuedBytesTotal bounds the bytes queued across all sessions; past
-	// it new messages for queues are dropped and counted. 0 = unlimited.
+	// MaxQueuedBytesTotal bounds the payload bytes queued across all
+	// sessions; past it new messages for queues are dropped and counted.
+	// 0 = unlimited.
 	MaxQueuedBytesTotal int64
+	// MemoryLimit (memory_limit), in bytes: past it publishers are paused
+	// (TCP back-pressure) and QoS 0 messages read are dropped and counted
+	// (memlimit.go). 0 = no limit.
+	MemoryLimit int64
+	// StoreDir is the directory of Store, whose free space is watched: below
+	// StoreMinFreeBytes (persistence_min_free_bytes; default
+	// DefaultStoreMinFreeBytes, negative: not watched) QoS 1/2 and retained
+	// messages are refused (diskfull.go).
+	StoreDir          string
+	StoreMinFreeBytes int64
 
 	// CheckSubscribe, when set, decides whether a client may subscribe to a
 	// filter (after the listener's mount point; acl_check_subscribe); nil:
@@ -84,7 +100,9 @@ type Options struct {
 	// = none.
 	MaxTopicAlias int
 	// ReceiveMaximum is how many inbound QoS 1/2 PUBLISH a v5 client may
-	// have unacknowledged; more is DISCONNECT 0x93. 0 = 65535 (not advertised).
+	// have unacknowledged, advertised in CONNACK; more is DISCONNECT 0x93.
+	// 0 = MaxInflight, as Mosquitto advertises max_inflight_messages (20 by
+	// default); 65535 is not advertised.
 	ReceiveMaximum int
 	// WildcardSubAvailable, SubIDAvailable and SharedSubAvailable: nil or
 	// true offers the feature; false advertises it as unavailable and refuses
@@ -93,7 +111,9 @@ type Options struct {
 	SubIDAvailable       *bool
 	SharedSubAvailable   *bool
 	// TopicAliasPolicy decides the aliases the server assigns on PUBLISH to
-	// v5 clients that allow them (Topic Alias Maximum > 0 in CONNECT).
+	// v5 clients that allow them (Topic Alias Maximum > 0 in CONNECT); the
+	// zero value is TopicAliasLRU, TopicAliasOff sends none
+	// (topic_alias_out false).
 	TopicAliasPolicy TopicAliasPolicy
 	// SharedSubPolicy picks the member of a shared subscription group that
 	// receives a message; the zero value is round-robin.
@@ -148,7 +168,10 @@ func (o *Options) withDefaults() Options {
 	case v.MaxTopicAlias > 65535:
 		v.MaxTopicAlias = 65535
 	}
-	if v.ReceiveMaximum <= 0 || v.ReceiveMaximum > 65535 {
+	if v.ReceiveMaximum <= 0 {
+		v.ReceiveMaximum = v.MaxInflight // after MaxInflight's default
+	}
+	if v.ReceiveMaximum > 65535 {
 		v.ReceiveMaximum = 65535
 	}
 	if v.MaxKeepAlive == 0 {
@@ -179,6 +202,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if v.WriteTimeout <= 0 {
 		v.WriteTimeout = 30 * time.Second
+	}
+	if v.StoreMinFreeBytes == 0 {
+		v.StoreMinFreeBytes = DefaultStoreMinFreeBytes
 	}
 	if v.MaxBacklogBytes <= 0 {
 		v.MaxBacklogBytes = 8 << 20

@@ -63,7 +63,7 @@ func (s *session) putEntryLocked(b *store.Batch, om *outMsg, withMessage bool) {
 		return
 	}
 	id := s.srv.storeID(om.msg)
-	if withMessage {
+	if withMessage && !namesMessage(b, id) {
 		b.PutMessage(om.msg.toStore(id))
 	}
 	if om.seq == 0 {
@@ -79,6 +79,28 @@ func (s *session) putEntryLocked(b *store.Batch, om *outMsg, withMessage bool) {
 	}
 	b.PutQueueEntry(&store.QueueEntry{ClientID: s.id, Seq: om.seq, MessageID: id, QoS: om.qos,
 		PacketID: om.id, State: st, Retain: om.retain, SubIDs: om.subIDs})
+}
+
+// namesMessage reports whether the last change in b puts message id or a
+// queue entry naming it. A fan-out to many persistent sessions then writes
+// the message body once per batch, followed by one entry per session,
+// instead of one body per session. Skipping the body is safe: an entry
+// naming id is put either after the body in this batch, or (a state change,
+// putEntryLocked without the message) for a message the store already
+// holds; and a store settles reference counts only when the whole batch is
+// applied, so the entries put after it keep the message.
+func namesMessage(b *store.Batch, id uint64) bool {
+	ops := b.Ops()
+	if len(ops) == 0 {
+		return false
+	}
+	switch op := &ops[len(ops)-1]; op.Kind {
+	case store.OpPutMessage:
+		return op.Message.ID == id
+	case store.OpPutQueueEntry:
+		return op.Entry.MessageID == id
+	}
+	return false
 }
 
 // deleteEntryLocked removes om's record once it is acknowledged.
@@ -249,6 +271,7 @@ func (srv *Server) Restore() error {
 			s.expiryTimer = time.AfterFunc(max(left, 0), func() { srv.expireSession(s) })
 		}
 		s.onDisk = true
+		s.syncStatsLocked() // offline, with its queue and window
 		srv.sessions[s.id] = s
 		if w := rec.Will; w != nil {
 			// A will still owed: the session was connected when the broker

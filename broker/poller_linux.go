@@ -13,11 +13,13 @@ import (
 // readable, the poller starts a goroutine that reads the burst of packets
 // and re-arms the socket (EPOLLONESHOT) once it has drained it.
 type poller struct {
-	epfd   int
-	wakeFD int // eventfd that stops run
-	mu     sync.Mutex
-	conns  map[int32]*conn
-	done   chan struct{}
+	epfd     int
+	wakeFD   int        // eventfd that stops run
+	mu       sync.Mutex // guards conns, closed; held across every epoll_ctl
+	conns    map[int32]*conn
+	closed   bool // stop ran: epfd is closed (its number may belong to another file)
+	stopping bool // stop was called
+	done     chan struct{}
 }
 
 func newPoller() *poller {
@@ -69,11 +71,27 @@ func (p *poller) run() {
 	}
 }
 
-// stop ends run and releases the epoll set.
+// stop ends run and releases the epoll set. The sockets still in it (a
+// shutdown past its deadline) are dropped from it first; later calls on
+// the poller do nothing.
 func (p *poller) stop() {
+	p.mu.Lock()
+	stopping := p.stopping
+	p.stopping = true
+	p.mu.Unlock()
+	if stopping {
+		return // a second Shutdown
+	}
 	one := uint64(1)
 	syscall.Write(p.wakeFD, (*[8]byte)(unsafe.Pointer(&one))[:])
-	<-p.done
+	<-p.done // not under p.mu: run takes it
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for fd := range p.conns {
+		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+	}
+	clear(p.conns)
+	p.closed = true
 	syscall.Close(p.epfd)
 	syscall.Close(p.wakeFD)
 }
@@ -98,21 +116,26 @@ func (p *poller) add(c *conn) bool {
 	c.fd = fd
 	c.idle.rc = rc
 	p.mu.Lock()
-	p.conns[fd] = c
-	p.mu.Unlock()
-	ev := syscall.EpollEvent{Events: pollEvents, Fd: fd}
-	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
-		p.mu.Lock()
-		delete(p.conns, fd)
-		p.mu.Unlock()
+	defer p.mu.Unlock()
+	if p.closed {
 		return false
 	}
+	ev := syscall.EpollEvent{Events: pollEvents, Fd: fd}
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
+		return false
+	}
+	p.conns[fd] = c
 	return true
 }
 
 // rearm asks for the next readiness event of c. If bytes are already
 // waiting, epoll reports them at once. c.pollMu is held.
 func (p *poller) rearmLocked(c *conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns[c.fd] != c {
+		return // removed, or the poller stopped
+	}
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: c.fd}
 	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(c.fd), &ev)
 }

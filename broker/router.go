@@ -146,8 +146,12 @@ func (s *Server) deliverShared(key string, members []*session, m *Message, b *st
 		}
 		start = int(h % uint32(len(members)))
 	default:
-		v, _ := s.shared.LoadOrStore(key, new(atomic.Uint32))
-		start = int(v.(*atomic.Uint32).Add(1))
+		// Never created here: the group's entry lives exactly as long as it
+		// has members (shareJoin, shareLeave). A publish racing with the
+		// last member's departure starts from the first member.
+		if v, ok := s.shared.Load(key); ok {
+			start = int(v.(*shareGroup).next.Add(1))
+		}
 	}
 	for i := range members {
 		ss := members[(start+i)%len(members)]
@@ -173,6 +177,57 @@ func (s *Server) deliverShared(key string, members []*session, m *Message, b *st
 		return 1
 	}
 	return 0
+}
+
+// shareGroup is the entry of one shared subscription group in
+// Server.shared (key: group "\x00" filter): its round-robin cursor and how
+// many sessions hold the subscription. It is removed when the last one
+// leaves, so that groups that come and go do not pile up.
+type shareGroup struct {
+	next atomic.Uint32 // round-robin cursor
+
+	mu      sync.Mutex // a leaf: taken under session.mu, nothing taken under it
+	members int
+	dead    bool // removed from Server.shared: a joiner makes a new one
+}
+
+// shareJoin counts one more session holding the shared subscription
+// (group, filter). Called with the session's mu held, when the
+// subscription enters its list (session.addSubLocked).
+func (s *Server) shareJoin(group, filter string) {
+	key := group + "\x00" + filter
+	for {
+		v, ok := s.shared.Load(key)
+		if !ok {
+			v, _ = s.shared.LoadOrStore(key, new(shareGroup))
+		}
+		g := v.(*shareGroup)
+		g.mu.Lock()
+		if !g.dead {
+			g.members++
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock() // removed meanwhile: store a new one
+	}
+}
+
+// shareLeave counts one session fewer holding the shared subscription and
+// frees the group's entry with its last member (unsubscribe, session end).
+// Called with the session's mu held, when the subscription leaves its list.
+func (s *Server) shareLeave(group, filter string) {
+	key := group + "\x00" + filter
+	v, ok := s.shared.Load(key)
+	if !ok {
+		return
+	}
+	g := v.(*shareGroup)
+	g.mu.Lock()
+	if g.members--; g.members <= 0 && !g.dead {
+		g.dead = true
+		s.shared.CompareAndDelete(key, g)
+	}
+	g.mu.Unlock()
 }
 
 // shareRedo is a message a leaving member of a shared subscription group

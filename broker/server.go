@@ -37,16 +37,20 @@ type Server struct {
 	sessions map[string]*session
 
 	subs     *topic.Index[*session, subOptions]
-	shared   sync.Map // group+"\x00"+filter -> *atomic.Uint32 round-robin cursor
+	shared   sync.Map // group+"\x00"+filter -> *shareGroup (router.go): members and round-robin cursor
 	retained retainedStore
 
 	stats   stats
+	closes  closeCounters // connection ends by reason (closereason.go)
 	started time.Time
 	poller  *poller  // idle TCP connections; nil: a goroutine per connection
 	lstates sync.Map // listener name -> *listenerState (listener_opts.go)
 
 	msgSeq      atomic.Uint64 // last store message id
 	queuedBytes atomic.Int64  // bytes queued in all sessions (Options.MaxQueuedBytesTotal)
+
+	mem  *memGauge  // memory_limit (memlimit.go); nil without one
+	disk *diskGuard // the store's disk (diskfull.go); nil without a store
 }
 
 // New returns a Server with the given options.
@@ -64,6 +68,8 @@ func New(opts Options) *Server {
 	}
 	s.retained.init()
 	s.poller = newPoller()
+	s.startMemLimit()
+	s.startDiskGuard()
 	if o.SysInterval > 0 {
 		s.wg.Add(1)
 		go s.sysLoop()
@@ -134,14 +140,15 @@ func (s *Server) isClosing() bool {
 func (s *Server) trackConn(nc net.Conn, listener string) *conn {
 	c := newConn(s, nc, listener)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closing {
-		nc.Close()
+		s.mu.Unlock()
+		nc.Close() // no lock across a close: a TLS close writes
 		return nil
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1) // done in conn.finish
 	s.stats.connsTotal.Add(1)
+	s.mu.Unlock()
 	return c
 }
 
@@ -169,7 +176,11 @@ func (s *Server) ServeConn(nc net.Conn, listener string) {
 
 // Shutdown stops the listeners, disconnects every client (v5 clients are told
 // 0x8B server shutting down), publishes nothing further and waits for the
-// server's goroutines until ctx ends.
+// server's goroutines until ctx ends. Past that, the connections still open
+// are closed at once, whatever they had left to write, and are given
+// forceCloseWait to end. Either way the session-expiry and will-delay timers
+// stop (a will still delayed stays in the store, for the next start) and a
+// timer that fires after Shutdown began does nothing.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closing {
@@ -180,10 +191,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for l := range s.listeners {
 		ls = append(ls, l)
 	}
-	cs := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		cs = append(cs, c)
-	}
+	cs := s.connsLocked()
 	s.mu.Unlock()
 	for _, l := range ls {
 		l.Close()
@@ -193,16 +201,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	wait := make(chan struct{})
 	go func() { s.wg.Wait(); close(wait) }()
+	var err error
 	select {
 	case <-wait:
 	case <-ctx.Done():
+		err = ctx.Err()
+		// Writers stuck on clients that do not read hold their connections
+		// open: close every socket now (a polled one leaves the epoll set
+		// first); the reads and writes fail at once and the connections end.
+		s.mu.Lock()
+		cs = s.connsLocked()
+		s.mu.Unlock()
 		for _, c := range cs {
-			c.nc.Close()
+			c.forceClose()
 		}
-		if s.poller != nil {
-			s.poller.stop()
+		t := time.NewTimer(forceCloseWait)
+		select {
+		case <-wait:
+		case <-t.C:
+			s.log.Warn("shutdown: connections still ending", "deadline", err.Error())
 		}
-		return ctx.Err()
+		t.Stop()
 	}
 	if s.poller != nil {
 		s.poller.stop()
@@ -212,8 +231,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ss.stopExpiry()
 	}
 	s.sessMu.Unlock()
+	if err != nil {
+		return err
+	}
 	s.log.Info("server stopped")
 	return nil
+}
+
+// forceCloseWait is how long a Shutdown past its deadline waits for the
+// connections it closed to end (their reads and writes fail at once; only
+// a hook or a store call can hold them).
+const forceCloseWait = time.Second
+
+// connsLocked lists the live connections. s.mu is held.
+func (s *Server) connsLocked() []*conn {
+	cs := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		cs = append(cs, c)
+	}
+	return cs
 }
 
 // Addrs returns the addresses of the listeners being served.

@@ -40,6 +40,8 @@ type session struct {
 	seq         uint64       // last queue entry sequence number given (store)
 	onDisk      bool         // a session record was written to the store
 	will        *pendingWill // a will waiting for its delay (will.go)
+
+	gauges sessionGauges // what it last added to the server's session gauges (stats.go)
 }
 
 // subEntry is one subscription of the session, keyed by group and filter.
@@ -89,6 +91,9 @@ func (s *session) addSubLocked(group, filter string, o subOptions) (existed bool
 	}
 	s.subs = append(s.subs, e)
 	s.nsubs.Add(1)
+	if group != "" {
+		s.srv.shareJoin(group, filter)
+	}
 	return false
 }
 
@@ -100,6 +105,9 @@ func (s *session) removeSubLocked(group, filter string) bool {
 		return false
 	}
 	s.subs = slices.Delete(s.subs, i, i+1)
+	if group != "" {
+		s.srv.shareLeave(group, filter) // the group's entry goes with its last member
+	}
 	return true
 }
 
@@ -158,7 +166,7 @@ func (s *session) deliverShare(m *Message, qos byte, retain bool, subIDs []uint3
 		return
 	}
 	om := &outMsg{msg: m, qos: qos, retain: retain, subIDs: subIDs, share: share, gen: s.authGen}
-	if c != nil && s.qhead == len(s.queue) && len(s.inflight) < s.windowLocked() {
+	if c != nil && s.qhead == len(s.queue) && len(s.inflight) < s.windowLocked() && c.backlogRoom(s) {
 		if s.sendLocked(c, om) {
 			s.putEntryLocked(b, om, true)
 		}
@@ -169,8 +177,10 @@ func (s *session) deliverShare(m *Message, qos byte, retain bool, subIDs []uint3
 	}
 }
 
-// enqueueLocked queues a delivery behind the window, within the per-client
-// bounds by count and bytes; past them the message is dropped and counted.
+// enqueueLocked queues a delivery behind the window (or behind a full
+// connection backlog), within the per-client bounds by count and bytes;
+// past them the message is dropped and counted. Bytes are payload bytes, as
+// Mosquitto counts max_queued_bytes (Message.size).
 func (s *session) enqueueLocked(om *outMsg) bool {
 	o := &s.srv.opts
 	size := om.msg.size()
@@ -183,6 +193,7 @@ func (s *session) enqueueLocked(om *outMsg) bool {
 	s.queue = append(s.queue, om)
 	s.queuedBytes += size
 	s.srv.queuedBytes.Add(size)
+	s.syncStatsLocked()
 	return true
 }
 
@@ -204,6 +215,7 @@ func (s *session) sendLocked(c *conn, om *outMsg) bool {
 	}
 	s.inflight[om.id] = om
 	s.order = append(s.order, om)
+	s.syncStatsLocked()
 	return true
 }
 
@@ -229,7 +241,7 @@ func (s *session) refillLocked(b *store.Batch) {
 	}
 	now := time.Now()
 	w := s.windowLocked()
-	for s.qhead < len(s.queue) && (len(s.inflight) < w || s.queue[s.qhead].qos == 0) {
+	for s.qhead < len(s.queue) && (len(s.inflight) < w || s.queue[s.qhead].qos == 0) && c.backlogRoom(s) {
 		om := s.queue[s.qhead]
 		s.queue[s.qhead] = nil
 		s.qhead++
@@ -253,6 +265,23 @@ func (s *session) refillLocked(b *store.Batch) {
 		s.queue = append([]*outMsg(nil), s.queue[s.qhead:]...)
 		s.qhead = 0
 	}
+	s.syncStatsLocked()
+}
+
+// backlogDrained refills the window once c's backlog, which held queued
+// messages back, is below MaxBacklogBytes again. It runs on c's writer with
+// no lock held.
+func (s *session) backlogDrained(c *conn) {
+	var b *store.Batch
+	if s.srv.opts.Store != nil {
+		b = new(store.Batch)
+	}
+	s.mu.Lock()
+	if s.conn == c && !s.ended {
+		s.refillLocked(b)
+	}
+	s.mu.Unlock()
+	s.srv.applyNow(b)
 }
 
 // ackLocked frees the slot of an acknowledged message.
@@ -271,6 +300,7 @@ func (s *session) ackLocked(om *outMsg, b *store.Batch) {
 		s.inflight = nil
 	}
 	s.refillLocked(b)
+	s.syncStatsLocked()
 }
 
 // puback completes a QoS 1 delivery [MQTT-4.3.2-1].
@@ -333,6 +363,7 @@ func (s *session) attachLocked(c *conn, b *store.Batch) {
 		}
 	}
 	s.refillLocked(b)
+	s.syncStatsLocked()
 }
 
 // reauthorizeLocked checks read access, for info (the identity of a
@@ -450,6 +481,7 @@ func (s *session) filterLocked(gen uint64, allowed map[string]bool, b *store.Bat
 	if len(kept) != len(s.queue)-s.qhead {
 		s.queue, s.qhead = kept, 0
 	}
+	s.syncStatsLocked()
 	return dropped, redo
 }
 
@@ -474,6 +506,7 @@ func (s *session) detach(c *conn, w *packet.Will) {
 		return
 	}
 	s.conn = nil
+	s.syncStatsLocked()
 	end := !s.persistent || s.expiry == 0
 	if !end && s.expiry > 0 {
 		s.expiryTimer = time.AfterFunc(s.expiry, func() { s.srv.expireSession(s) })
@@ -516,8 +549,13 @@ func (s *session) stopExpiry() {
 	s.mu.Unlock()
 }
 
-// expireSession removes an offline session whose expiry passed.
+// expireSession removes an offline session whose expiry passed. After
+// Shutdown began it does nothing: the session stays in the store, where the
+// next start finds it expired.
 func (srv *Server) expireSession(s *session) {
+	if srv.isClosing() {
+		return
+	}
 	if srv.endSession(s, true) {
 		srv.log.Info("session expired", "client", s.id)
 		srv.stats.expired.Add(1)
@@ -543,6 +581,11 @@ func (srv *Server) endSession(s *session, onlyOffline bool) bool {
 	s.stopExpiryLocked()
 	subs := s.subs
 	s.subs = nil
+	for _, e := range subs {
+		if e.group != "" {
+			srv.shareLeave(e.group, e.filter)
+		}
+	}
 	if srv.sessions[s.id] == s {
 		delete(srv.sessions, s.id)
 	}
@@ -551,6 +594,7 @@ func (srv *Server) endSession(s *session, onlyOffline bool) bool {
 	s.inboundN.Store(0)
 	srv.queuedBytes.Add(-s.queuedBytes)
 	s.queuedBytes, s.qhead = 0, 0
+	s.syncStatsLocked()
 	s.mu.Unlock()
 	srv.sessMu.Unlock()
 	if will != nil {

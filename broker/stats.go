@@ -15,6 +15,56 @@ type stats struct {
 	storeWrites  atomic.Int64 // store batches applied
 	storeNanos   atomic.Int64 // time spent applying them
 	closed       connStats    // folded from closed connections
+
+	// Session gauges, kept by session.syncStatsLocked wherever a session's
+	// connection, window or queue changes, so that Stats reads them without
+	// walking (and locking) every session.
+	offline  atomic.Int64 // registered sessions without a connection
+	inflight atomic.Int64 // outbound QoS 1/2 messages awaiting acknowledgement
+	queued   atomic.Int64 // messages waiting for a window
+}
+
+// sessionGauges is what one session contributes to the session gauges, as
+// last added to them.
+type sessionGauges struct {
+	offline  bool
+	inflight int64
+	queued   int64
+}
+
+// syncStatsLocked brings the server's session gauges up to date with s: it
+// adds the difference between what s contributes now and what it last
+// added. Every change of s.conn, s.inflight, s.queue/s.qhead or s.ended is
+// followed by a call before s.mu is released; a session ended contributes
+// nothing. s.mu is held.
+func (s *session) syncStatsLocked() {
+	now := sessionGauges{
+		offline:  !s.ended && s.conn == nil,
+		inflight: int64(len(s.inflight)),
+		queued:   int64(len(s.queue) - s.qhead),
+	}
+	if s.ended {
+		now = sessionGauges{}
+	}
+	was := &s.gauges
+	if now == *was {
+		return
+	}
+	st := &s.srv.stats
+	if now.offline != was.offline {
+		if now.offline {
+			st.offline.Add(1)
+		} else {
+			st.offline.Add(-1)
+		}
+	}
+	if d := now.inflight - was.inflight; d != 0 {
+		st.inflight.Add(d)
+	}
+	if d := now.queued - was.queued; d != 0 {
+		st.queued.Add(d)
+	}
+	*was = now
 }
 
 func (st *stats) fold(cs *connStats) {
@@ -57,10 +107,11 @@ type Stats struct {
 	PublishSent         int64
 	PublishBytesRecv    int64
 	PublishBytesSent    int64
-	PublishDropped      int64 // all drops: the sum of the three below
+	PublishDropped      int64 // all drops: the sum of the four below
 	DroppedQueueFull    int64 // a session queue full (count, bytes or broker-wide bytes)
 	DroppedBacklog      int64 // QoS 0 over a connection's write backlog
 	DroppedTooLarge     int64 // above the client's Maximum Packet Size (5.0)
+	DroppedMemory       int64 // QoS 0 read past memory_limit (memlimit.go)
 	PublishReceivedQoS  [3]int64
 	PublishSentQoS      [3]int64
 	StoreWrites         int64   // store batches applied
@@ -95,27 +146,20 @@ func (s *Server) Stats() Stats {
 		add(&c.stats)
 	}
 	s.mu.Unlock()
-	s.sessMu.Lock()
-	sessions := make([]*session, 0, len(s.sessions))
-	for _, ss := range s.sessions {
-		sessions = append(sessions, ss)
-	}
-	s.sessMu.Unlock()
-	for _, ss := range sessions {
-		ss.mu.Lock()
-		if ss.conn == nil {
-			out.ClientsDisconnected++
-		}
-		out.Inflight += int64(len(ss.inflight))
-		out.Queued += int64(len(ss.queue) - ss.qhead)
-		ss.mu.Unlock()
-	}
+	// O(1) in the number of sessions, and no session lock: the gauges are
+	// kept as sessions change (syncStatsLocked).
+	out.ClientsDisconnected = s.stats.offline.Load()
+	out.Inflight = s.stats.inflight.Load()
+	out.Queued = s.stats.queued.Load()
 	out.ClientsConnected = s.stats.connected.Load()
 	out.ClientsMaximum = s.stats.maxConnected.Load()
 	out.ClientsExpired = s.stats.expired.Load()
 	out.SocketsAccepted = s.stats.connsTotal.Load()
 	out.DroppedQueueFull = s.stats.droppedQueue.Load()
-	out.PublishDropped = out.DroppedQueueFull + out.DroppedBacklog + out.DroppedTooLarge
+	if s.mem != nil {
+		out.DroppedMemory = s.mem.dropped.Load()
+	}
+	out.PublishDropped = out.DroppedQueueFull + out.DroppedBacklog + out.DroppedTooLarge + out.DroppedMemory
 	for q := range 3 {
 		out.PublishReceived += out.PublishReceivedQoS[q]
 		out.PublishSent += out.PublishSentQoS[q]

@@ -15,12 +15,13 @@ import (
 type TopicAliasPolicy int
 
 const (
-	// TopicAliasOff never sends a topic alias (the default).
-	TopicAliasOff TopicAliasPolicy = iota
-	// TopicAliasLRU gives each topic an alias, up to the client's Topic
-	// Alias Maximum; when they are all taken, the least recently used alias
-	// is given to the new topic.
-	TopicAliasLRU
+	// TopicAliasLRU (the default) gives each topic an alias, up to the
+	// client's Topic Alias Maximum; when they are all taken, the least
+	// recently used alias is given to the new topic. A client that allows
+	// no aliases (no Topic Alias Maximum in CONNECT) gets none.
+	TopicAliasLRU TopicAliasPolicy = iota
+	// TopicAliasOff never sends a topic alias (topic_alias_out false).
+	TopicAliasOff
 )
 
 // SharedSubPolicy picks the member of a shared subscription group that gets
@@ -106,7 +107,9 @@ func (o *Options) capabilityProps(p *packet.Properties) {
 		p.TopicAliasMaximum = packet.Ptr(uint16(o.MaxTopicAlias)) // [MQTT-3.2.2-17]
 	}
 	if o.ReceiveMaximum < 65535 {
-		p.ReceiveMaximum = packet.Ptr(uint16(o.ReceiveMaximum))
+		// The inbound window, enforced by checkReceiveMax [MQTT-3.3.4-7]:
+		// max_inflight_messages by default, as Mosquitto advertises it.
+		p.ReceiveMaximum = packet.Ptr(uint16(o.ReceiveMaximum)) // MQTT 5.0 section 3.2.2.3.3
 	}
 	if q := o.maxQoS(); q < 2 {
 		p.MaximumQoS = packet.Ptr(q) // [MQTT-3.2.2-9]

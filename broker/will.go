@@ -88,8 +88,13 @@ const (
 
 // fireWill publishes pw when its delay has passed, unless it was cancelled.
 // A restored will whose listener is not served yet waits for it, for a
-// while after the start: its ACL decision needs that listener.
+// while after the start: its ACL decision needs that listener. After
+// Shutdown began it does nothing: a will still delayed then stays in the
+// store (with its persistent session) and is published after the restart.
 func (s *session) fireWill(pw *pendingWill) {
+	if s.srv.isClosing() {
+		return
+	}
 	wait := pw.restored && s.srv.opts.Authorize != nil && pw.info.Listener != "" &&
 		!s.srv.listenerServed(pw.info.Listener) && time.Since(s.srv.started) < restoredWillWait
 	s.mu.Lock()

@@ -77,7 +77,9 @@ func TestEveryOption(t *testing.T) {
 		{"allow_zero_length_clientid false", func(c *Config) bool { return !c.Security.AllowZeroLengthClientID }},
 		{"auto_id_prefix dev-", func(c *Config) bool { return c.Security.AutoIDPrefix == "dev-" }},
 		{"max_topic_alias 5", func(c *Config) bool { return c.MaxTopicAlias == 5 }},
-		{"memory_limit 1000000", func(c *Config) bool { return c.MemoryLimit == 1000000 }},
+		{"memory_limit 1000000", func(c *Config) bool { return c.MemoryLimit == 1000000 && c.Broker.MemoryLimit == 1000000 }},
+		{"persistence_min_free_bytes 1048576", func(c *Config) bool { return c.Broker.StoreMinFreeBytes == 1048576 }},
+		{"persistence_min_free_bytes 0", func(c *Config) bool { return c.Broker.StoreMinFreeBytes == -1 }},
 		{"check_retain_source true", func(c *Config) bool { return true }}, // accepted, ignored
 		{"allow_duplicate_messages false", func(c *Config) bool { return true }},
 		// Listener-scoped options after a listener line apply to it.
@@ -372,6 +374,23 @@ func TestCapabilityOptionsReachBroker(t *testing.T) {
 	cfg, _ = Parse(strings.NewReader("max_topic_alias 20\n"), "caps.conf")
 	if cfg.Broker.MaxTopicAlias != 20 || cfg.Broker.RetainAvailable != nil || cfg.Broker.MaxQoS != nil {
 		t.Fatalf("defaults changed: %+v", cfg.Broker)
+	}
+}
+
+// TestTopicAliasOut: the server's own topic aliases are on by default and
+// `topic_alias_out false` turns them off.
+func TestTopicAliasOut(t *testing.T) {
+	for in, want := range map[string]broker.TopicAliasPolicy{"": broker.TopicAliasLRU,
+		"topic_alias_out true\n": broker.TopicAliasLRU, "topic_alias_out false\n": broker.TopicAliasOff} {
+		cfg, err := Parse(strings.NewReader(in), "a.conf")
+		if err != nil {
+			t.Errorf("%q: %v", in, err)
+		} else if cfg.Broker.TopicAliasPolicy != want {
+			t.Errorf("%q: TopicAliasPolicy %v, want %v", in, cfg.Broker.TopicAliasPolicy, want)
+		}
+	}
+	if _, err := Parse(strings.NewReader("topic_alias_out maybe\n"), "a.conf"); err == nil {
+		t.Error("topic_alias_out maybe accepted")
 	}
 }
 

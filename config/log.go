@@ -323,12 +323,26 @@ func EventLines(ev broker.Event) []string {
 			return []string{fmt.Sprintf("Client %s disconnected.", id)}
 		case broker.CauseClosed:
 			return []string{fmt.Sprintf("Client %s closed its connection.", id)}
-		case broker.CauseKeepAlive:
+		case broker.CauseKeepAlive, broker.CauseConnectTimeout:
 			return []string{fmt.Sprintf("Client %s has exceeded timeout, disconnecting.", id)}
 		case broker.CauseProtocol:
 			return []string{fmt.Sprintf("Client %s disconnected due to protocol error.", id)}
+		case broker.CauseMalformed:
+			return []string{fmt.Sprintf("Client %s disconnected due to malformed packet.", id)}
+		case broker.CauseNotAuthorized:
+			return []string{fmt.Sprintf("Client %s disconnected, not authorised.", id)}
 		case broker.CauseTooLarge:
 			return []string{fmt.Sprintf("Client %s disconnected due to oversize packet.", id)}
+		case broker.CauseTakenOver:
+			// Mosquitto's line is the new connection's "already connected,
+			// closing old connection." (EventConnected.TookOver).
+			return nil
+		case broker.CauseShutdown:
+			return []string{fmt.Sprintf("Client %s disconnected: server shutting down.", id)}
+		case broker.CauseRedirect:
+			return []string{fmt.Sprintf("Client %s disconnected: use another server.", id)}
+		case broker.CauseSlowConsumer:
+			return []string{fmt.Sprintf("Client %s disconnected: slow consumer, write timed out.", id)}
 		case broker.CauseError:
 			msg := "error"
 			if ev.Err != nil {

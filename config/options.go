@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mqttd/mqttd/broker"
 )
 
 // Scope of an option, as in Mosquitto 2.0.
@@ -197,8 +199,26 @@ func (c *Config) apply(key, rest, where string) error {
 		if n == 0 {
 			o.MaxTopicAlias = -1 // 0: no aliases accepted
 		}
+	case "topic_alias_out":
+		// mqttd: whether the server assigns topic aliases on the PUBLISH
+		// it sends to 5.0 clients that allow them (default true).
+		var on bool
+		on, err = a.boolean()
+		o.TopicAliasPolicy = broker.TopicAliasLRU
+		if !on {
+			o.TopicAliasPolicy = broker.TopicAliasOff
+		}
 	case "memory_limit":
 		c.MemoryLimit, err = a.integer(0, 1<<62)
+		o.MemoryLimit = c.MemoryLimit // 0: no limit
+	case "persistence_min_free_bytes":
+		// mqttd: below this much free space on the store's file system,
+		// QoS 1/2 and retained messages are refused; 0 turns the check off.
+		n, err = a.integer(0, 1<<62)
+		o.StoreMinFreeBytes = n
+		if n == 0 {
+			o.StoreMinFreeBytes = -1
+		}
 	case "retain_available":
 		c.RetainAvailable, err = a.boolean()
 		o.RetainAvailable = &c.RetainAvailable

@@ -39,6 +39,7 @@ type Snapshot struct {
 	DroppedQueueFull    int64    // counter: messages dropped for a full session queue
 	DroppedBacklog      int64    // counter: QoS 0 messages dropped over a connection's write backlog
 	DroppedTooLarge     int64    // counter: messages above the client's Maximum Packet Size
+	DroppedMemory       int64    // counter: QoS 0 messages dropped past memory_limit
 	StoreWrites         int64    // counter: store batches applied
 	StoreWriteSeconds   float64  // counter: time spent applying them
 	RefusedMaxConns     int64    // counter: sockets closed by max_connections
@@ -46,6 +47,11 @@ type Snapshot struct {
 	Queued              int64    // gauge: messages waiting in session queues
 	AuthFailures        int64    // counter: refused CONNECTs (authentication)
 	Uptime              time.Duration
+
+	// DisconnectsByReason counts the connections that ended, by reason
+	// (broker.Server.DisconnectsByReason: client_disconnect, shutdown,
+	// taken_over, ...); a counter per reason.
+	DisconnectsByReason map[string]int64
 }
 
 // Namespace prefixes every metric name.
@@ -59,12 +65,16 @@ type metric struct {
 
 // collector turns snapshots into Prometheus metrics.
 type collector struct {
-	read    func() Snapshot
-	metrics []metric
+	read        func() Snapshot
+	metrics     []metric
+	disconnects *prometheus.Desc // reason label: Snapshot.DisconnectsByReason
 }
 
 func newCollector(read func() Snapshot) *collector {
 	c := &collector{read: read}
+	c.disconnects = prometheus.NewDesc(Namespace+"_disconnects_total",
+		"Connections ended, by reason (client_disconnect, client_closed, keepalive_timeout, taken_over, shutdown, "+
+			"protocol_error, slow_consumer, ...).", []string{"reason"}, nil)
 	add := func(name, help string, kind prometheus.ValueType, labels prometheus.Labels, v func(*Snapshot) int64) {
 		c.metrics = append(c.metrics, metric{
 			desc:  prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", name), help, nil, labels),
@@ -107,6 +117,8 @@ func newCollector(read func() Snapshot) *collector {
 		prometheus.Labels{"reason": "backlog"}, func(s *Snapshot) int64 { return s.DroppedBacklog })
 	add("messages_dropped_total", "Messages dropped instead of delivered, by reason.", k,
 		prometheus.Labels{"reason": "too_large"}, func(s *Snapshot) int64 { return s.DroppedTooLarge })
+	add("messages_dropped_total", "Messages dropped instead of delivered, by reason.", k,
+		prometheus.Labels{"reason": "memory"}, func(s *Snapshot) int64 { return s.DroppedMemory })
 	add("store_writes_total", "Batches written to the persistent store.", k, nil, func(s *Snapshot) int64 { return s.StoreWrites })
 	c.metrics = append(c.metrics, metric{
 		desc: prometheus.NewDesc(Namespace+"_store_write_seconds_total",
@@ -130,12 +142,16 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range c.metrics {
 		ch <- m.desc
 	}
+	ch <- c.disconnects
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.read()
 	for _, m := range c.metrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(&s))
+	}
+	for reason, n := range s.DisconnectsByReason {
+		ch <- prometheus.MustNewConstMetric(c.disconnects, prometheus.CounterValue, float64(n), reason)
 	}
 }
 

@@ -88,7 +88,7 @@ func malformedCases() []badCase {
 		{"PUBLISH Topic Alias twice v5", v5, raw(0x30, str("a"), b(6, 0x23, 0, 1, 0x23, 0, 2)), P},
 		{"PUBLISH Payload Format twice v5", v5, raw(0x30, str("a"), b(4, 0x01, 0, 0x01, 0)), P},
 		{"PUBLISH Content Type twice v5", v5, raw(0x30, str("a"), b(8, 0x03), str("a"), b(0x03), str("b")), P},
-		{"[MQTT-3.3.2-8] PUBLISH Topic Alias 0 v5", v5, raw(0x30, str("a"), b(3, 0x23, 0, 0)), P},
+		{"[MQTT-3.3.2-8] PUBLISH Topic Alias 0 v5 (0x94)", v5, raw(0x30, str("a"), b(3, 0x23, 0, 0)), packet.TopicAliasInvalid},
 		{"PUBLISH Payload Format 2 v5 (3.3.2.3.2)", v5, raw(0x30, str("a"), b(2, 0x01, 2)), P},
 		{"PUBLISH Subscription Identifier 0 v5 (3.3.2.3.8)", v5, raw(0x30, str("a"), b(2, 0x0B, 0)), P},
 		{"PUBLISH Subscription Identifier not minimal v5", v5, raw(0x30, str("a"), b(3, 0x0B, 0x81, 0x00)), M},

@@ -193,7 +193,14 @@ func (d *decoder) fillProperties(ctx Type, n uint32, blk *propsBlock) {
 			blk.u16[2] = pd.uint16(name)
 			p.TopicAliasMaximum = &blk.u16[2]
 		case PropTopicAlias:
-			p.TopicAlias = pd.nonZero16(name, &blk.u16[3]) // [MQTT-3.3.2-8]
+			blk.u16[3] = pd.uint16(name)
+			if pd.err == nil && blk.u16[3] == 0 {
+				// [MQTT-3.3.2-8]: a Topic Alias of 0 is a Protocol Error the
+				// specification names 0x94 Topic Alias Invalid (section
+				// 3.3.2.3.4), as Mosquitto answers.
+				pd.fail(TopicAliasInvalid, "%s 0", name)
+			}
+			p.TopicAlias = &blk.u16[3]
 		case PropMaximumQoS:
 			p.MaximumQoS = pd.flagProp(name, &blk.u8[3])
 		case PropRetainAvailable:

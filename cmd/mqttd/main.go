@@ -299,6 +299,7 @@ func start(cfg *config.Config, o options) (*running, error) {
 		srv, st, err := p.openStore(func(st store.Store) *broker.Server {
 			o := bo
 			o.Store = st
+			o.StoreDir = p.dir // its free space is watched (persistence_min_free_bytes)
 			return broker.New(o)
 		})
 		if err != nil {
@@ -359,7 +360,6 @@ func notApplied(cfg *config.Config) []string {
 	}
 	note(cfg.MaxInflightBytes > 0, "max_inflight_bytes")
 	note(cfg.UpgradeOutgoingQoS, "upgrade_outgoing_qos true")
-	note(cfg.MemoryLimit > 0, "memory_limit")
 	for _, l := range cfg.Listeners {
 		note(l.UseUsernameAsClientID, "use_username_as_clientid")
 		note(l.CiphersTLS13 != "", "ciphers_tls1.3 (Go enables every TLS 1.3 suite)")
@@ -382,9 +382,11 @@ func (r *running) snapshot() metrics.Snapshot {
 		PublishReceived: s.PublishReceivedQoS, PublishSent: s.PublishSentQoS,
 		PublishBytesRecv: s.PublishBytesRecv, PublishBytesSent: s.PublishBytesSent,
 		DroppedQueueFull: s.DroppedQueueFull, DroppedBacklog: s.DroppedBacklog, DroppedTooLarge: s.DroppedTooLarge,
-		StoreWrites: s.StoreWrites, StoreWriteSeconds: s.StoreWriteSeconds, RefusedMaxConns: r.srv.ListenerRefusals(),
+		DroppedMemory: s.DroppedMemory, StoreWrites: s.StoreWrites,
+		StoreWriteSeconds: s.StoreWriteSeconds, RefusedMaxConns: r.srv.ListenerRefusals(),
 		Inflight: s.Inflight, Queued: s.Queued, AuthFailures: s.AuthFailures,
-		Uptime: time.Since(startTime),
+		DisconnectsByReason: r.srv.DisconnectsByReason(),
+		Uptime:              time.Since(startTime),
 	}
 }
 

@@ -36,6 +36,7 @@ func Run(t *testing.T, open Opener) {
 		{"QueueEntryUpdate", testQueueEntryUpdate},
 		{"MessageRefcount", testMessageRefcount},
 		{"UnreferencedMessageDropped", testUnreferencedMessage},
+		{"EntriesNameStoredMessage", testEntriesNameStoredMessage},
 		{"Inbound", testInbound},
 		{"Retained", testRetained},
 		{"SessionExpiry", testSessionExpiry},
@@ -442,6 +443,41 @@ func testUnreferencedMessage(t *testing.T, s store.Store) {
 	st := Load(t, s, Base)
 	if got := queueSeqs(session(t, st, "c")); !slices.Equal(got, []uint64{2}) || st.Messages[2] == nil {
 		t.Errorf("after delete and re-add in one batch:\n%s", Dump(st))
+	}
+}
+
+// testEntriesNameStoredMessage: a batch may name, in new queue entries, a
+// message it does not put, when an earlier batch stored it and an entry
+// still names it (the broker writes a message body once per batch, and not
+// again for entries of a message already stored). The message lives until
+// its last entry goes, whichever batch put that entry.
+func testEntriesNameStoredMessage(t *testing.T, s store.Store) {
+	Apply(t, s, func(b *store.Batch) {
+		b.PutSession(Sess("a"))
+		b.PutSession(Sess("b"))
+		b.PutMessage(Msg(5, "t", "body"))
+		b.PutQueueEntry(Entry("a", 1, 5))
+	})
+	// A state change of a's entry, b's new entry without the body, and
+	// a's entry deleted, in one batch.
+	Apply(t, s, func(b *store.Batch) {
+		e := Entry("a", 1, 5)
+		e.State, e.PacketID = store.PublishSent, 3
+		b.PutQueueEntry(e)
+		b.PutQueueEntry(Entry("b", 1, 5))
+		b.DeleteQueueEntry("a", 1)
+	})
+	st := Load(t, s, Base)
+	if st.Messages[5] == nil || string(st.Messages[5].Publish.Payload) != "body" ||
+		!slices.Equal(queueSeqs(session(t, st, "b")), []uint64{1}) || len(session(t, st, "a").Queue) != 0 {
+		t.Fatalf("after b's entry named the stored message:\n%s", Dump(st))
+	}
+	Apply(t, s, func(b *store.Batch) { b.DeleteQueueEntryOf("b", 1, 5) })
+	if MessageExists(t, s, 5) {
+		t.Errorf("message 5 kept after its last entry was deleted")
+	}
+	if st := Load(t, s, Base); len(st.Messages) != 0 {
+		t.Errorf("messages left:\n%s", Dump(st))
 	}
 }
 
