@@ -40,8 +40,16 @@ func runCrashBroker(dir string) {
 		fmt.Println("ERROR", err)
 		os.Exit(1)
 	}
-	srv := broker.New(broker.Options{AllowAnonymous: true, Store: st, SysInterval: -1, MaxQueuedMessages: -1,
-		Logger: slog.New(slog.DiscardHandler)})
+	queued := -1 // unlimited; MQTTD_CRASH_DEFAULTS keeps the default queue settings
+	if os.Getenv("MQTTD_CRASH_DEFAULTS") != "" {
+		queued = 0
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if os.Getenv("MQTTD_TEST_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	srv := broker.New(broker.Options{AllowAnonymous: true, Store: st, SysInterval: -1, MaxQueuedMessages: queued,
+		Logger: logger})
 	if err := srv.Restore(); err != nil {
 		fmt.Println("ERROR", err)
 		os.Exit(1)
