@@ -40,6 +40,10 @@ type conn struct {
 	// wait for them (read loop only); see persist.go.
 	pend     store.Batch
 	pendAcks []packet.Packet
+	// Deliveries to other persistent sessions held until pend is applied
+	// (session.holdsFor), and scratch for session.pump.
+	held      []heldOut
+	heldScrap []*outMsg
 
 	// read loop
 	version     packet.Version
@@ -217,6 +221,9 @@ func (c *conn) batch() *store.Batch {
 	if c.srv.opts.Store == nil {
 		return nil
 	}
+	if c.pend.Owner == nil {
+		c.pend.Owner = c // session.holdsFor
+	}
 	return &c.pend
 }
 
@@ -254,6 +261,12 @@ func (c *conn) flushPending() error {
 	err := c.srv.storeApply(&c.pend, len(c.pendAcks) == 0)
 	c.pend.Reset()
 	c.srv.noteApply(err) // a failing store refuses what must be stored (diskfull.go)
+	// The deliveries that waited for these writes go now (their
+	// publisher's acknowledgements below still wait for the writes' own
+	// success). After a failure too: nothing here is acknowledged to the
+	// publisher, which re-sends; the online subscriber is served as one
+	// without a store would be.
+	c.releaseHeld()
 	if err != nil {
 		c.srv.log.Error("store write failed", "client", c.info.ClientID, "err", err)
 		if acksNeedStore(c.pendAcks) {
@@ -271,6 +284,22 @@ func (c *conn) flushPending() error {
 	clear(c.pendAcks)
 	c.pendAcks = c.pendAcks[:0]
 	return nil
+}
+
+// releaseHeld lets the deliveries held for c.pend go, in order, session by
+// session (session.pump). Read loop only; no lock held.
+func (c *conn) releaseHeld() {
+	for i := 0; i < len(c.held); {
+		s := c.held[i].s
+		scrap := c.heldScrap[:0]
+		for ; i < len(c.held) && c.held[i].s == s; i++ {
+			scrap = append(scrap, c.held[i].om)
+		}
+		c.heldScrap = s.pump(scrap)
+	}
+	clear(c.held)
+	c.held = c.held[:0]
+	clear(c.heldScrap[:cap(c.heldScrap)])
 }
 
 // readPacket reads and handles one packet.
@@ -410,7 +439,9 @@ func (c *conn) handle(pkt packet.Packet) error {
 	case *packet.Puback:
 		c.sess.puback(p.PacketID, c.batch())
 	case *packet.Pubrec:
-		c.sess.pubrec(p.PacketID, p.ReasonCode, c.batch())
+		if rel := c.sess.pubrec(p.PacketID, p.ReasonCode, c.batch()); rel != nil {
+			c.sendAck(rel) // after its "PUBREL sent" state is stored
+		}
 	case *packet.Pubrel:
 		c.handlePubrel(p)
 	case *packet.Pubcomp:

@@ -160,9 +160,60 @@ func crashSubscriber(addr string, oc *orderChecker, mu *sync.Mutex) {
 // across the crashes [MQTT-4.3.3-2] (the inbound packet ids are stored).
 // The subscriber is offline until the end: the total stays within the
 // default max_queued_messages (1000). With the subscriber online during the
-// kills see crash_order_wip_test.go.
+// kills see TestCrashOrderOnlineSubscriber_MQTT_4_3_3_2.
 func TestCrashOrderExactlyOnce_MQTT_4_3_3_2(t *testing.T) {
 	crashOrder(t, false)
+}
+
+// TestCrashOrderOnlineSubscriber_MQTT_4_3_3_2: the kill -9 test with the
+// persistent subscriber online during the stream and the kills. A QoS 1/2
+// message routed to the online subscriber is written to it only once the
+// publisher's store batch holding the message and its queue entry is
+// applied (session.holdsFor, conn.releaseHeld), and PUBREL only once its
+// "PUBREL sent" state is stored: otherwise the subscriber's acknowledgement
+// puts a queue entry naming a message the store does not hold yet (the
+// batch is refused), or the publisher's late batch puts back an entry the
+// subscriber already completed, and a restart re-sends a QoS 2 message
+// that was delivered (QoS 2 twice).
+func TestCrashOrderOnlineSubscriber_MQTT_4_3_3_2(t *testing.T) {
+	crashOrder(t, true)
+}
+
+// TestStoreOrderOnlineSubscriber_MQTT_4_3_3_2: the same without a crash. A
+// persistent subscriber is online and answers at once; four publishers
+// stream QoS 2 (and QoS 1) messages into it with ten in flight. No store
+// batch may be refused: every publisher completes (a refused batch makes
+// the broker refuse QoS 1/2 messages and close the publisher), and the
+// subscriber gets every message once, in order per publisher.
+func TestStoreOrderOnlineSubscriber_MQTT_4_3_3_2(t *testing.T) {
+	dir := t.TempDir()
+	srv, _ := startStored(t, dir)
+	sub := brokertest.Dial(t, srv.Addr, packet.V311)
+	sub.Connect(&packet.Connect{ClientID: "online", CleanStart: false})
+	sub.Subscribe(1, 2, "live/#")
+	oc := newOrderChecker()
+	const per = 500
+	errc := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			errc <- publishWindow(srv.Addr, fmt.Sprintf("lp%d", i), fmt.Sprintf("live/%d", i), byte(1+i%2), 1, per, 10)
+		}()
+	}
+	for oc.delivered < 4*per {
+		p, err := sub.RecvTimeout(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d of %d: %v", oc.delivered, 4*per, err)
+		}
+		oc.handle(sub, p)
+	}
+	for range 4 {
+		if err := <-errc; err != nil {
+			t.Errorf("publisher: %v", err)
+		}
+	}
+	for _, e := range oc.errs {
+		t.Error(e)
+	}
 }
 
 func crashOrder(t *testing.T, online bool) {

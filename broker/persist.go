@@ -18,7 +18,10 @@ import (
 // acknowledgements that depend on them leave (conn.pendAcks): a QoS 1/2
 // message bound for a persistent session is on disk before its publisher
 // hears PUBACK/PUBREC, and a busy publisher pays one sync per burst, shared
-// with other connections by the store's group commit.
+// with other connections by the store's group commit. For the same reason a
+// QoS 1/2 delivery to another persistent session waits for the publisher's
+// batch (session.holdsFor), and PUBREL for its "PUBREL sent" state: every
+// write naming a queue entry reaches the store after the write creating it.
 
 // persistent reports whether this session's state goes to the store.
 func (s *session) stored() bool { return s.persistent && s.srv.opts.Store != nil }
@@ -215,6 +218,14 @@ func (srv *Server) Restore() error {
 		delay time.Duration
 	}
 	var wills []owed
+	// Expiry timers are armed after the loop: one whose expiry has run out
+	// fires at once, and its expireSession (endSession reads s.onDisk and
+	// srv.sessions) must not race with the writes below.
+	type expiring struct {
+		s    *session
+		left time.Duration
+	}
+	var expiries []expiring
 	for _, ss := range state.Sessions {
 		rec := ss.Session
 		s := newSession(srv, rec.ClientID)
@@ -268,7 +279,7 @@ func (srv *Server) Restore() error {
 			if !rec.DisconnectedAt.IsZero() {
 				left -= start.Sub(rec.DisconnectedAt)
 			}
-			s.expiryTimer = time.AfterFunc(max(left, 0), func() { srv.expireSession(s) })
+			expiries = append(expiries, expiring{s, max(left, 0)})
 		}
 		s.onDisk = true
 		s.syncStatsLocked() // offline, with its queue and window
@@ -286,6 +297,11 @@ func (srv *Server) Restore() error {
 	}
 	for _, sm := range state.Retained {
 		srv.retained.set(messageFromStore(sm))
+	}
+	for _, e := range expiries {
+		e.s.mu.Lock()
+		e.s.expiryTimer = time.AfterFunc(e.left, func() { srv.expireSession(e.s) })
+		e.s.mu.Unlock()
 	}
 	// Wills are scheduled once every session and subscription is back, so
 	// that they reach everyone.

@@ -40,6 +40,7 @@ type session struct {
 	seq         uint64       // last queue entry sequence number given (store)
 	onDisk      bool         // a session record was written to the store
 	will        *pendingWill // a will waiting for its delay (will.go)
+	nheld       int          // in-flight deliveries held until their store write is applied (outMsg.held)
 
 	gauges sessionGauges // what it last added to the server's session gauges (stats.go)
 }
@@ -62,6 +63,13 @@ type outMsg struct {
 	seq    uint64 // store queue entry, 0 if not stored
 	share  string // group+"\x00"+filter when routed by a shared subscription
 	gen    uint64 // session.authGen its read access was checked for
+	// held: its store write (the message and its queue entry, or its
+	// in-flight state) is in a batch not applied yet, so the PUBLISH must
+	// not go out: an acknowledgement from the client would otherwise reach
+	// the store first, naming a message or entry it does not hold, and the
+	// late batch would put back an entry the client had already finished
+	// (after a restart, a QoS 2 message sent twice). See holdsFor.
+	held bool
 }
 
 // anyGen is the generation of a delivery that needs no read check (no
@@ -166,7 +174,18 @@ func (s *session) deliverShare(m *Message, qos byte, retain bool, subIDs []uint3
 		return
 	}
 	om := &outMsg{msg: m, qos: qos, retain: retain, subIDs: subIDs, share: share, gen: s.authGen}
+	holder := s.holdsFor(b)
 	if c != nil && s.qhead == len(s.queue) && len(s.inflight) < s.windowLocked() && c.backlogRoom(s) {
+		if holder != nil {
+			// In flight with its packet id, written once the publisher's
+			// batch holding it is applied (conn.releaseHeld).
+			s.reserveLocked(om)
+			om.held = true
+			s.nheld++
+			s.putEntryLocked(b, om, true)
+			holder.held = append(holder.held, heldOut{s, om})
+			return
+		}
 		if s.sendLocked(c, om) {
 			s.putEntryLocked(b, om, true)
 		}
@@ -174,7 +193,38 @@ func (s *session) deliverShare(m *Message, qos byte, retain bool, subIDs []uint3
 	}
 	if s.enqueueLocked(om) {
 		s.putEntryLocked(b, om, true)
+		if holder != nil {
+			om.held = true // refillLocked stops at it until the batch is applied
+			holder.held = append(holder.held, heldOut{s, om})
+		}
 	}
+}
+
+// holdsFor returns the connection whose store batch b is, when that is not
+// this session's own connection and b receives this session's writes: the
+// deliveries it gives s wait until it has applied b (outMsg.held). Writes
+// of s's own connection need no holding: the client's acknowledgement of a
+// delivery is read by that connection after the PUBLISH was written, so its
+// store writes land in the same batch, after the delivery's, or in a later
+// one. Other batches (a will's, applied at once) are not held.
+//
+// Holding (rather than making the subscriber's writes tolerate a missing
+// message) keeps the store's rule simple: every write that names a queue
+// entry reaches the store after the write that created it. s.mu is held.
+func (s *session) holdsFor(b *store.Batch) *conn {
+	if b == nil || !s.stored() {
+		return nil
+	}
+	if h, ok := b.Owner.(*conn); ok && h.sess != s {
+		return h
+	}
+	return nil
+}
+
+// heldOut is a delivery held for its publisher's store batch.
+type heldOut struct {
+	s  *session
+	om *outMsg
 }
 
 // enqueueLocked queues a delivery behind the window (or behind a full
@@ -210,13 +260,74 @@ func (s *session) sendLocked(c *conn, om *outMsg) bool {
 		om.id = 0
 		return false // behaves as if sent and acknowledged [MQTT-3.1.2-25]
 	}
+	s.putInflightLocked(om)
+	return true
+}
+
+// reserveLocked gives om a packet id and puts it in flight without writing
+// it (it is held: releaseLocked writes it).
+func (s *session) reserveLocked(om *outMsg) {
+	om.id = s.nextIDLocked()
+	s.putInflightLocked(om)
+}
+
+func (s *session) putInflightLocked(om *outMsg) {
 	if s.inflight == nil {
 		s.inflight = make(map[uint16]*outMsg)
 	}
 	s.inflight[om.id] = om
 	s.order = append(s.order, om)
 	s.syncStatsLocked()
-	return true
+}
+
+// releaseLocked lets a held delivery go once the batch holding its store
+// write is applied: a queued one may now be taken by refillLocked, one in
+// flight is written (on reconnection attachLocked re-sends it if the
+// session is offline). Writes it causes (a delivery discarded as too
+// large) go into b. s.mu is held.
+func (s *session) releaseLocked(om *outMsg, b *store.Batch) {
+	if !om.held {
+		return
+	}
+	om.held = false
+	if om.id == 0 {
+		return // queued
+	}
+	s.nheld--
+	c := s.conn
+	if om.done || s.ended || c == nil {
+		return
+	}
+	switch c.writePublish(om.msg, om.qos, om.id, om.retain, false, om.subIDs) {
+	case tooLarge, dropped:
+		s.freeLocked(om, b) // as if sent and acknowledged [MQTT-3.1.2-25]
+	}
+}
+
+// pump releases held (whose store writes are applied) and fills the window
+// from the queue outside the session's own connection: after a publisher's
+// batch (conn.releaseHeld) or when the connection's backlog drained. What
+// it takes from the queue is held too while its store writes (a QoS 2
+// entry in flight with its packet id) are applied, then written, in queue
+// order. It returns held's memory for reuse. No lock is held.
+func (s *session) pump(held []*outMsg) []*outMsg {
+	var b store.Batch
+	for {
+		s.mu.Lock()
+		for _, om := range held {
+			s.releaseLocked(om, &b)
+		}
+		held = held[:0]
+		if s.conn != nil && !s.ended {
+			held = s.refillLocked(&b, true, held)
+		}
+		s.mu.Unlock()
+		if b.Empty() {
+			return held
+		}
+		s.srv.applyNow(&b)
+		b.Reset()
+	}
 }
 
 // nextIDLocked returns a packet id not in flight [MQTT-2.3.1-2].
@@ -233,21 +344,40 @@ func (s *session) nextIDLocked() uint16 {
 }
 
 // refillLocked moves queued messages into the window while it has room,
-// skipping those that expired while queued [MQTT-3.3.2-5].
-func (s *session) refillLocked(b *store.Batch) {
+// skipping those that expired while queued [MQTT-3.3.2-5]. It stops at a
+// queued message held for its publisher's batch, and does nothing while
+// deliveries in flight are held (pump, which holds them, refills after
+// them: the queue stays in order). Without pump (the session's own
+// connection) it writes what it takes; with pump it reserves QoS 2
+// deliveries of a stored session, held (their "PUBLISH sent" state is
+// stored first), appends them to hold, and stops at anything after them.
+func (s *session) refillLocked(b *store.Batch, pump bool, hold []*outMsg) []*outMsg {
 	c := s.conn
-	if c == nil {
-		return
+	if c == nil || s.nheld > 0 {
+		return hold
 	}
 	now := time.Now()
 	w := s.windowLocked()
-	for s.qhead < len(s.queue) && (len(s.inflight) < w || s.queue[s.qhead].qos == 0) && c.backlogRoom(s) {
+	for s.qhead < len(s.queue) && !s.queue[s.qhead].held && (len(s.inflight) < w || s.queue[s.qhead].qos == 0) && c.backlogRoom(s) {
 		om := s.queue[s.qhead]
+		holdIt := pump && om.qos == 2 && s.stored()
+		if pump && !holdIt && len(hold) > 0 {
+			break // after the held ones (pump's next round)
+		}
 		s.queue[s.qhead] = nil
 		s.qhead++
 		s.queuedBytes -= om.msg.size()
 		s.srv.queuedBytes.Add(-om.msg.size())
-		if om.msg.expired(now) || !s.sendLocked(c, om) {
+		if om.msg.expired(now) {
+			s.deleteEntryLocked(b, om)
+			continue
+		}
+		if holdIt {
+			s.reserveLocked(om)
+			om.held = true
+			s.nheld++
+			hold = append(hold, om)
+		} else if !s.sendLocked(c, om) {
 			s.deleteEntryLocked(b, om)
 			continue
 		}
@@ -266,26 +396,29 @@ func (s *session) refillLocked(b *store.Batch) {
 		s.qhead = 0
 	}
 	s.syncStatsLocked()
+	return hold
 }
 
 // backlogDrained refills the window once c's backlog, which held queued
 // messages back, is below MaxBacklogBytes again. It runs on c's writer with
 // no lock held.
 func (s *session) backlogDrained(c *conn) {
-	var b *store.Batch
-	if s.srv.opts.Store != nil {
-		b = new(store.Batch)
-	}
 	s.mu.Lock()
-	if s.conn == c && !s.ended {
-		s.refillLocked(b)
-	}
+	mine := s.conn == c
 	s.mu.Unlock()
-	s.srv.applyNow(b)
+	if mine {
+		s.pump(nil)
+	}
 }
 
-// ackLocked frees the slot of an acknowledged message.
+// ackLocked frees the slot of an acknowledged message and refills.
 func (s *session) ackLocked(om *outMsg, b *store.Batch) {
+	s.freeLocked(om, b)
+	s.refillLocked(b, false, nil)
+}
+
+// freeLocked frees the slot of an acknowledged (or discarded) message.
+func (s *session) freeLocked(om *outMsg, b *store.Batch) {
 	s.deleteEntryLocked(b, om)
 	delete(s.inflight, om.id)
 	om.done = true
@@ -299,7 +432,6 @@ func (s *session) ackLocked(om *outMsg, b *store.Batch) {
 		s.order = nil
 		s.inflight = nil
 	}
-	s.refillLocked(b)
 	s.syncStatsLocked()
 }
 
@@ -312,28 +444,26 @@ func (s *session) puback(id uint16, b *store.Batch) {
 	}
 }
 
-// pubrec answers PUBREC with PUBREL [MQTT-4.3.3-1]; an error code ends the
-// delivery (5.0).
-func (s *session) pubrec(id uint16, rc packet.ReasonCode, b *store.Batch) {
+// pubrec answers PUBREC with PUBREL [MQTT-4.3.3-1], which it returns for
+// the caller to send after b is applied (conn.sendAck): once the client
+// has PUBREL it forgets the packet id, so a restart that still found the
+// entry "PUBLISH sent" would re-send the message as a new one (QoS 2
+// delivered twice). An error code ends the delivery (5.0): nil.
+func (s *session) pubrec(id uint16, rc packet.ReasonCode, b *store.Batch) *packet.Pubrel {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	om := s.inflight[id]
 	if om == nil || om.qos != 2 {
-		if s.conn != nil {
-			// Unknown id: PUBREL with 0x92 (5.0)
-			s.conn.send(&packet.Pubrel{PacketID: id, ReasonCode: packet.PacketIdentifierNotFound})
-		}
-		return
+		// Unknown id: PUBREL with 0x92 (5.0)
+		return &packet.Pubrel{PacketID: id, ReasonCode: packet.PacketIdentifierNotFound}
 	}
 	if rc.IsError() {
 		s.ackLocked(om, b)
-		return
+		return nil
 	}
 	om.pubrel = true
 	s.putEntryLocked(b, om, false)
-	if s.conn != nil {
-		s.conn.send(&packet.Pubrel{PacketID: id})
-	}
+	return &packet.Pubrel{PacketID: id}
 }
 
 // pubcomp completes a QoS 2 delivery.
@@ -353,8 +483,8 @@ func (s *session) attachLocked(c *conn, b *store.Batch) {
 	s.cancelWillLocked() // a new connection before the will delay [MQTT-3.1.3-9]
 	s.conn = c
 	for _, om := range s.order {
-		if om.done {
-			continue
+		if om.done || om.held {
+			continue // a held one goes when its batch is applied (releaseLocked)
 		}
 		if om.pubrel {
 			c.send(&packet.Pubrel{PacketID: om.id})
@@ -362,7 +492,7 @@ func (s *session) attachLocked(c *conn, b *store.Batch) {
 			c.writePublish(om.msg, om.qos, om.id, om.retain, true, om.subIDs)
 		}
 	}
-	s.refillLocked(b)
+	s.refillLocked(b, false, nil)
 	s.syncStatsLocked()
 }
 

@@ -59,6 +59,12 @@ type Op struct {
 // use.
 type Batch struct {
 	ops []Op
+
+	// Owner is for the batch's user; the store ignores it and Reset keeps
+	// it. (The broker names the connection whose writes the batch
+	// collects: deliveries that must wait for the batch go out once that
+	// connection has applied it.)
+	Owner any
 }
 
 // Ops returns the batch's changes in order. The slice is the batch's own.
