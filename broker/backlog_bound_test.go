@@ -102,6 +102,10 @@ func TestBacklogBound(t *testing.T) {
 					}
 				}
 			}
+			// The test's reader may already hold bytes of the batch before
+			// the blocked one (bufio reads ahead): they left the broker's
+			// count when that batch was written, yet are read below.
+			readAhead := sub.R.Buffered()
 			publishAll()
 			sent := srv.Stats().MessagesSent
 			sub.Send(&packet.Pingreq{})
@@ -112,8 +116,9 @@ func TestBacklogBound(t *testing.T) {
 			}
 			counting = false
 			// One PUBLISH (1000 bytes of payload) more than the bound at most.
-			if limit := bound + payload + 16; bytesN > limit {
-				t.Errorf("%d bytes were waiting for the subscriber; the bound is %d (limit with one packet %d)", bytesN, bound, limit)
+			if limit := bound + payload + 16 + readAhead; bytesN > limit {
+				t.Errorf("%d bytes were waiting for the subscriber; the bound is %d (limit with one packet and %d bytes read ahead: %d)",
+					bytesN, bound, readAhead, limit)
 			}
 			if qos == 0 {
 				drops := srv.Stats().DroppedBacklog
