@@ -56,6 +56,7 @@ type conn struct {
 	problemInfo bool              // v5: client accepts reason strings
 	inAcks      int               // PUBACK/PUBCOMP waiting in pendAcks (receive maximum)
 	memPaused   bool              // read a PUBLISH past memory_limit: pause after this packet (memlimit.go)
+	pubRate     *tokenBucket      // MaxPublishRate (ratelimit.go); nil until the first PUBLISH
 
 	// v5 enhanced authentication (auth_enhanced.go); read loop
 	authMethod     string       // the CONNECT's Authentication Method
@@ -359,6 +360,9 @@ func (c *conn) readPacket(br *bufio.Reader) error {
 	} else {
 		pkt, err := packet.Decode(fh, body, c.version)
 		if err != nil {
+			return err
+		}
+		if err := c.publishRateWait(pkt); err != nil { // max_publish_rate (ratelimit.go)
 			return err
 		}
 		if err := c.handle(pkt); err != nil {

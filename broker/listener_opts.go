@@ -36,6 +36,10 @@ type ListenerOptions struct {
 	// AutoIDPrefix starts the ids assigned to clients that send none
 	// (auto_id_prefix); "" = "auto-".
 	AutoIDPrefix string
+	// MaxConnectionRate caps the new connections this listener accepts per
+	// second, in bursts of up to as many (max_connection_rate); past it a new
+	// socket is closed at once (ratelimit.go). <= 0: no cap.
+	MaxConnectionRate int
 }
 
 // listenerState is one served listener's options and live counters.
@@ -43,6 +47,7 @@ type listenerState struct {
 	opts    ListenerOptions
 	active  atomic.Int64 // connections accepted and not yet finished
 	refused atomic.Int64 // sockets closed because of MaxConnections
+	rate    connRate     // MaxConnectionRate (ratelimit.go)
 }
 
 // release counts a finished connection out of its listener. nil-safe.
@@ -96,6 +101,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		nc, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
+		}
+		if !l.st.rateAllow(l.srv, nc, l.Addr().String()) {
+			continue // max_connection_rate: closed before any read (ratelimit.go)
 		}
 		if max := l.st.opts.MaxConnections; max > 0 && l.st.active.Load() >= int64(max) {
 			l.st.refused.Add(1)

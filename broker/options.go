@@ -69,6 +69,11 @@ type Options struct {
 	// (TCP back-pressure) and QoS 0 messages read are dropped and counted
 	// (memlimit.go). 0 = no limit.
 	MemoryLimit int64
+	// MaxPublishRate (max_publish_rate) bounds the PUBLISH packets one
+	// connection sends per second, in bursts of up to as many; past it the
+	// broker stops reading from the client until the rate allows
+	// (back-pressure, nothing dropped; ratelimit.go). 0 = unlimited.
+	MaxPublishRate int
 	// StoreDir is the directory of Store, whose free space is watched: below
 	// StoreMinFreeBytes (persistence_min_free_bytes; default
 	// DefaultStoreMinFreeBytes, negative: not watched) QoS 1/2 and retained

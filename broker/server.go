@@ -49,6 +49,8 @@ type Server struct {
 	msgSeq      atomic.Uint64 // last store message id
 	queuedBytes atomic.Int64  // bytes queued in all sessions (Options.MaxQueuedBytesTotal)
 
+	pubRateWaits atomic.Int64 // readers paused by MaxPublishRate (ratelimit.go)
+
 	mem  *memGauge  // memory_limit (memlimit.go); nil without one
 	disk *diskGuard // the store's disk (diskfull.go); nil without a store
 }

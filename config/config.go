@@ -52,6 +52,10 @@ type Listener struct {
 	MaxConnections int    // -1 unlimited
 	MountPoint     string // mount_point
 
+	// MaxConnectionRate (max_connection_rate, mqttd): new connections per
+	// second; 0 = unlimited.
+	MaxConnectionRate int
+
 	// HandshakeTimeout (handshake_timeout, mqttd) bounds each TLS handshake
 	// and WebSocket upgrade; 0 = listener.DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration

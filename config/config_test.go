@@ -87,6 +87,10 @@ func TestEveryOption(t *testing.T) {
 		{"socket_domain ipv4", func(c *Config) bool { return c.Listeners[0].SocketDomain == "ipv4" }},
 		{"bind_interface lo", func(c *Config) bool { return c.Listeners[0].BindInterface == "lo" }},
 		{"max_connections 10", func(c *Config) bool { return c.Listeners[0].MaxConnections == 10 }},
+		{"max_connection_rate 5", func(c *Config) bool {
+			return c.Listeners[0].MaxConnectionRate == 5 && c.ListenerOptions(c.Listeners[0]).MaxConnectionRate == 5
+		}},
+		{"max_publish_rate 50", func(c *Config) bool { return c.Broker.MaxPublishRate == 50 }},
 		{"mount_point tenant/", func(c *Config) bool { return c.Listeners[0].MountPoint == "tenant/" }},
 		{"use_username_as_clientid true", func(c *Config) bool { return c.Listeners[0].UseUsernameAsClientID }},
 		{"ciphers_tls1.3 TLS_AES_128_GCM_SHA256", func(c *Config) bool { return c.Listeners[0].CiphersTLS13 != "" }},

@@ -208,6 +208,11 @@ func (c *Config) apply(key, rest, where string) error {
 		if !on {
 			o.TopicAliasPolicy = broker.TopicAliasOff
 		}
+	case "max_publish_rate":
+		// mqttd: PUBLISH packets per second one client may send; past it
+		// the broker stops reading from it (back-pressure). 0: unlimited.
+		n, err = a.integer(0, 1<<31-1)
+		o.MaxPublishRate = int(n)
 	case "memory_limit":
 		c.MemoryLimit, err = a.integer(0, 1<<62)
 		o.MemoryLimit = c.MemoryLimit // 0: no limit
@@ -358,6 +363,13 @@ var listenerOptions = map[string]func(*Listener, *argReader) error{
 	"max_connections": func(l *Listener, a *argReader) error {
 		n, err := a.integer(-1, 1<<31-1)
 		l.MaxConnections = int(n)
+		return err
+	},
+	// mqttd: new connections accepted per second; past it sockets are
+	// closed at once. 0: unlimited.
+	"max_connection_rate": func(l *Listener, a *argReader) error {
+		n, err := a.integer(0, 1<<31-1)
+		l.MaxConnectionRate = int(n)
 		return err
 	},
 	"mount_point": func(l *Listener, a *argReader) (err error) {

@@ -257,6 +257,7 @@ func (c *Config) ListenerOptions(l *Listener) broker.ListenerOptions {
 	sec := c.ListenerSecurity(l)
 	lo := broker.ListenerOptions{MountPoint: l.MountPoint, MaxConnections: l.MaxConnections,
 		RefuseEmptyClientID: !sec.AllowZeroLengthClientID, AutoIDPrefix: sec.AutoIDPrefix}
+	lo.MaxConnectionRate = l.MaxConnectionRate // max_connection_rate (mqttd)
 	if !l.Unix {
 		lo.Port = l.Port
 	}
