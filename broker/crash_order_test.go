@@ -165,20 +165,6 @@ func TestCrashOrderExactlyOnce_MQTT_4_3_3_2(t *testing.T) {
 	crashOrder(t, false)
 }
 
-// TestCrashOrderOnlineSubscriber_MQTT_4_3_3_2: the kill -9 test with the
-// persistent subscriber online during the stream and the kills. A QoS 1/2
-// message routed to the online subscriber is written to it only once the
-// publisher's store batch holding the message and its queue entry is
-// applied (session.holdsFor, conn.releaseHeld), and PUBREL only once its
-// "PUBREL sent" state is stored: otherwise the subscriber's acknowledgement
-// puts a queue entry naming a message the store does not hold yet (the
-// batch is refused), or the publisher's late batch puts back an entry the
-// subscriber already completed, and a restart re-sends a QoS 2 message
-// that was delivered (QoS 2 twice).
-func TestCrashOrderOnlineSubscriber_MQTT_4_3_3_2(t *testing.T) {
-	crashOrder(t, true)
-}
-
 // TestStoreOrderOnlineSubscriber_MQTT_4_3_3_2: the same without a crash. A
 // persistent subscriber is online and answers at once; four publishers
 // stream QoS 2 (and QoS 1) messages into it with ten in flight. No store
