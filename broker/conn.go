@@ -666,7 +666,7 @@ func (c *conn) writeLoop() {
 			act := closeNone
 			if c.closeAfter && !c.dead {
 				c.dead = true
-				act = c.closeNCLocked()
+				act = c.closeNCLocked(false)
 			}
 			c.outMu.Unlock()
 			c.closeNC(act) // no socket I/O under outMu: a TLS close writes
@@ -698,7 +698,7 @@ func (c *conn) writeLoop() {
 			c.writeFailed(err)
 			act := closeNone
 			if !c.dead {
-				act = c.closeNCLocked() // the reader (or poller) sees it and tears down
+				act = c.closeNCLocked(false) // the reader (or poller) sees it and tears down
 			}
 			c.dead = true
 			c.writing = false
@@ -750,7 +750,7 @@ func (c *conn) closeAfterFlush() {
 		c.closeAfter = true
 		if !c.writing {
 			c.dead = true
-			act = c.closeNCLocked()
+			act = c.closeNCLocked(false)
 		}
 	}
 	c.outMu.Unlock()
@@ -775,7 +775,7 @@ func (c *conn) forceClose() {
 	c.outMu.Lock()
 	if !c.dead {
 		c.dead = true
-		act = c.forceCloseLocked()
+		act = c.closeNCLocked(true)
 	}
 	c.outMu.Unlock()
 	c.closeNC(act)

@@ -125,9 +125,12 @@ func (c *conn) pollTimeout() {
 // here (before its socket closes) and torn down by closeNC. A reading one
 // is left to finish the bytes its client already sent (a DISCONNECT that
 // cancels the will, say), bounded by a short read deadline; its burst then
-// closes the socket and ends it.
+// closes the socket and ends it. With now (a writer stuck on a client that
+// does not read, a shutdown past its deadline) the burst is not waited for:
+// the socket leaves the epoll set and closes, and the burst's read fails
+// and ends it.
 // Called with outMu held (lock order: conn.outMu -> conn.pollMu).
-func (c *conn) closeNCLocked() closeAction {
+func (c *conn) closeNCLocked(now bool) closeAction {
 	if !c.polled.Load() {
 		return closeSocket
 	}
@@ -140,30 +143,10 @@ func (c *conn) closeNCLocked() closeAction {
 		return closeAndEnd
 	case pollReading:
 		c.closeReq = true
-		c.nc.SetReadDeadline(time.Now().Add(closeGrace))
-		return closeNone
-	}
-	return closeSocket
-}
-
-// forceCloseLocked is closeNCLocked for a socket that must close now (a
-// writer stuck on a client that does not read, a shutdown past its
-// deadline): a reading burst is not waited for; the socket leaves the
-// epoll set and closes, and the burst's read fails and ends it. outMu is
-// held.
-func (c *conn) forceCloseLocked() closeAction {
-	if !c.polled.Load() {
-		return closeSocket
-	}
-	c.pollMu.Lock()
-	defer c.pollMu.Unlock()
-	switch c.pollState {
-	case pollIdle:
-		c.pollState = pollClosed
-		c.srv.poller.removeLocked(c)
-		return closeAndEnd
-	case pollReading:
-		c.closeReq = true
+		if !now {
+			c.nc.SetReadDeadline(time.Now().Add(closeGrace))
+			return closeNone
+		}
 		c.srv.poller.removeLocked(c)
 	}
 	return closeSocket

@@ -163,15 +163,9 @@ func (c *conn) overload(p *packet.Publish) (rc packet.ReasonCode, why string, dr
 	if (p.QoS == 0 && !p.Retain) || !c.srv.disk.refusing() {
 		return packet.Success, "", false, nil
 	}
-	if p.QoS == 2 {
+	if p.QoS == 2 && c.sess.holdsInbound(p.PacketID) {
 		// A re-sent PUBLISH whose id is held was routed before: PUBREC again.
-		s := c.sess
-		s.mu.Lock()
-		_, dup := s.inbound[p.PacketID]
-		s.mu.Unlock()
-		if dup {
-			return packet.Success, "", false, nil
-		}
+		return packet.Success, "", false, nil
 	}
 	if c.version != packet.V5 {
 		return 0, "", false, errStoreFull // 3.x: no acknowledgement, the client re-sends

@@ -238,17 +238,21 @@ func (c *conn) checkReceiveMax(p *packet.Publish) error {
 	if n < max {
 		return nil
 	}
-	if p.QoS == 2 {
-		s := c.sess
-		s.mu.Lock()
-		_, dup := s.inbound[p.PacketID]
-		s.mu.Unlock()
-		if dup {
-			return nil
-		}
+	if p.QoS == 2 && c.sess.holdsInbound(p.PacketID) {
+		return nil
 	}
 	return errors.Join(packet.ReceiveMaximumExceeded,
 		fmt.Errorf("more than %d QoS 1/2 PUBLISH unacknowledged", max))
+}
+
+// holdsInbound reports whether the inbound QoS 2 packet id is held (its
+// PUBLISH was routed, PUBREL not yet received): a PUBLISH re-sent with it is
+// not a new message.
+func (s *session) holdsInbound(id uint16) bool {
+	s.mu.Lock()
+	_, ok := s.inbound[id]
+	s.mu.Unlock()
+	return ok
 }
 
 var (

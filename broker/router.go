@@ -42,7 +42,6 @@ func (s *Server) publish(m *Message, from *session, b *store.Batch) int {
 	if len(entries) == 0 {
 		return 0
 	}
-	authz := s.opts.Authorize
 	n := 0
 	var multi *[]target // sessions with more than one subscription: merged first
 	var groups map[string][]*session
@@ -67,13 +66,9 @@ func (s *Server) publish(m *Message, from *session, b *store.Batch) int {
 			*multi = mergeTarget(*multi, ss, &e.Value)
 			continue
 		}
-		gen := anyGen
-		if authz != nil {
-			ok, g := s.authorizeRead(ss, m.Topic)
-			if !ok {
-				continue
-			}
-			gen = g
+		gen, ok := s.authorizeRead(ss, m.Topic)
+		if !ok {
+			continue
 		}
 		var ids []uint32
 		if e.Value.SubID != 0 {
@@ -85,13 +80,9 @@ func (s *Server) publish(m *Message, from *session, b *store.Batch) int {
 	if multi != nil {
 		for i := range *multi {
 			t := &(*multi)[i]
-			gen := anyGen
-			if authz != nil {
-				ok, g := s.authorizeRead(t.sess, m.Topic)
-				if !ok {
-					continue
-				}
-				gen = g
+			gen, ok := s.authorizeRead(t.sess, m.Topic)
+			if !ok {
+				continue
 			}
 			// One copy at the highest granted QoS, with every identifier
 			// [MQTT-3.3.4-2], [MQTT-3.3.4-3].
@@ -161,13 +152,9 @@ func (s *Server) deliverShared(key string, members []*session, m *Message, b *st
 		if !online && i < len(members)-1 {
 			continue // prefer a connected member
 		}
-		gen := anyGen
-		if s.opts.Authorize != nil {
-			ok, g := s.authorizeRead(ss, m.Topic)
-			if !ok {
-				continue
-			}
-			gen = g
+		gen, ok := s.authorizeRead(ss, m.Topic)
+		if !ok {
+			continue
 		}
 		qos := m.QoS
 		if o, ok := ss.subOptions(key); ok {
@@ -301,11 +288,15 @@ func (ss *session) subOptions(groupFilterKey string) (subOptions, bool) {
 // message on name, checked at every delivery (as Mosquitto): the
 // subscriptions of a session resumed by another user stay, but deliver only
 // what that user may read. It returns the session's authGen the decision
-// was made for (deliverShare checks again if it changed). Restored
-// identities fail closed (mayDecide). Call with no lock held.
-func (s *Server) authorizeRead(ss *session, name string) (bool, uint64) {
+// was made for (deliverShare checks again if it changed), or anyGen when
+// there is no Authorizer. Restored identities fail closed (mayDecide). Call
+// with no lock held.
+func (s *Server) authorizeRead(ss *session, name string) (uint64, bool) {
+	if s.opts.Authorize == nil {
+		return anyGen, true
+	}
 	ss.mu.Lock()
 	info, gen, restored := ss.info, ss.authGen, ss.restored
 	ss.mu.Unlock()
-	return info != nil && s.mayDecide(info, restored) && s.opts.Authorize(info, name, false), gen
+	return gen, info != nil && s.mayDecide(info, restored) && s.opts.Authorize(info, name, false)
 }

@@ -132,15 +132,9 @@ func (s *session) windowLocked() int {
 // caller chose for it, if the identity that owns the session may read it.
 // Store writes for a persistent session go into b.
 func (s *session) deliver(m *Message, qos byte, retain bool, subIDs []uint32, b *store.Batch) {
-	gen := anyGen
-	if s.srv.opts.Authorize != nil {
-		ok, g := s.srv.authorizeRead(s, m.Topic)
-		if !ok {
-			return
-		}
-		gen = g
+	if gen, ok := s.srv.authorizeRead(s, m.Topic); ok {
+		s.deliverShare(m, qos, retain, subIDs, "", b, gen)
 	}
-	s.deliverShare(m, qos, retain, subIDs, "", b, gen)
 }
 
 // deliverShare is deliver for a message routed by the shared subscription
@@ -153,7 +147,7 @@ func (s *session) deliverShare(m *Message, qos byte, retain bool, subIDs []uint3
 	s.mu.Lock()
 	for gen != anyGen && gen != s.authGen {
 		s.mu.Unlock() // no lock across the hook
-		ok, g := s.srv.authorizeRead(s, m.Topic)
+		g, ok := s.srv.authorizeRead(s, m.Topic)
 		if !ok {
 			return
 		}
