@@ -63,7 +63,7 @@ func authCode(err error) packet.ReasonCode {
 // that needs more data answers AUTH 0x18 [MQTT-4.12.0-2].
 func (c *conn) startEnhancedAuth(cp *packet.Connect, assigned bool) error {
 	method := cp.Props.AuthMethod
-	h := c.srv.opts.EnhancedAuth[method]
+	h := c.srv.enhancedAuth(method) // Options.EnhancedAuth, then AuthMethodHooks
 	if h == nil {
 		c.srv.stats.authFailed.Add(1)
 		return c.refuse(packet.BadAuthenticationMethod, fmt.Errorf("authentication method %q is not supported", method))
@@ -137,7 +137,7 @@ func (c *conn) handleAuth(p *packet.Auth) error {
 	case packet.ReAuthenticate:
 		info := c.info // the live ClientInfo is shared with hooks: a copy
 		var ex AuthExchange
-		ex, out, done, err = c.srv.opts.EnhancedAuth[c.authMethod].Start(&info, p.Props.AuthData)
+		ex, out, done, err = c.srv.enhancedAuth(c.authMethod).Start(&info, p.Props.AuthData)
 		c.authEx = ex
 	case packet.ContinueAuthentication:
 		if c.authEx == nil {

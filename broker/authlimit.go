@@ -171,7 +171,7 @@ func (l *authLimiter) failed(key netip.Prefix, r *authRecord, now time.Time) (*a
 	return r, r.fails, d
 }
 
-// authenticate runs the Authenticate hook for c's CONNECT with the failed
+// authenticate runs the Authenticators (hooks.go) for c's CONNECT with the failed
 // login limits (authLimiter): a failed login is refused after a delay,
 // bounded by the connect timeout and by the server shutting down; no lock
 // is held while it waits. A check the password backend could not start
@@ -182,13 +182,13 @@ func (c *conn) authenticate() error {
 	key, ok := sourceKey(c.nc.RemoteAddr())
 	if l == nil || !ok || !(c.info.HasUsername || c.info.HasPassword) {
 		// Nothing guessed, or nothing to key a record on.
-		return unavailableIfBusy(opts.Authenticate(&c.info))
+		return unavailableIfBusy(c.srv.runAuthenticators(&c.info))
 	}
 	r, ok := l.begin(key, time.Now())
 	if !ok {
 		return fmt.Errorf("%w: %w", packet.ServerUnavailable, errAuthPending)
 	}
-	err := opts.Authenticate(&c.info)
+	err := c.srv.runAuthenticators(&c.info)
 	if !errors.Is(err, auth.ErrBadCredentials) {
 		// Let in, or refused for another reason than a wrong password
 		// (policy, a check that could not run): no guess to slow down.

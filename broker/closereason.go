@@ -25,6 +25,7 @@ const (
 	CauseNotAuthorized                                // authentication failed (re-authentication, refused CONNECT)
 	CauseMalformed                                    // a malformed packet
 	CauseRefused                                      // the CONNECT was refused (CONNACK with an error)
+	CauseAdministrative                               // Server.Disconnect (embed.go): an administrator or a hook
 	causeEnd                                          // one past the last Cause
 )
 
@@ -43,6 +44,7 @@ var causeNames = [causeEnd]string{
 	CauseNotAuthorized:  "not_authorized",
 	CauseMalformed:      "malformed_packet",
 	CauseRefused:        "refused",
+	CauseAdministrative: "administrative",
 }
 
 // String is the reason's name as a metric label: "client_disconnect",
@@ -95,6 +97,8 @@ func causeOf(err error, cleanExit bool) Cause {
 		return CauseDisconnect
 	case errors.Is(err, errTakenOver):
 		return CauseTakenOver
+	case errors.Is(err, errAdministrative):
+		return CauseAdministrative
 	case errors.Is(err, errShuttingDown):
 		return CauseShutdown
 	case errors.As(err, &rd):

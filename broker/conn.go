@@ -24,6 +24,7 @@ type conn struct {
 	srv      *Server
 	nc       net.Conn
 	listener string
+	local    bool // served for DialLocal (embed.go): the server's own connection
 	remote   string
 	vectored bool // nc takes writev (a TCP socket): big payloads are not copied
 	idle     idleWaiter
@@ -516,6 +517,7 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 	}
 	if qos == 0 && c.backlogFullLocked() {
 		c.stats.droppedBacklog.Add(1)
+		c.srv.noteDelivery(c.info.ClientID, m, DropBacklog)
 		return dropped
 	}
 	if c.outBuf == nil {
@@ -554,6 +556,7 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 	if c.maxOutSize > 0 && size > c.maxOutSize {
 		c.outBuf = b[:start]
 		c.stats.droppedTooLarge.Add(1)
+		c.srv.noteDelivery(c.info.ClientID, m, DropTooLarge)
 		return tooLarge
 	}
 	if c.aliasOut != nil {
@@ -570,6 +573,7 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 	c.stats.msgsOut.Add(1)
 	c.stats.pubOut[qos].Add(1)
 	c.stats.pubBytesOut.Add(int64(len(m.Payload)))
+	c.srv.noteDelivery(c.info.ClientID, m, Delivered)
 	c.kickLocked()
 	return sent
 }
@@ -836,6 +840,10 @@ func disconnectCode(err error) (packet.ReasonCode, bool) {
 	if errors.As(err, &rd) {
 		return rd.code(), true
 	}
+	var ac *adminClose
+	if errors.As(err, &ac) {
+		return ac.rc, true
+	}
 	var rc packet.ReasonCode
 	if errors.As(err, &rc) && rc.IsError() {
 		return rc, true
@@ -850,6 +858,11 @@ func (c *conn) teardown(err error) {
 	cs := c.setClose(causeOf(err, c.cleanExit), err)
 	c.srv.closes[cs.cause].Add(1)
 	c.emitEnd(cs)
+	if len(c.srv.hooks.discon) > 0 && c.connected.Load() {
+		for _, h := range c.srv.hooks.discon {
+			h.OnDisconnect(&c.info, cs.cause, cs.err)
+		}
+	}
 	level := slog.LevelInfo
 	switch cs.cause {
 	case CauseDisconnect, CauseClosed, CauseRefused:

@@ -85,7 +85,7 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 		assigned = true
 	}
 	c.info = ClientInfo{ClientID: id, Username: strings.Clone(cp.Username), HasUsername: cp.HasUsername,
-		Password: cp.Password, HasPassword: cp.HasPassword, Remote: c.remote, Listener: c.listener}
+		Password: cp.Password, HasPassword: cp.HasPassword, Remote: c.remote, Listener: c.listener, local: c.local}
 	if err := c.applyIdentity(cp); err != nil { // use_identity_as_username
 		c.srv.stats.authFailed.Add(1)
 		return c.refuse(packet.NotAuthorized, err)
@@ -100,12 +100,21 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 	if v5 && cp.Props != nil && cp.Props.AuthMethod != "" {
 		return c.startEnhancedAuth(cp, assigned)
 	}
-	if !cp.HasUsername && !opts.AllowAnonymous {
+	if !cp.HasUsername && !opts.AllowAnonymous && !c.info.local {
 		c.srv.stats.authFailed.Add(1)
 		return c.refuse(packet.NotAuthorized, errors.New("anonymous clients are not allowed"))
 	}
-	if opts.Authenticate != nil {
-		if err := c.authenticate(); err != nil { // failed-login delays: authlimit.go
+	if c.info.local {
+		// DialLocal: the server's own connection, not authenticated.
+	} else if c.srv.hasAuthn() {
+		err := c.authenticate() // the Authenticators (hooks.go); failed-login delays: authlimit.go
+		if errors.Is(err, errAllDeferred) {
+			// No hook decided: as with none installed.
+			if cp.HasUsername && !opts.AllowAnonymous {
+				c.srv.stats.authFailed.Add(1)
+				return c.refuse(packet.NotAuthorized, errors.New("no authenticator accepted the client"))
+			}
+		} else if err != nil {
 			c.srv.stats.authFailed.Add(1)
 			rc := packet.BadUserNameOrPassword
 			errors.As(err, &rc)
@@ -293,6 +302,13 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	n := srv.stats.connected.Add(1)
 	srv.stats.noteMaxConnected(n)
 	c.emitConnected(cp.CleanStart, ka, oldConn != nil)
+	if len(srv.hooks.session) > 0 {
+		ev := SessionCreated
+		if ack.SessionPresent {
+			ev = SessionResumed
+		}
+		srv.noteSession(&c.info, ev)
+	}
 	srv.log.Info("client connected", "client", id, "remote", c.remote, "listener", c.listener,
 		"version", cp.Version.String(), "clean", cp.CleanStart, "keepalive", ka, "session_present", ack.SessionPresent)
 	return nil

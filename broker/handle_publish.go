@@ -88,8 +88,12 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 			return errors.Join(packet.PayloadFormatInvalid, errors.New("payload is not valid UTF-8"))
 		}
 		rc, why = packet.PayloadFormatInvalid, "payload is not valid UTF-8"
-	case opts.Authorize != nil && !opts.Authorize(&c.info, p.Topic, true):
+	case c.srv.hasAuthz() && !c.srv.allowed(&c.info, AccessPublish, p.Topic):
 		rc, why = packet.NotAuthorized, "not authorized to publish to "+p.Topic
+	}
+	route := true // false: a PublishHook consumed the message (ErrHandled)
+	if rc == packet.Success && len(c.srv.hooks.publish) > 0 {
+		rc, why, route = c.runPublishHooks(p)
 	}
 
 	if rc == packet.Success {
@@ -104,11 +108,11 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	b := c.batch()
 	switch p.QoS {
 	case 0:
-		if rc == packet.Success {
+		if rc == packet.Success && route {
 			c.srv.publish(c.newMessage(p), c.sess, b)
 		}
 	case 1:
-		if rc == packet.Success {
+		if rc == packet.Success && route {
 			if c.srv.publish(c.newMessage(p), c.sess, b) == 0 && c.version == packet.V5 {
 				rc = packet.NoMatchingSubscribers
 			}
@@ -135,7 +139,7 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 			}
 		}
 		s.mu.Unlock()
-		if !dup && rc == packet.Success {
+		if !dup && rc == packet.Success && route {
 			if c.srv.publish(c.newMessage(p), s, b) == 0 && c.version == packet.V5 {
 				rc = packet.NoMatchingSubscribers
 			}
@@ -147,6 +151,28 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		c.sendAck(ack)
 	}
 	return nil
+}
+
+// runPublishHooks runs the PublishHooks (hooks.go) on an accepted PUBLISH:
+// route is false when one consumed it (ErrHandled); an error refuses it
+// with the reason code it wraps, 0x83 by default. A topic a hook changed
+// must still be a valid topic name [MQTT-3.3.2-2] outside $SYS.
+func (c *conn) runPublishHooks(p *packet.Publish) (rc packet.ReasonCode, why string, route bool) {
+	err := c.srv.onPublish(&c.info, p)
+	switch {
+	case errors.Is(err, ErrHandled):
+		return packet.Success, "", false
+	case err != nil:
+		rc = packet.ImplementationSpecificError
+		if errors.As(err, &rc); !rc.IsError() {
+			rc = packet.ImplementationSpecificError
+		}
+		return rc, err.Error(), true
+	}
+	if topic.ValidateName(p.Topic) != nil || isSysTopic(p.Topic) {
+		return packet.ImplementationSpecificError, "a hook set an invalid topic", true
+	}
+	return packet.Success, "", true
 }
 
 // ackCode is the reason code a PUBACK/PUBREC carries: 5.0 clients hear

@@ -88,6 +88,9 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			return errClosedByServer
 		}
 		codes[i] = packet.ReasonCode(o.QoS) // granted QoS
+		if len(c.srv.hooks.subs) > 0 {
+			c.srv.noteSubscription(&c.info, SubscriptionEvent{Filter: sub.Filter, QoS: o.QoS})
+		}
 		// Retained messages: not for shared subscriptions (5.0 section 4.8.2);
 		// retain handling 1 only for a new subscription, 2 never [MQTT-3.3.1-9..11].
 		if !shared && (o.RetainHandling == 0 || o.RetainHandling == 1 && !existed) {
@@ -103,7 +106,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 	c.sendAck(ack)
 	for _, r := range toSend {
 		for _, m := range c.srv.retained.match(r.filter) {
-			if c.srv.opts.Authorize != nil && !c.srv.opts.Authorize(&c.info, m.Topic, false) {
+			if c.srv.hasAuthz() && !c.srv.allowed(&c.info, AccessReceive, m.Topic) {
 				continue
 			}
 			// Sent with RETAIN set [MQTT-3.3.1-8].
@@ -146,6 +149,12 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 			continue
 		}
 		filter = c.mountTopic(filter)
+		if len(c.srv.hooks.authz) > 0 && !c.srv.allowed(&c.info, AccessUnsubscribe, filter) {
+			// A hook refused (dynamic security's unsubscribe ACLs); 3.x
+			// UNSUBACK has no code: the subscription stays.
+			codes[i] = packet.NotAuthorized
+			continue
+		}
 		s.mu.Lock()
 		existed := s.removeSubLocked(group, filter)
 		if existed {
@@ -159,6 +168,9 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 			// Lowered only once the index no longer holds it: while the
 			// count says >1, the router merges this session's matches.
 			s.nsubs.Add(-1)
+			if len(c.srv.hooks.subs) > 0 {
+				c.srv.noteSubscription(&c.info, SubscriptionEvent{Filter: f, Removed: true})
+			}
 		} else {
 			codes[i] = packet.NoSubscriptionExisted
 		}

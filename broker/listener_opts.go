@@ -153,13 +153,13 @@ func (c *conn) applyIdentity(cp *packet.Connect) error {
 }
 
 // subscribeAllowed decides whether a (mounted) filter may be subscribed to:
-// Options.CheckSubscribe when set, else the Authorize hook for literal
-// filters.
+// the Authorizer hooks, then Options.CheckSubscribe when set, else
+// Options.Authorize for literal filters (hooks.go, Server.allowed).
 func (s *Server) subscribeAllowed(info *ClientInfo, filter string) bool {
-	if s.opts.CheckSubscribe != nil {
-		return s.opts.CheckSubscribe(info, filter)
+	if !s.hasAuthz() && s.opts.CheckSubscribe == nil {
+		return true
 	}
-	return s.opts.Authorize == nil || s.opts.Authorize(info, filter, false) || s.canEverRead(info, filter)
+	return s.allowed(info, AccessSubscribe, filter)
 }
 
 // refuseEmptyID reports whether the listener refuses empty client ids.

@@ -17,6 +17,12 @@ type Options struct {
 	// AllowAnonymous lets in. A non-nil error refuses the connection with the
 	// reason code it wraps (default: bad user name or password).
 	Authenticate func(c *ClientInfo) error
+	// Hooks are added in order when the server is made (hooks.go): each
+	// implements one or more of the hook interfaces (Authenticator,
+	// Authorizer, PublishHook, ...). They run before Authenticate, Authorize
+	// and CheckSubscribe below. A hook that implements none, or whose Attach
+	// fails, makes Serve return the error.
+	Hooks []any
 	// Authorize decides whether a client may publish (write=true) to, or receive
 	// (write=false) from, a topic. nil allows everything.
 	Authorize func(c *ClientInfo, topic string, write bool) bool
@@ -153,6 +159,8 @@ type ClientInfo struct {
 	HasPassword bool
 	Remote      string
 	Listener    string
+
+	local bool // a DialLocal connection: the server's own, never checked
 }
 
 func (o *Options) withDefaults() Options {

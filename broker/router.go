@@ -38,11 +38,14 @@ func (s *Server) publish(m *Message, from *session, b *store.Batch) int {
 	if s.isClosing() {
 		return 0
 	}
+	n := 0
+	if s.inlineN.Load() > 0 {
+		n = s.deliverInline(m) // Server.Subscribe (embed.go)
+	}
 	entries := s.subs.Match(m.Topic)
 	if len(entries) == 0 {
-		return 0
+		return n
 	}
-	n := 0
 	var multi *[]target // sessions with more than one subscription: merged first
 	var groups map[string][]*session
 	for i := range entries {
@@ -66,7 +69,7 @@ func (s *Server) publish(m *Message, from *session, b *store.Batch) int {
 			*multi = mergeTarget(*multi, ss, &e.Value)
 			continue
 		}
-		gen, ok := s.authorizeRead(ss, m.Topic)
+		gen, ok := s.authorizeRead(ss, m)
 		if !ok {
 			continue
 		}
@@ -80,7 +83,7 @@ func (s *Server) publish(m *Message, from *session, b *store.Batch) int {
 	if multi != nil {
 		for i := range *multi {
 			t := &(*multi)[i]
-			gen, ok := s.authorizeRead(t.sess, m.Topic)
+			gen, ok := s.authorizeRead(t.sess, m)
 			if !ok {
 				continue
 			}
@@ -152,7 +155,7 @@ func (s *Server) deliverShared(key string, members []*session, m *Message, b *st
 		if !online && i < len(members)-1 {
 			continue // prefer a connected member
 		}
-		gen, ok := s.authorizeRead(ss, m.Topic)
+		gen, ok := s.authorizeRead(ss, m)
 		if !ok {
 			continue
 		}
@@ -285,18 +288,22 @@ func (ss *session) subOptions(groupFilterKey string) (subOptions, bool) {
 }
 
 // authorizeRead decides whether the identity that owns ss may receive a
-// message on name, checked at every delivery (as Mosquitto): the
+// message m, checked at every delivery (as Mosquitto): the
 // subscriptions of a session resumed by another user stay, but deliver only
 // what that user may read. It returns the session's authGen the decision
 // was made for (deliverShare checks again if it changed), or anyGen when
 // there is no Authorizer. Restored identities fail closed (mayDecide). Call
 // with no lock held.
-func (s *Server) authorizeRead(ss *session, name string) (uint64, bool) {
-	if s.opts.Authorize == nil {
+func (s *Server) authorizeRead(ss *session, m *Message) (uint64, bool) {
+	if !s.hasAuthz() {
 		return anyGen, true
 	}
 	ss.mu.Lock()
 	info, gen, restored := ss.info, ss.authGen, ss.restored
 	ss.mu.Unlock()
-	return gen, info != nil && s.mayDecide(info, restored) && s.opts.Authorize(info, name, false)
+	ok := info != nil && s.mayDecide(info, restored) && s.allowed(info, AccessReceive, m.Topic)
+	if !ok {
+		s.noteDelivery(ss.id, m, DropNotAuthorized)
+	}
+	return gen, ok
 }

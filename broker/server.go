@@ -8,6 +8,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -51,6 +52,13 @@ type Server struct {
 
 	pubRateWaits atomic.Int64 // readers paused by MaxPublishRate (ratelimit.go)
 
+	hooks hooks // hooks.go
+
+	inlineMu sync.Mutex                     // guards inline (made on first use)
+	inline   *topic.Index[*inlineSub, byte] // Server.Subscribe (embed.go)
+	inlineN  atomic.Int32                   // inline subscriptions; 0: publish skips them
+	hookErr  error                          // a hook of Options.Hooks refused: Serve returns it
+
 	mem  *memGauge  // memory_limit (memlimit.go); nil without one
 	disk *diskGuard // the store's disk (diskfull.go); nil without a store
 }
@@ -69,6 +77,11 @@ func New(opts Options) *Server {
 		started:   time.Now(),
 	}
 	s.retained.init()
+	for _, h := range o.Hooks {
+		if err := s.AddHook(h); err != nil && s.hookErr == nil {
+			s.hookErr = fmt.Errorf("broker: Options.Hooks: %w", err)
+		}
+	}
 	s.poller = newPoller()
 	s.startMemLimit()
 	s.startDiskGuard()
@@ -82,6 +95,12 @@ func New(opts Options) *Server {
 // Serve accepts connections on l until Shutdown; it always returns a non-nil
 // error, ErrServerClosed after Shutdown. name labels the listener in logs.
 func (s *Server) Serve(l net.Listener) error {
+	if s.hookErr != nil {
+		if l != nil {
+			l.Close()
+		}
+		return s.hookErr
+	}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()

@@ -132,7 +132,7 @@ func (s *session) windowLocked() int {
 // caller chose for it, if the identity that owns the session may read it.
 // Store writes for a persistent session go into b.
 func (s *session) deliver(m *Message, qos byte, retain bool, subIDs []uint32, b *store.Batch) {
-	if gen, ok := s.srv.authorizeRead(s, m.Topic); ok {
+	if gen, ok := s.srv.authorizeRead(s, m); ok {
 		s.deliverShare(m, qos, retain, subIDs, "", b, gen)
 	}
 }
@@ -147,7 +147,7 @@ func (s *session) deliverShare(m *Message, qos byte, retain bool, subIDs []uint3
 	s.mu.Lock()
 	for gen != anyGen && gen != s.authGen {
 		s.mu.Unlock() // no lock across the hook
-		g, ok := s.srv.authorizeRead(s, m.Topic)
+		g, ok := s.srv.authorizeRead(s, m)
 		if !ok {
 			return
 		}
@@ -232,6 +232,7 @@ func (s *session) enqueueLocked(om *outMsg) bool {
 		(o.MaxQueuedBytes > 0 && s.queuedBytes+size > o.MaxQueuedBytes) ||
 		(o.MaxQueuedBytesTotal > 0 && s.srv.queuedBytes.Load()+size > o.MaxQueuedBytesTotal) {
 		s.srv.stats.droppedQueue.Add(1)
+		s.srv.noteDelivery(s.id, om.msg, DropQueueFull)
 		return false
 	}
 	s.queue = append(s.queue, om)
@@ -505,8 +506,7 @@ func (s *session) attachLocked(c *conn, b *store.Batch) {
 // Authorize calls. ok is false if meanwhile the session ended or another
 // connection claimed it.
 func (s *session) reauthorizeLocked(info *ClientInfo, b *store.Batch) (ok bool, dropped int, redo []shareRedo) {
-	authz := s.srv.opts.Authorize
-	if authz == nil {
+	if !s.srv.hasAuthz() {
 		return !s.ended && s.conn == nil && s.info == info, 0, nil
 	}
 	for {
@@ -534,7 +534,7 @@ func (s *session) reauthorizeLocked(info *ClientInfo, b *store.Batch) (ok bool, 
 		}
 		s.mu.Unlock() // no lock across the hook
 		for t := range allowed {
-			allowed[t] = authz(info, t, false)
+			allowed[t] = s.srv.allowed(info, AccessReceive, t)
 		}
 		s.mu.Lock()
 		if s.ended || s.conn != nil || s.info != info || s.authGen != gen {
@@ -698,6 +698,11 @@ func (srv *Server) endSession(s *session, onlyOffline bool) bool {
 		return false
 	}
 	s.ended = true
+	var owner ClientInfo // for the SessionHooks
+	if s.info != nil {
+		owner = *s.info
+	}
+	owner.ClientID = s.id
 	will := s.takeWillLocked() // the session ends: its will goes now [MQTT-3.1.2-8]
 	// A session replaced by a new one of the same id (clean start) is
 	// deleted from the store by the CONNECT that replaced it.
@@ -721,6 +726,9 @@ func (srv *Server) endSession(s *session, onlyOffline bool) bool {
 	s.syncStatsLocked()
 	s.mu.Unlock()
 	srv.sessMu.Unlock()
+	if len(srv.hooks.session) > 0 {
+		srv.noteSession(&owner, SessionEnded)
+	}
 	if will != nil {
 		srv.publishWill(will.w, will.info, will.restored)
 	}

@@ -16,7 +16,7 @@ func (s *Server) publishWill(w *packet.Will, info *ClientInfo, restored bool) {
 	if isSysTopic(w.Topic) {
 		return
 	}
-	if s.opts.Authorize != nil && (!s.mayDecide(info, restored) || !s.opts.Authorize(info, w.Topic, true)) {
+	if s.hasAuthz() && (!s.mayDecide(info, restored) || !s.allowed(info, AccessPublish, w.Topic)) {
 		s.log.Info("will denied", "client", info.ClientID, "topic", w.Topic)
 		return
 	}
@@ -95,7 +95,7 @@ func (s *session) fireWill(pw *pendingWill) {
 	if s.srv.isClosing() {
 		return
 	}
-	wait := pw.restored && s.srv.opts.Authorize != nil && pw.info.Listener != "" &&
+	wait := pw.restored && s.srv.hasAuthz() && pw.info.Listener != "" &&
 		!s.srv.listenerServed(pw.info.Listener) && time.Since(s.srv.started) < restoredWillWait
 	s.mu.Lock()
 	if s.will != pw {

@@ -1,0 +1,168 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
+	"github.com/mqttd/mqttd/topic"
+)
+
+// The embedding API: a Go program that runs the broker in its own process
+// publishes and subscribes without a socket (Publish, Subscribe), ends a
+// client's connection (Disconnect), or speaks MQTT to the broker over an
+// in-process connection (DialLocal), which is how bridges reach it.
+
+// ErrSysTopic refuses a publication to a $SYS topic through Publish.
+var ErrSysTopic = errors.New("broker: $SYS topics are the server's own")
+
+// Publish routes m as the server itself: no access check, no publisher
+// (From is ignored: no subscription's No Local applies). m.Topic must be a
+// valid topic name outside $SYS. QoS 1 and 2 messages for persistent
+// sessions, and a retained m, are in the store when it returns; a retained
+// m with an empty payload clears the retained message of its topic. m must
+// not be changed afterwards.
+func (s *Server) Publish(m *Message) error {
+	if err := topic.ValidateName(m.Topic); err != nil {
+		return err
+	}
+	if isSysTopic(m.Topic) {
+		return ErrSysTopic
+	}
+	if m.QoS > 2 {
+		return fmt.Errorf("broker: QoS %d", m.QoS)
+	}
+	if m.Retain && !s.opts.retainAvailable() {
+		return fmt.Errorf("broker: retained messages are not available")
+	}
+	if s.isClosing() {
+		return ErrServerClosed
+	}
+	m.From = ""
+	if m.Props != nil && m.Props.MessageExpiry != nil && m.Created.IsZero() {
+		m.Created = time.Now()
+	}
+	var b *store.Batch
+	if s.opts.Store != nil {
+		b = new(store.Batch)
+	}
+	s.publish(m, nil, b)
+	if b == nil || b.Empty() {
+		return nil
+	}
+	if err := s.storeApply(b, false); err != nil {
+		s.log.Error("store write failed", "topic", m.Topic, "err", err)
+		return fmt.Errorf("broker: publish: %w", err)
+	}
+	return nil
+}
+
+// inlineSub is one subscription made with Server.Subscribe.
+type inlineSub struct {
+	qos byte
+	fn  func(*Message)
+}
+
+// Subscribe adds an inline subscription (in the process, no socket, no
+// session): fn is called with each message routed to a topic that filter
+// matches, at most once, at the lower of the message's QoS and qos, on the
+// publisher's goroutine with no lock held. fn must return quickly and must
+// not change the message. $-topics are matched only by filters that start
+// with $ [MQTT-4.7.2-1]. Shared filters ($share/...) are refused. cancel
+// removes the subscription.
+func (s *Server) Subscribe(filter string, qos byte, fn func(m *Message)) (cancel func(), err error) {
+	if fn == nil {
+		return nil, errors.New("broker: Subscribe without a function")
+	}
+	if qos > 2 {
+		return nil, fmt.Errorf("broker: QoS %d", qos)
+	}
+	if _, _, shared, _ := topic.ParseShare(filter); shared {
+		return nil, errors.New("broker: inline subscriptions cannot be shared")
+	}
+	if err := topic.ValidateFilter(filter); err != nil {
+		return nil, err
+	}
+	sub := &inlineSub{qos: qos, fn: fn}
+	s.inlineMu.Lock()
+	if s.inline == nil {
+		s.inline = topic.NewIndex[*inlineSub, byte](256)
+	}
+	idx := s.inline
+	s.inlineMu.Unlock()
+	idx.Add(filter, "", sub, qos)
+	s.inlineN.Add(1)
+	var once atomic.Bool
+	return func() {
+		if once.CompareAndSwap(false, true) && idx.Remove(filter, "", sub) {
+			s.inlineN.Add(-1)
+		}
+	}, nil
+}
+
+// deliverInline gives m to the inline subscriptions that match it.
+func (s *Server) deliverInline(m *Message) int {
+	s.inlineMu.Lock()
+	idx := s.inline
+	s.inlineMu.Unlock()
+	if idx == nil {
+		return 0
+	}
+	entries := idx.Match(m.Topic)
+	for i := range entries {
+		sub := entries[i].Key
+		q := min(m.QoS, sub.qos)
+		if q == m.QoS {
+			sub.fn(m)
+			continue
+		}
+		sub.fn(&Message{Topic: m.Topic, Payload: m.Payload, QoS: q, Retain: m.Retain, Props: m.Props,
+			From: m.From, Created: m.Created})
+	}
+	return len(entries)
+}
+
+// errAdministrative ends a connection by Server.Disconnect.
+var errAdministrative = errors.New("broker: disconnected by the server's administrator")
+
+// adminClose carries the reason code Server.Disconnect sends.
+type adminClose struct{ rc packet.ReasonCode }
+
+func (e *adminClose) Error() string { return errAdministrative.Error() + " (" + e.rc.Error() + ")" }
+func (e *adminClose) Unwrap() error { return errAdministrative }
+
+// Disconnect ends the connection of the client clientID: a v5 client is sent
+// DISCONNECT with rc (AdministrativeAction, 0x98, when rc is not an error
+// code), the connection is closed (after at most a second for what is
+// queued to it), its will is published as for any close but the client's
+// DISCONNECT, and its session stays or ends as its expiry says. The close
+// is recorded as CauseAdministrative. It reports false when no client with
+// that id is connected.
+func (s *Server) Disconnect(clientID string, rc packet.ReasonCode) bool {
+	if !rc.IsError() {
+		rc = packet.AdministrativeAction
+	}
+	s.sessMu.Lock()
+	sess := s.sessions[clientID]
+	s.sessMu.Unlock()
+	if sess == nil {
+		return false
+	}
+	sess.mu.Lock()
+	c := sess.conn
+	sess.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	s.log.Info("client disconnected by the server", "client", clientID, "remote", c.remote, "listener", c.listener,
+		"reason_code", rc.Error())
+	c.disconnect(&adminClose{rc: rc})
+	c.closeWithin(takeoverGrace)
+	return true
+}
+
+// LocalListener is the listener name of connections made with DialLocal.
+const LocalListener = "local"
