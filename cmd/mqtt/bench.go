@@ -33,6 +33,8 @@ type benchResult struct {
 	Subscribers int     `json:"subscribers"`
 	Window      int     `json:"window"`
 	Rate        float64 `json:"offered_rate,omitempty"`
+	OpenLoop    bool    `json:"open_loop"`
+	Outstanding int     `json:"max_outstanding,omitempty"`
 	Duration    float64 `json:"duration_s"`
 
 	Sent          uint64  `json:"sent"`
@@ -263,15 +265,33 @@ func (b *bench) messages(ctx context.Context) (*benchResult, error) {
 			cl.Close()
 		}
 	}()
+	// Each group's flow (stats.go): publishers pause on it unless
+	// --open-loop.
+	flowOf := make(map[*subStats]*flow)
+	pubFlows := make([][]*flow, len(l.pubTopics))
+	for i := range l.groups {
+		g := &l.groups[i]
+		g.flow = new(flow)
+		for _, s := range g.subs {
+			flowOf[s] = g.flow
+		}
+		for _, p := range g.pubs {
+			pubFlows[p] = append(pubFlows[p], g.flow)
+		}
+	}
 	// Subscribers first, so that nothing published is missed.
 	for i, s := range l.subs {
 		st := s.stats
+		fl := flowOf[st]
 		cl, err := b.dial(ctx, "sub", i)
 		if err != nil {
 			return nil, err
 		}
 		all = append(all, cl)
-		h := func(m *client.Message) { st.add(m.Payload, time.Now().UnixNano()) }
+		h := func(m *client.Message) {
+			st.add(m.Payload, time.Now().UnixNano())
+			fl.recv.Add(1)
+		}
 		if _, err := cl.Subscribe(ctx, []packet.Subscription{{Filter: s.filter, QoS: c.qos}}, h); err != nil {
 			return nil, &exitError{code: 1, msg: "Error: subscribe: " + strings.TrimPrefix(err.Error(), "client: ")}
 		}
@@ -297,7 +317,7 @@ func (b *bench) messages(ctx context.Context) (*benchResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b.publishLoop(ctx, cl, uint32(i), l.pubTopics[i], perPub, start, &stop, &sent[i], &pubErrs, &pending)
+			b.publishLoop(ctx, cl, uint32(i), l.pubTopics[i], perPub, start, &stop, &sent[i], &pubErrs, &pending, pubFlows[i])
 		}()
 	}
 
@@ -407,9 +427,12 @@ drain:
 	t := account(l.groups, sentBy)
 	res := &benchResult{
 		Scenario: c.scenario, Broker: c.serverURL(), Protocol: c.version.String(), QoS: int(c.qos), Size: c.size,
-		Publishers: len(pubs), Subscribers: len(l.subs), Window: c.window, Rate: rate,
+		Publishers: len(pubs), Subscribers: len(l.subs), Window: c.window, Rate: rate, OpenLoop: c.openLoop,
 		Duration: pubDur.Seconds(), Sent: totalSent(), PublishErrors: pubErrs.Load(),
 		Expected: t.expected, Received: t.received, Unique: t.unique, Lost: t.lost, Duplicates: t.dups, Foreign: t.foreign,
+	}
+	if !c.openLoop {
+		res.Outstanding = c.maxOutstanding
 	}
 	res.SendRate = float64(res.Sent) / pubDur.Seconds()
 	res.RecvRate = float64(res.Received) / recvDur.Seconds()
@@ -440,9 +463,15 @@ func (p *payloadPool) get() []byte {
 func (p *payloadPool) put(b []byte) { p.pool.Put(&b) }
 
 // publishLoop publishes numbered messages until stop, at rate messages per
-// second (0 = as fast as the window allows).
+// second (0 = as fast as the window allows). Unless --open-loop, it pauses
+// while one of its groups has --max-outstanding messages published but not
+// received: the rate measured is the one the broker sustains.
 func (b *bench) publishLoop(ctx context.Context, cl *client.Client, idx uint32, topic string, rate float64, start time.Time,
-	stop *atomic.Bool, sent, errs *atomic.Uint64, pending *sync.WaitGroup) {
+	stop *atomic.Bool, sent, errs *atomic.Uint64, pending *sync.WaitGroup, flows []*flow) {
+	limit := int64(b.c.maxOutstanding)
+	if b.c.openLoop {
+		flows = nil
+	}
 	po := client.PublishOptions{QoS: b.c.qos}
 	pool := &payloadPool{size: b.c.size}
 	var interval time.Duration
@@ -455,6 +484,12 @@ func (b *bench) publishLoop(ctx context.Context, cl *client.Client, idx uint32, 
 			if wait := time.Until(due); wait > 0 {
 				time.Sleep(wait)
 			}
+		}
+		for _, f := range flows {
+			f.wait(limit, stop)
+		}
+		if stop.Load() {
+			break
 		}
 		buf := pool.get()
 		putHeader(buf, idx, n, time.Now().UnixNano())
@@ -480,6 +515,9 @@ func (b *bench) publishLoop(ctx context.Context, cl *client.Client, idx uint32, 
 			continue
 		}
 		sent.Add(1)
+		for _, f := range flows {
+			f.sent.Add(1)
+		}
 	}
 }
 
@@ -634,8 +672,12 @@ func printSummary(w io.Writer, r *benchResult) {
 		}
 		return
 	}
-	fmt.Fprintf(w, "qos %d, %d-byte payloads, %d publishers, %d subscribers, window %d, %.2fs\n",
-		r.QoS, r.Size, r.Publishers, r.Subscribers, r.Window, r.Duration)
+	loop := "open loop"
+	if !r.OpenLoop {
+		loop = fmt.Sprintf("at most %d outstanding per subscriber", r.Outstanding)
+	}
+	fmt.Fprintf(w, "qos %d, %d-byte payloads, %d publishers, %d subscribers, window %d, %s, %.2fs\n",
+		r.QoS, r.Size, r.Publishers, r.Subscribers, r.Window, loop, r.Duration)
 	fmt.Fprintf(w, "sent %d (%d publish errors), expected %d, received %d: lost %d, duplicates %d\n",
 		r.Sent, r.PublishErrors, r.Expected, r.Received, r.Lost, r.Duplicates)
 	fmt.Fprintf(w, "throughput: sent %.0f msg/s, received %.0f msg/s, %.2f MB/s\n", r.SendRate, r.RecvRate, r.RecvMBps)

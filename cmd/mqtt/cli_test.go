@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqttd/mqttd/broker"
 	"github.com/mqttd/mqttd/client"
 	"github.com/mqttd/mqttd/internal/brokertest"
 	"github.com/mqttd/mqttd/packet"
@@ -361,5 +362,33 @@ func TestCLIBenchConns(t *testing.T) {
 	}
 	if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "broker RSS ") }) {
 		t.Errorf("summary lacks the memory line: %q", r.stdout)
+	}
+}
+
+// TestCLIBenchClosedLoop: against a broker whose queues are small, the
+// default run pauses publishers while messages are outstanding and loses
+// nothing; --open-loop overruns the same queues, and the loss is reported
+// with exit status 3.
+func TestCLIBenchClosedLoop(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.MaxQueuedMessages = 50; o.MaxInflight = 5 })
+	port := portOf(t, srv)
+	run := func(extra ...string) (benchResult, int) {
+		args := append([]string{"bench", "fanin", "-h", "127.0.0.1", "-p", port, "--duration", "1", "--json",
+			"--clients", "4", "--qos", "1", "--drain", "2"}, extra...)
+		r := runCLI(t, "", args...)
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		var res benchResult
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+			t.Fatalf("last line %q: %v (stderr %q)", lines[len(lines)-1], err, r.stderr)
+		}
+		return res, r.code
+	}
+	res, code := run("--max-outstanding", "40")
+	if code != 0 || res.Lost != 0 || res.Sent < 100 || res.OpenLoop || res.Outstanding != 40 {
+		t.Errorf("closed loop: exit %d, %+v", code, res)
+	}
+	res, code = run("--open-loop")
+	if code != 3 || res.Lost <= 0 || !res.OpenLoop {
+		t.Errorf("open loop against a queue of 50: exit %d, lost %d (want exit 3 and a loss)", code, res.Lost)
 	}
 }

@@ -115,6 +115,11 @@ type config struct {
 	jsonOut    bool
 	pid        int
 	drain      time.Duration
+	// openLoop publishes as fast as the window allows whatever the
+	// subscribers receive (the overload behaviour); otherwise publishers
+	// pause while maxOutstanding messages are published but not received.
+	openLoop       bool
+	maxOutstanding int
 }
 
 func defaultConfig(cmd string) *config {
@@ -137,6 +142,7 @@ func defaultConfig(cmd string) *config {
 		c.size = 64
 		c.window = 64
 		c.drain = 5 * time.Second
+		c.maxOutstanding = 500
 	}
 	return c
 }
@@ -371,6 +377,10 @@ func buildOptions() map[string]*option {
 			return nil
 		}},
 		{names: []string{"--json"}, cmds: "bench", set: func(c *config, _ string) error { c.jsonOut = true; return nil }},
+		{names: []string{"--open-loop"}, cmds: "bench", set: func(c *config, _ string) error { c.openLoop = true; return nil }},
+		{names: []string{"--max-outstanding"}, arg: true, cmds: "bench", set: func(c *config, v string) error {
+			return setInt(&c.maxOutstanding, v, "--max-outstanding", 1, 1<<30)
+		}},
 	}
 	m := make(map[string]*option)
 	for _, o := range opts {

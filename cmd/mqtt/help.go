@@ -57,6 +57,10 @@ Usage: mqtt bench {fanin|fanout|pairs|shared|conns|latency} [options]
  --duration : how long to publish (default 5s).   --qos : 0, 1 (default) or 2.   --size : payload bytes (>= 16, default 64).
  --window : in-flight QoS 1/2 messages per publisher (default 64).   --rate : total msgs/s (0 = unlimited).
  --drain : how long to wait for stragglers (default 5s).   --json : one JSON object as the last line.
+ --max-outstanding : publishers pause while this many of the messages a subscriber (or shared group) should
+   get are published but not yet received (default 500), so the run measures the rate the broker sustains
+   without overrunning its queues (Mosquitto's default max_queued_messages is 1000).
+ --open-loop : publish as fast as the window allows, whatever is received (the overload behaviour).
  Exit status 3 when QoS 1/2 messages were lost.
 ` + connHelp(v311Default),
 }

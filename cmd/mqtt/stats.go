@@ -4,7 +4,10 @@ import (
 	"encoding/binary"
 	"math"
 	"math/bits"
+	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // benchHeader is the size of the header every bench message starts with:
@@ -174,6 +177,55 @@ func (s *subStats) count() uint64 {
 type group struct {
 	subs []*subStats
 	pubs []int
+	flow *flow
+}
+
+// flow counts, for one group, the messages published to it and received
+// by it, so that publishers can pause while too many are outstanding
+// (mqtt bench without --open-loop).
+type flow struct {
+	sent, recv atomic.Int64
+	// writtenOff are outstanding messages given up on: QoS 0 messages the
+	// broker dropped never arrive, and a publisher waiting for them would
+	// wait forever. The final accounting counts them as lost anyway.
+	writtenOff atomic.Int64
+}
+
+// outstanding is how many messages were published to the group and not
+// yet received (nor written off).
+func (f *flow) outstanding() int64 { return f.sent.Load() - f.recv.Load() - f.writtenOff.Load() }
+
+// flowStall is how long a publisher waits for a group that receives
+// nothing before it writes the outstanding messages off.
+const flowStall = time.Second
+
+// wait blocks while the group has limit or more messages outstanding,
+// until stop; after flowStall without anything received it writes the
+// outstanding messages off and goes on.
+func (f *flow) wait(limit int64, stop *atomic.Bool) {
+	if f.outstanding() < limit {
+		return
+	}
+	last, since := f.recv.Load(), time.Now()
+	for spins := 0; !stop.Load(); spins++ {
+		out := f.outstanding()
+		if out < limit {
+			return
+		}
+		if r := f.recv.Load(); r != last {
+			last, since = r, time.Now()
+		} else if time.Since(since) > flowStall {
+			off := f.writtenOff.Load()
+			f.writtenOff.CompareAndSwap(off, off+out)
+			since = time.Now()
+			continue
+		}
+		if spins < 64 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
 }
 
 // tally is the accounting of a bench run.
