@@ -13,6 +13,23 @@ import (
 // CONNECT and re-authentication after it, with pluggable methods
 // (Options.EnhancedAuth) and SCRAM-SHA-256 built in (SCRAMSHA256).
 
+// EnhancedAuthenticator handles one v5 Authentication Method (MQTT 5.0
+// section 4.12). Options.EnhancedAuth maps method names to them.
+type EnhancedAuthenticator interface {
+	// Start begins an exchange with the Authentication Data of a CONNECT or
+	// of a re-authentication AUTH. It may set info.Username (during CONNECT
+	// only). It returns the exchange, the data to send back, and done once
+	// the client is authenticated. An error refuses the client with the
+	// packet.ReasonCode it wraps (default 0x87 not authorized).
+	Start(info *ClientInfo, data []byte) (ex AuthExchange, out []byte, done bool, err error)
+}
+
+// AuthExchange is one client's authentication exchange in progress.
+type AuthExchange interface {
+	// Continue takes the client's next Authentication Data (AUTH 0x18).
+	Continue(data []byte) (out []byte, done bool, err error)
+}
+
 var errAuthFailed = errors.New("broker: authentication failed")
 
 // checkConnectCaps refuses a CONNECT the server cannot serve: a redirect is

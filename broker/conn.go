@@ -25,6 +25,7 @@ type conn struct {
 	nc       net.Conn
 	listener string
 	local    bool // served for DialLocal (embed.go): the server's own connection
+	bridge   bool // a 3.x bridge (protocol level | 0x80): its subscriptions are no-local, retain-as-published
 	remote   string
 	vectored bool // nc takes writev (a TCP socket): big payloads are not copied
 	idle     idleWaiter
@@ -261,8 +262,7 @@ func (c *conn) flushPending() error {
 	// deleting queue entries, say), losing them in a power cut costs a
 	// redelivery: they do not wait for the disk.
 	err := c.srv.storeApply(&c.pend, len(c.pendAcks) == 0)
-	c.pend.Reset()
-	c.srv.noteApply(err) // a failing store refuses what must be stored (diskfull.go)
+	c.pend.Reset() // storeApply noted err: a failing store refuses what must be stored (diskfull.go)
 	// The deliveries that waited for these writes go now (their
 	// publisher's acknowledgements below still wait for the writes' own
 	// success). After a failure too: nothing here is acknowledged to the
@@ -291,17 +291,9 @@ func (c *conn) flushPending() error {
 // releaseHeld lets the deliveries held for c.pend go, in order, session by
 // session (session.pump). Read loop only; no lock held.
 func (c *conn) releaseHeld() {
-	for i := 0; i < len(c.held); {
-		s := c.held[i].s
-		scrap := c.heldScrap[:0]
-		for ; i < len(c.held) && c.held[i].s == s; i++ {
-			scrap = append(scrap, c.held[i].om)
-		}
-		c.heldScrap = s.pump(scrap)
-	}
+	c.heldScrap = releaseHeldOuts(c.held, c.heldScrap)
 	clear(c.held)
 	c.held = c.held[:0]
-	clear(c.heldScrap[:cap(c.heldScrap)])
 }
 
 // readPacket reads and handles one packet.

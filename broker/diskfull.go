@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
 )
 
 // A full (or failing) disk under the store (Options.Store).
@@ -16,8 +17,10 @@ import (
 // store — QoS 1/2 and retained ones — while either
 //   - the file system of Options.StoreDir has less than
 //     Options.StoreMinFreeBytes free (statfs, checked at start and every
-//     diskCheckEvery; Pebble panics when it cannot write its log, so this
-//     stops the writes before the disk is completely full), or
+//     diskCheckEvery; Pebble cannot go on once a write to its log failed:
+//     store/pebble then refuses every write with store.ErrFailed until a
+//     restart, so this stops the writes before the disk is completely
+//     full), or
 //   - a store write failed less than storeRetryAfter ago (then the next
 //     burst tries again: the store heals by itself when space comes back).
 //
@@ -108,10 +111,11 @@ func (s *Server) checkDisk(d *diskGuard) {
 	}
 }
 
-// noteApply records the outcome of a store write of a read burst. Only an
-// error of the disk itself (full, over quota, read-only, failing) turns
-// refusals on: a write the store refuses for its own reasons says nothing
-// about the next one.
+// noteApply records the outcome of a store write (storeApply: a read
+// burst's, a CONNECT's, a will's, a refill's, a detach's). Only an error of
+// the disk itself (full, over quota, read-only, failing) or of a store that
+// stopped (store.ErrFailed) turns refusals on: a write the store refuses
+// for its own reasons says nothing about the next one.
 func (s *Server) noteApply(err error) {
 	d := s.disk
 	if d == nil || (err != nil && !isDiskError(err)) {
@@ -192,7 +196,7 @@ func acksNeedStore(acks []packet.Packet) bool {
 // isDiskError reports whether err comes from the disk under the store
 // rather than from the store's own checks.
 func isDiskError(err error) bool {
-	for _, e := range []error{syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EIO} {
+	for _, e := range []error{syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EIO, store.ErrFailed} {
 		if errors.Is(err, e) {
 			return true
 		}

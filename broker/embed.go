@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
-	"github.com/mqttd/mqttd/store"
 	"github.com/mqttd/mqttd/topic"
 )
 
@@ -45,16 +44,9 @@ func (s *Server) Publish(m *Message) error {
 	if m.Props != nil && m.Props.MessageExpiry != nil && m.Created.IsZero() {
 		m.Created = time.Now()
 	}
-	var b *store.Batch
-	if s.opts.Store != nil {
-		b = new(store.Batch)
-	}
+	b := s.heldBatch() // deliveries to persistent sessions wait for it (persist.go)
 	s.publish(m, nil, b)
-	if b == nil || b.Empty() {
-		return nil
-	}
-	if err := s.storeApply(b, false); err != nil {
-		s.log.Error("store write failed", "topic", m.Topic, "err", err)
+	if err := s.applyHeld(b); err != nil {
 		return fmt.Errorf("broker: publish: %w", err)
 	}
 	return nil

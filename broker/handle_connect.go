@@ -42,6 +42,7 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 		return err // 3.x: close without CONNACK [MQTT-3.1.4-1]
 	}
 	c.version = cp.Version
+	c.bridge = cp.Bridge // the 3.x bridge bit (try_private): handle_subscribe.go
 	opts := &c.srv.opts
 	v5 := cp.Version == packet.V5
 	if v5 {
@@ -261,12 +262,14 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 		if err := srv.storeApply(b, false); err != nil {
 			srv.log.Error("store write failed", "client", id, "err", err)
 			srv.endSession(sess, true)
+			srv.abandonTakeover(old, sess, oldConn)
 			return c.refuse(packet.ServerUnavailable, err)
 		}
 		sess.mu.Lock()
 		if sess.ended || sess.conn != nil {
 			// Another connection with this id won the race meanwhile.
 			sess.mu.Unlock()
+			srv.abandonTakeover(old, sess, oldConn)
 			return c.refuse(packet.ServerBusy, errors.New("client id taken over while connecting"))
 		}
 	} else {
@@ -280,6 +283,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	if !ok {
 		sess.mu.Unlock()
 		srv.redistribute(redo)
+		srv.abandonTakeover(old, sess, oldConn)
 		return c.refuse(packet.ServerBusy, errors.New("client id taken over while connecting"))
 	}
 	c.send(ack) // CONNACK is the first packet the server sends [MQTT-3.2.0-1]
@@ -312,6 +316,23 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	srv.log.Info("client connected", "client", id, "remote", c.remote, "listener", c.listener,
 		"version", cp.Version.String(), "clean", cp.CleanStart, "keepalive", ka, "session_present", ack.SessionPresent)
 	return nil
+}
+
+// abandonTakeover finishes, for a CONNECT refused after it took the client
+// id over (another CONNECT with the id won the race, or the store failed),
+// what that takeover started: the old connection, already detached from
+// its session, is closed as taken over [MQTT-3.1.4-3], and an old session
+// this CONNECT replaced (no longer registered under the id) ends. Left
+// alone, both lived on unreachable: the connection open, and the session in
+// the subscription index, queueing messages for good (the soak's sessions
+// and heap grew by one full queue per lost race).
+func (srv *Server) abandonTakeover(old, sess *session, oldConn *conn) {
+	if oldConn != nil {
+		oldConn.takenOver()
+	}
+	if old != nil && old != sess {
+		srv.endSession(old, false)
+	}
 }
 
 // refuse queues a CONNACK carrying rc (mapped to a 3.x return code for 3.x

@@ -17,6 +17,11 @@ func isSysTopic(name string) bool {
 	return name == "$SYS" || strings.HasPrefix(name, "$SYS/")
 }
 
+// bridgeStateTopic is where bridges publish their connection state
+// (notifications): the one part of $SYS clients may publish to, subject to
+// the ACL, as in Mosquitto.
+const bridgeStateTopic = "$SYS/broker/connection/"
+
 // handlePublish does the publisher's side of a PUBLISH: validation, topic
 // alias, authorization, routing, and the QoS 1/2 acknowledgement.
 func (c *conn) handlePublish(p *packet.Publish) error {
@@ -75,7 +80,7 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	rc := packet.Success
 	why := ""
 	switch {
-	case isSysTopic(p.Topic):
+	case isSysTopic(p.Topic) && !strings.HasPrefix(p.Topic, bridgeStateTopic):
 		rc, why = packet.NotAuthorized, "clients may not publish to $SYS" // clients cannot publish to $SYS
 	case opts.MessageSizeLimit > 0 && len(p.Payload) > opts.MessageSizeLimit:
 		rc, why = packet.PacketTooLarge, "payload above the message size limit"
@@ -220,39 +225,6 @@ func (c *conn) handlePubrel(p *packet.Pubrel) {
 	c.sendAck(&packet.Pubcomp{PacketID: p.PacketID, ReasonCode: rc})
 }
 
-// handleDisconnect ends the connection without publishing the will
-// [MQTT-3.14.4-3]; 5.0 may ask for the will (0x04) and change the session
-// expiry ([MQTT-3.14.2-2] bounds the change).
-func (c *conn) handleDisconnect(p *packet.Disconnect) error {
-	if c.version == packet.V5 {
-		if p.Props != nil && p.Props.SessionExpiry != nil {
-			s := c.sess
-			s.mu.Lock()
-			was := s.expiry
-			se := *p.Props.SessionExpiry
-			if was == 0 && se != 0 {
-				s.mu.Unlock()
-				return packet.ProtocolError // [MQTT-3.14.2-2]
-			}
-			switch se {
-			case 0:
-				s.expiry, s.persistent = 0, false
-			case 0xFFFFFFFF:
-				s.expiry, s.persistent = -1, true
-			default:
-				s.expiry, s.persistent = time.Duration(se)*time.Second, true
-			}
-			s.mu.Unlock()
-		}
-		if p.ReasonCode == packet.DisconnectWithWill {
-			return errDisconnectWithWill
-		}
-	}
-	c.cleanExit = true
-	c.will = nil // [MQTT-3.1.2-10]
-	return errClientDisconnected
-}
-
 // checkReceiveMax enforces the server's Receive Maximum on a v5 client: a
 // QoS 1/2 PUBLISH beyond it, counting those not yet acknowledged with PUBACK
 // or PUBCOMP (acks held back for the burst's store writes count too), ends
@@ -280,8 +252,3 @@ func (s *session) holdsInbound(id uint16) bool {
 	s.mu.Unlock()
 	return ok
 }
-
-var (
-	errClientDisconnected = errors.New("broker: client disconnected")
-	errDisconnectWithWill = errors.New("broker: client disconnected with will")
-)

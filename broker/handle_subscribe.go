@@ -67,6 +67,12 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		// Granted at most the server's Maximum QoS [MQTT-3.2.2-10].
 		o := subOptions{QoS: min(sub.QoS, opts.maxQoS()), NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
 			RetainHandling: sub.RetainHandling, SubID: subID}
+		if c.bridge && !shared {
+			// A 3.x bridge (the bridge bit of its CONNECT) gets back nothing it
+			// published and sees retain flags as published, as Mosquitto
+			// treats bridges: no loop through a 3.x bridge.
+			o.NoLocal, o.RetainAsPublished = true, true
+		}
 		s.mu.Lock()
 		if s.ended {
 			s.mu.Unlock()

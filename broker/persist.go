@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
@@ -70,8 +72,12 @@ func (s *session) putEntryLocked(b *store.Batch, om *outMsg, withMessage bool) {
 		b.PutMessage(om.msg.toStore(id))
 	}
 	if om.seq == 0 {
-		s.seq++
-		om.seq = s.seq
+		// Numbered across sessions, not per session: a batch applied late
+		// (session.holdsFor) can still put an entry of a session that a
+		// clean start has replaced since, under the same client id. With
+		// numbers of its own, that entry cannot replace one of the new
+		// session, and releaseLocked deletes it (orphanLocked).
+		om.seq = s.srv.entrySeq.Add(1)
 	}
 	st := store.Queued
 	switch {
@@ -113,6 +119,22 @@ func (s *session) deleteEntryLocked(b *store.Batch, om *outMsg) {
 	}
 }
 
+// orphanLocked deletes the queue entry of a held delivery (om) once the
+// batch that put it is applied, when meanwhile s ended (a clean start
+// replaced it, it expired) or stopped being stored (resumed without a
+// session expiry): the late batch put an entry of a session the store no
+// longer has, which would keep its message forever and, after a restart,
+// hand it to whichever session then has the client id. The entry's number
+// is its own (entrySeq), so this cannot delete an entry of the session
+// that replaced s. The store reads the entry back: if the session's
+// deletion came after the batch, there is nothing left to delete.
+func (s *session) orphanLocked(om *outMsg, b *store.Batch) {
+	if b != nil && om.seq != 0 && s.srv.opts.Store != nil {
+		b.DeleteQueueEntry(s.id, om.seq)
+		om.seq = 0
+	}
+}
+
 // sessionRecordLocked is the store's view of s, with the will that is owed
 // if the connection (or, after a crash, the broker) goes away: the
 // connection's will while connected, the pending delayed will once
@@ -134,6 +156,9 @@ func (s *session) sessionRecordLocked(disconnected time.Time, will *packet.Will)
 
 // storeApply applies b, without waiting for stable storage when lazy and
 // the store allows it, and counts the write and its time for the metrics.
+// Every write's outcome goes to noteApply: a failing disk turns on the
+// refusals of diskfull.go whichever write found it (a read burst's, a
+// CONNECT's, a will's, a refill's).
 func (srv *Server) storeApply(b *store.Batch, lazy bool) error {
 	start := time.Now()
 	var err error
@@ -144,16 +169,139 @@ func (srv *Server) storeApply(b *store.Batch, lazy bool) error {
 	}
 	srv.stats.storeWrites.Add(1)
 	srv.stats.storeNanos.Add(int64(time.Since(start)))
+	srv.noteApply(err)
 	return err
 }
 
-// applyNow applies b at once (for work outside a read burst).
-func (srv *Server) applyNow(b *store.Batch) {
+// applyNow applies b at once (for work outside a read burst). A failure
+// is logged and, as any store write's (storeApply), turns on the refusals
+// of diskfull.go when the disk fails.
+func (srv *Server) applyNow(b *store.Batch) error {
 	if b == nil || b.Empty() {
+		return nil
+	}
+	err := srv.storeApply(b, false)
+	if err != nil {
+		srv.log.Error("store write failed", "err", err)
+	}
+	return err
+}
+
+// holder is the owner of a store batch (store.Batch.Owner) that collects
+// the deliveries held until the batch is applied (session.holdsFor): a
+// connection's read burst (conn.releaseHeld lets them go), or a batchHold.
+type holder interface {
+	hold(s *session, om *outMsg)
+}
+
+// hold implements holder for the connection's read burst (c.pend). Read
+// loop only.
+func (c *conn) hold(s *session, om *outMsg) { c.held = append(c.held, heldOut{s, om}) }
+
+// batchHold is the holder of a batch written outside a read burst: a will
+// (publishWill), a shared-subscription redistribution, Server.Publish.
+// Their deliveries to persistent sessions wait for the batch as a
+// publisher's do: otherwise a subscriber online (or resuming its session
+// meanwhile, attachLocked) is sent the message at once, and its
+// acknowledgement, or the "PUBLISH sent" state of a refill, reaches the
+// store before the message it names (the store refuses that batch). One
+// goroutine uses it: the one that routes and then applies the batch.
+type batchHold struct {
+	held  []heldOut
+	scrap []*outMsg
+}
+
+func (h *batchHold) hold(s *session, om *outMsg) { h.held = append(h.held, heldOut{s, om}) }
+
+// heldBatch returns a batch for store writes made outside a read burst,
+// whose deliveries are held until applyHeld applied it; nil without a
+// store.
+func (srv *Server) heldBatch() *store.Batch {
+	if srv.opts.Store == nil {
+		return nil
+	}
+	return &store.Batch{Owner: &batchHold{}}
+}
+
+// applyHeld applies b (from heldBatch; nil for none) and then lets the
+// deliveries held for it go, in order, session by session. After a failed
+// write too, as conn.flushPending does: the sessions are served as without
+// a store. No lock may be held.
+func (srv *Server) applyHeld(b *store.Batch) error {
+	if b == nil {
+		return nil
+	}
+	err := srv.applyNow(b)
+	if h, ok := b.Owner.(*batchHold); ok {
+		h.scrap = releaseHeldOuts(h.held, h.scrap)
+		clear(h.held)
+		h.held = h.held[:0]
+	}
+	return err
+}
+
+// releaseHeldOuts lets held go, grouped by session (consecutive entries of
+// one session in one session.pump), and returns scrap, pump's scratch
+// memory, for reuse.
+func releaseHeldOuts(held []heldOut, scrap []*outMsg) []*outMsg {
+	for i := 0; i < len(held); {
+		s := held[i].s
+		sc := scrap[:0]
+		for ; i < len(held) && held[i].s == s; i++ {
+			sc = append(sc, held[i].om)
+		}
+		scrap = s.pump(sc)
+	}
+	clear(scrap[:cap(scrap)])
+	return scrap[:0]
+}
+
+// promoteLocked puts back in flight, for a session just restored, the
+// queued deliveries that come before (by queue sequence) a delivery
+// restored in flight, and orders the deliveries in flight by sequence: on
+// resumption they are re-sent in the order they were routed
+// [MQTT-4.6.0-6], before the queue. The store can hold that mix after a
+// crash: a QoS 2 delivery taken from the queue is written to the client
+// only once its "PUBLISH sent" state is stored (session.pump), but a later
+// message routed straight into the window is stored by its publisher's
+// batch, which can be applied first; a kill -9 between the two leaves the
+// earlier message "queued" and the later one "in flight", and without this
+// the later one would go first. A promoted delivery gets a fresh packet id
+// (its old one, if it had one, was never stored) and its new state is put
+// in b before anything is sent, so that a QoS 2 PUBREC from the client
+// finds the entry with that id after another restart [MQTT-4.3.3-2].
+// QoS 0 entries stay queued. s.mu need not be held (Restore runs before
+// Serve) but the method keeps the session's locking convention.
+func (s *session) promoteLocked(b *store.Batch) {
+	var hi uint64
+	for _, om := range s.order {
+		if !om.pubrel {
+			hi = max(hi, om.seq)
+		}
+	}
+	if hi == 0 {
 		return
 	}
-	if err := srv.storeApply(b, false); err != nil {
-		srv.log.Error("store write failed", "err", err)
+	kept := s.queue[:0]
+	promoted := false
+	for _, om := range s.queue {
+		if om.seq > hi || om.qos == 0 {
+			kept = append(kept, om)
+			continue
+		}
+		size := om.msg.size()
+		s.queuedBytes -= size
+		s.srv.queuedBytes.Add(-size)
+		om.id = s.nextIDLocked()
+		s.inflight[om.id] = om
+		s.order = append(s.order, om)
+		s.putEntryLocked(b, om, false)
+		promoted = true
+	}
+	clear(s.queue[len(kept):])
+	s.queue = kept
+	if promoted {
+		slices.SortFunc(s.order, func(x, y *outMsg) int { return cmp.Compare(x.seq, y.seq) })
 	}
 }
 
@@ -226,6 +374,7 @@ func (srv *Server) Restore() error {
 		left time.Duration
 	}
 	var expiries []expiring
+	var promoted store.Batch // queued entries now in flight (promoteLocked)
 	for _, ss := range state.Sessions {
 		rec := ss.Session
 		s := newSession(srv, rec.ClientID)
@@ -243,13 +392,15 @@ func (srv *Server) Restore() error {
 			srv.subs.Add(sub.Sub.Filter, sub.Group, s, o)
 		}
 		for _, e := range ss.Queue {
+			if e.Seq > srv.entrySeq.Load() {
+				srv.entrySeq.Store(e.Seq)
+			}
 			m := msgs[e.MessageID]
 			if m == nil {
 				continue
 			}
 			om := &outMsg{msg: m, qos: e.QoS, retain: e.Retain, subIDs: e.SubIDs, seq: e.Seq, id: e.PacketID,
 				pubrel: e.State == store.PubrelSent}
-			s.seq = max(s.seq, e.Seq)
 			if e.State == store.Queued || e.PacketID == 0 {
 				om.id = 0
 				s.queue = append(s.queue, om)
@@ -265,6 +416,7 @@ func (srv *Server) Restore() error {
 			}
 			queued++
 		}
+		s.promoteLocked(&promoted)
 		for _, id := range ss.Inbound {
 			if s.inbound == nil {
 				s.inbound = make(map[uint16]struct{})
@@ -293,6 +445,11 @@ func (srv *Server) Restore() error {
 				delay -= start.Sub(rec.DisconnectedAt)
 			}
 			wills = append(wills, owed{s, w, max(delay, 0)})
+		}
+	}
+	if !promoted.Empty() {
+		if err := srv.storeApply(&promoted, false); err != nil {
+			return fmt.Errorf("broker: restoring from the store: %w", err)
 		}
 	}
 	for _, sm := range state.Retained {

@@ -100,6 +100,9 @@ func TestMaxConnectionRate_ClosesSocketsPastRate(t *testing.T) {
 	if got := srv.ListenerRateRefusals(); got != int64(n-accepted) {
 		t.Fatalf("ListenerRateRefusals = %d, want %d", got, n-accepted)
 	}
+	if got := srv.Stats().RefusedConnRate; got != int64(n-accepted) {
+		t.Fatalf("Stats().RefusedConnRate = %d, want %d (the metrics read it)", got, n-accepted)
+	}
 
 	// The bucket refills: a new connection is accepted again.
 	i := 0
@@ -166,6 +169,9 @@ func TestMaxPublishRate_QoS0BackPressure(t *testing.T) {
 	}
 	if srv.PublishRateWaits() == 0 {
 		t.Fatal("no pause counted")
+	}
+	if got := srv.Stats().PublishRateWaits; got != srv.PublishRateWaits() {
+		t.Fatalf("Stats().PublishRateWaits = %d, want %d (the metrics read it)", got, srv.PublishRateWaits())
 	}
 	if d := srv.Stats().PublishDropped; d != 0 {
 		t.Fatalf("%d messages dropped", d)

@@ -252,10 +252,7 @@ func (s *Server) redistribute(redo []shareRedo) {
 	if len(redo) == 0 {
 		return
 	}
-	var b *store.Batch
-	if s.opts.Store != nil {
-		b = new(store.Batch)
-	}
+	b := s.heldBatch() // deliveries to persistent sessions wait for it (persist.go)
 	now := time.Now()
 	for _, r := range redo {
 		if r.msg.expired(now) {
@@ -272,7 +269,7 @@ func (s *Server) redistribute(redo []shareRedo) {
 			s.deliverShared(r.key, members, r.msg, b)
 		}
 	}
-	s.applyNow(b)
+	s.applyHeld(b)
 }
 
 // subOptions returns the options of the session's shared subscription

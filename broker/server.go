@@ -48,11 +48,15 @@ type Server struct {
 	lstates sync.Map // listener name -> *listenerState (listener_opts.go)
 
 	msgSeq      atomic.Uint64 // last store message id
+	entrySeq    atomic.Uint64 // last store queue entry sequence number, of any session (persist.go)
 	queuedBytes atomic.Int64  // bytes queued in all sessions (Options.MaxQueuedBytesTotal)
 
 	pubRateWaits atomic.Int64 // readers paused by MaxPublishRate (ratelimit.go)
 
 	hooks hooks // hooks.go
+
+	sysMu      sync.Mutex                            // guards sysSources
+	sysSources []func(put func(topic, value string)) // AddSysSource (sys.go)
 
 	inlineMu sync.Mutex                     // guards inline (made on first use)
 	inline   *topic.Index[*inlineSub, byte] // Server.Subscribe (embed.go)

@@ -37,7 +37,6 @@ type session struct {
 	inbound     map[uint16]struct{} // QoS 2 packet ids received, PUBREL not yet [MQTT-4.3.3-2]
 	expiryTimer *time.Timer
 	ended       bool         // removed from the server; nothing more is delivered
-	seq         uint64       // last queue entry sequence number given (store)
 	onDisk      bool         // a session record was written to the store
 	will        *pendingWill // a will waiting for its delay (will.go)
 	nheld       int          // in-flight deliveries held until their store write is applied (outMsg.held)
@@ -70,6 +69,10 @@ type outMsg struct {
 	// late batch would put back an entry the client had already finished
 	// (after a restart, a QoS 2 message sent twice). See holdsFor.
 	held bool
+	// unsent: released from its hold but not written yet, because a
+	// delivery before it in session.order is still held (another pump's
+	// store write): writeReleasedLocked writes it after that one.
+	unsent bool
 }
 
 // anyGen is the generation of a delivery that needs no read check (no
@@ -177,7 +180,7 @@ func (s *session) deliverShare(m *Message, qos byte, retain bool, subIDs []uint3
 			om.held = true
 			s.nheld++
 			s.putEntryLocked(b, om, true)
-			holder.held = append(holder.held, heldOut{s, om})
+			holder.hold(s, om)
 			return
 		}
 		if s.sendLocked(c, om) {
@@ -189,27 +192,34 @@ func (s *session) deliverShare(m *Message, qos byte, retain bool, subIDs []uint3
 		s.putEntryLocked(b, om, true)
 		if holder != nil {
 			om.held = true // refillLocked stops at it until the batch is applied
-			holder.held = append(holder.held, heldOut{s, om})
+			holder.hold(s, om)
 		}
 	}
 }
 
-// holdsFor returns the connection whose store batch b is, when that is not
-// this session's own connection and b receives this session's writes: the
-// deliveries it gives s wait until it has applied b (outMsg.held). Writes
-// of s's own connection need no holding: the client's acknowledgement of a
-// delivery is read by that connection after the PUBLISH was written, so its
-// store writes land in the same batch, after the delivery's, or in a later
-// one. Other batches (a will's, applied at once) are not held.
+// holdsFor returns the holder of store batch b (persist.go) when b
+// receives this session's writes and is not this session's own
+// connection's: the deliveries it gives s wait until b is applied
+// (outMsg.held). That is another connection's read burst, or a batch
+// written outside one (a will, a redistribution, Server.Publish:
+// Server.heldBatch). Writes of s's own connection need no holding: the
+// client's acknowledgement of a delivery is read by that connection after
+// the PUBLISH was written, so its store writes land in the same batch,
+// after the delivery's, or in a later one.
 //
 // Holding (rather than making the subscriber's writes tolerate a missing
 // message) keeps the store's rule simple: every write that names a queue
 // entry reaches the store after the write that created it. s.mu is held.
-func (s *session) holdsFor(b *store.Batch) *conn {
+func (s *session) holdsFor(b *store.Batch) holder {
 	if b == nil || !s.stored() {
 		return nil
 	}
-	if h, ok := b.Owner.(*conn); ok && h.sess != s {
+	switch h := b.Owner.(type) {
+	case *conn:
+		if h.sess != s {
+			return h
+		}
+	case *batchHold:
 		return h
 	}
 	return nil
@@ -285,17 +295,42 @@ func (s *session) releaseLocked(om *outMsg, b *store.Batch) {
 		return
 	}
 	om.held = false
+	if s.ended || !s.stored() {
+		s.orphanLocked(om, b) // ended or no longer stored meanwhile
+	}
 	if om.id == 0 {
 		return // queued
 	}
 	s.nheld--
-	c := s.conn
-	if om.done || s.ended || c == nil {
+	if s.ended || s.conn == nil {
 		return
 	}
-	switch c.writePublish(om.msg, om.qos, om.id, om.retain, false, om.subIDs) {
-	case tooLarge, dropped:
-		s.freeLocked(om, b) // as if sent and acknowledged [MQTT-3.1.2-25]
+	om.unsent = !om.done
+	s.writeReleasedLocked(b) // om, and what waited behind it
+}
+
+// writeReleasedLocked writes the released deliveries in flight in their
+// order, up to the first one still held: two pumps (a publisher's release
+// and a refill on another goroutine) may hold deliveries of one session at
+// once, and the one released first must not overtake an earlier delivery
+// still waiting for its store write [MQTT-4.6.0-6]. s.mu is held.
+func (s *session) writeReleasedLocked(b *store.Batch) {
+	c := s.conn
+	for _, om := range s.order { // freeLocked may shorten s.order: this is its old view
+		if om == nil || om.done {
+			continue
+		}
+		if om.held {
+			return
+		}
+		if !om.unsent {
+			continue
+		}
+		om.unsent = false
+		switch c.writePublish(om.msg, om.qos, om.id, om.retain, false, om.subIDs) {
+		case tooLarge, dropped:
+			s.freeLocked(om, b) // as if sent and acknowledged [MQTT-3.1.2-25]
+		}
 	}
 }
 
@@ -481,6 +516,7 @@ func (s *session) attachLocked(c *conn, b *store.Batch) {
 		if om.done || om.held {
 			continue // a held one goes when its batch is applied (releaseLocked)
 		}
+		om.unsent = false
 		if om.pubrel {
 			c.send(&packet.Pubrel{PacketID: om.id})
 		} else {

@@ -121,6 +121,8 @@ type Stats struct {
 	Inflight            int64
 	Queued              int64
 	AuthFailures        int64
+	RefusedConnRate     int64 // sockets closed by a listener's MaxConnectionRate (ratelimit.go)
+	PublishRateWaits    int64 // times a publisher was paused by MaxPublishRate (ratelimit.go)
 }
 
 // Stats returns the current counters.
@@ -169,5 +171,7 @@ func (s *Server) Stats() Stats {
 	out.Subscriptions = int64(s.subs.Len())
 	out.Retained = int64(s.retained.len())
 	out.AuthFailures = s.stats.authFailed.Load()
+	out.RefusedConnRate = s.ListenerRateRefusals()
+	out.PublishRateWaits = s.PublishRateWaits()
 	return out
 }

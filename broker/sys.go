@@ -25,6 +25,16 @@ func (s *Server) sysLoop() {
 	}
 }
 
+// AddSysSource adds fn to what is published under $SYS every sys_interval:
+// fn is called on the $SYS goroutine with put, which publishes a retained
+// value on a $SYS topic when it changed (bridges and the cluster report
+// there). fn must not block.
+func (s *Server) AddSysSource(fn func(put func(topic, value string))) {
+	s.sysMu.Lock()
+	s.sysSources = append(s.sysSources[:len(s.sysSources):len(s.sysSources)], fn)
+	s.sysMu.Unlock()
+}
+
 // sysPublisher remembers what was last published and the load averages.
 type sysPublisher struct {
 	srv      *Server
@@ -68,6 +78,12 @@ func (sp *sysPublisher) tick(now time.Time) {
 	sp.put("$SYS/broker/publish/bytes/sent", i(st.PublishBytesSent))
 	sp.put("$SYS/broker/subscriptions/count", i(st.Subscriptions))
 	sp.put("$SYS/broker/retained messages/count", i(st.Retained))
+	s.sysMu.Lock()
+	sources := s.sysSources
+	s.sysMu.Unlock()
+	for _, src := range sources {
+		src(sp.put) // AddSysSource: bridges, the cluster
+	}
 
 	// Load averages: per-minute rates smoothed over 1, 5 and 15 minutes.
 	dt := now.Sub(sp.prevTime).Seconds()

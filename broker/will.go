@@ -1,20 +1,21 @@
 package broker
 
 import (
+	"strings"
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
-	"github.com/mqttd/mqttd/store"
 )
 
 // publishWill publishes a client's last will, with the will's QoS and retain
 // flag [MQTT-3.1.2-8], on any close but a DISCONNECT [MQTT-3.1.2-10]. Wills
-// to $SYS, or to a topic the client may not publish to, are dropped. A will
+// to $SYS (but for a bridge state under $SYS/broker/connection/), or to a
+// topic the client may not publish to, are dropped. A will
 // restored from the store (restored) is dropped as well when no ACL
 // decision can be taken for its identity (mayDecide: fail closed).
 func (s *Server) publishWill(w *packet.Will, info *ClientInfo, restored bool) {
-	if isSysTopic(w.Topic) {
-		return
+	if isSysTopic(w.Topic) && !strings.HasPrefix(w.Topic, bridgeStateTopic) {
+		return // a bridge's will (its state 0) may go to $SYS/broker/connection/
 	}
 	if s.hasAuthz() && (!s.mayDecide(info, restored) || !s.allowed(info, AccessPublish, w.Topic)) {
 		s.log.Info("will denied", "client", info.ClientID, "topic", w.Topic)
@@ -26,12 +27,9 @@ func (s *Server) publishWill(w *packet.Will, info *ClientInfo, restored bool) {
 		m.Created = time.Now()
 	}
 	s.log.Debug("will published", "client", info.ClientID, "topic", w.Topic)
-	var b *store.Batch
-	if s.opts.Store != nil {
-		b = new(store.Batch)
-	}
+	b := s.heldBatch() // deliveries to persistent sessions wait for it (persist.go)
 	s.publish(m, nil, b)
-	s.applyNow(b)
+	s.applyHeld(b)
 }
 
 // willMessageProps are the will properties that travel with the message;

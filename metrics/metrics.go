@@ -43,6 +43,8 @@ type Snapshot struct {
 	StoreWrites         int64    // counter: store batches applied
 	StoreWriteSeconds   float64  // counter: time spent applying them
 	RefusedMaxConns     int64    // counter: sockets closed by max_connections
+	RefusedConnRate     int64    // counter: sockets closed by max_connection_rate
+	PublishRateWaits    int64    // counter: times a publisher was paused by max_publish_rate
 	Inflight            int64    // gauge: outbound QoS 1/2 messages awaiting acknowledgement
 	Queued              int64    // gauge: messages waiting in session queues
 	AuthFailures        int64    // counter: refused CONNECTs (authentication)
@@ -52,6 +54,20 @@ type Snapshot struct {
 	// (broker.Server.DisconnectsByReason: client_disconnect, shutdown,
 	// taken_over, ...); a counter per reason.
 	DisconnectsByReason map[string]int64
+
+	// Bridges are the running bridges (`connection` sections).
+	Bridges []BridgeSnapshot
+}
+
+// BridgeSnapshot is one bridge's reading.
+type BridgeSnapshot struct {
+	Name                           string
+	Connected                      bool
+	MessagesSent, MessagesReceived uint64 // to and from the remote broker
+	BytesSent, BytesReceived       uint64 // their payload bytes
+	Queued                         int    // outbound messages not yet acknowledged by the remote
+	Reconnects                     uint64
+	Dropped                        uint64 // outbound messages dropped (queue full, refused by the remote)
 }
 
 // Namespace prefixes every metric name.
@@ -68,6 +84,13 @@ type collector struct {
 	read        func() Snapshot
 	metrics     []metric
 	disconnects *prometheus.Desc // reason label: Snapshot.DisconnectsByReason
+	bridge      []bridgeMetric   // bridge label: Snapshot.Bridges
+}
+
+type bridgeMetric struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(*BridgeSnapshot) float64
 }
 
 func newCollector(read func() Snapshot) *collector {
@@ -83,6 +106,27 @@ func newCollector(read func() Snapshot) *collector {
 		})
 	}
 	g, k := prometheus.GaugeValue, prometheus.CounterValue
+	addB := func(name, help string, kind prometheus.ValueType, v func(*BridgeSnapshot) float64) {
+		c.bridge = append(c.bridge, bridgeMetric{prometheus.NewDesc(prometheus.BuildFQName(Namespace, "bridge", name), help,
+			[]string{"bridge"}, nil), kind, v})
+	}
+	addB("up", "1 while the bridge is connected to its remote broker.", g, func(b *BridgeSnapshot) float64 {
+		if b.Connected {
+			return 1
+		}
+		return 0
+	})
+	addB("messages_sent_total", "Messages the bridge sent to its remote broker.", k, func(b *BridgeSnapshot) float64 { return float64(b.MessagesSent) })
+	addB("messages_received_total", "Messages the bridge received from its remote broker.", k,
+		func(b *BridgeSnapshot) float64 { return float64(b.MessagesReceived) })
+	addB("bytes_sent_total", "Payload bytes sent to the remote broker.", k, func(b *BridgeSnapshot) float64 { return float64(b.BytesSent) })
+	addB("bytes_received_total", "Payload bytes received from the remote broker.", k,
+		func(b *BridgeSnapshot) float64 { return float64(b.BytesReceived) })
+	addB("queued_messages", "Outbound messages not yet acknowledged by the remote broker.", g,
+		func(b *BridgeSnapshot) float64 { return float64(b.Queued) })
+	addB("reconnects_total", "Connections to the remote broker after the first.", k, func(b *BridgeSnapshot) float64 { return float64(b.Reconnects) })
+	addB("dropped_total", "Outbound messages dropped (queue full, refused by the remote).", k,
+		func(b *BridgeSnapshot) float64 { return float64(b.Dropped) })
 	add("clients_connected", "Clients connected now.", g, nil, func(s *Snapshot) int64 { return s.ClientsConnected })
 	add("clients_disconnected", "Persistent sessions whose client is not connected.", g, nil,
 		func(s *Snapshot) int64 { return s.ClientsDisconnected })
@@ -94,6 +138,10 @@ func newCollector(read func() Snapshot) *collector {
 	add("connections_accepted_total", "Network connections accepted.", k, nil, func(s *Snapshot) int64 { return s.SocketsAccepted })
 	add("connections_refused_total", "Network connections closed at once because the listener was full.", k,
 		prometheus.Labels{"reason": "max_connections"}, func(s *Snapshot) int64 { return s.RefusedMaxConns })
+	add("connections_refused_total", "Network connections closed at once because the listener was full.", k,
+		prometheus.Labels{"reason": "max_connection_rate"}, func(s *Snapshot) int64 { return s.RefusedConnRate })
+	add("publish_rate_waits_total", "Times a client's reading was paused because it published faster than max_publish_rate.", k, nil,
+		func(s *Snapshot) int64 { return s.PublishRateWaits })
 	add("subscriptions", "Subscriptions held.", g, nil, func(s *Snapshot) int64 { return s.Subscriptions })
 	add("retained_messages", "Retained messages held.", g, nil, func(s *Snapshot) int64 { return s.Retained })
 	add("packets_received_total", "MQTT control packets received.", k, nil, func(s *Snapshot) int64 { return s.PacketsReceived })
@@ -143,6 +191,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- m.desc
 	}
 	ch <- c.disconnects
+	for _, m := range c.bridge {
+		ch <- m.desc
+	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -152,6 +203,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for reason, n := range s.DisconnectsByReason {
 		ch <- prometheus.MustNewConstMetric(c.disconnects, prometheus.CounterValue, float64(n), reason)
+	}
+	for i := range s.Bridges {
+		b := &s.Bridges[i]
+		for _, m := range c.bridge {
+			ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(b), b.Name)
+		}
 	}
 }
 

@@ -19,7 +19,7 @@ func TestHandlerScrape(t *testing.T) {
 		return Snapshot{ClientsConnected: 3, ClientsDisconnected: 2, ClientsMaximum: 7, ClientsExpired: 1,
 			SocketsAccepted: 11, Subscriptions: 5, Retained: 4, PacketsReceived: 100 * n, PacketsSent: 90,
 			BytesReceived: 1000, BytesSent: 900, PublishReceived: [3]int64{40, 2, 1}, PublishSent: [3]int64{30, 0, 0}, PublishBytesRecv: 400,
-			PublishBytesSent: 300, DroppedQueueFull: 6, DroppedBacklog: 13, DroppedTooLarge: 14, StoreWrites: 15, StoreWriteSeconds: 0.5, RefusedMaxConns: 8, Inflight: 9, Queued: 10,
+			PublishBytesSent: 300, DroppedQueueFull: 6, DroppedBacklog: 13, DroppedTooLarge: 14, StoreWrites: 15, StoreWriteSeconds: 0.5, RefusedMaxConns: 8, RefusedConnRate: 16, PublishRateWaits: 17, Inflight: 9, Queued: 10,
 			AuthFailures: 12, Uptime: 90 * time.Second}
 	}
 	srv := httptest.NewServer(Handler(read))
@@ -49,6 +49,8 @@ func TestHandlerScrape(t *testing.T) {
 		"mqttd_clients_expired_total 1\n",
 		"mqttd_connections_accepted_total 11\n",
 		`mqttd_connections_refused_total{reason="max_connections"} 8` + "\n",
+		`mqttd_connections_refused_total{reason="max_connection_rate"} 16` + "\n",
+		"mqttd_publish_rate_waits_total 17\n",
 		"mqttd_subscriptions 5\n",
 		"mqttd_retained_messages 4\n",
 		"mqttd_packets_received_total 100\n",

@@ -41,6 +41,11 @@ func decodeConnect(body []byte) (Packet, error) {
 	if d.err != nil {
 		return nil, d.err
 	}
+	if lv := level &^ 0x80; level&0x80 != 0 && (lv == byte(V31) || lv == byte(V311)) {
+		// The bridge bit (try_private): a 3.x bridge announcing itself.
+		p.Bridge = true
+		level = lv
+	}
 	p.Version = Version(level)
 	if p.ProtocolName != ProtocolMQTT && p.ProtocolName != ProtocolMQIsdp {
 		// [MQTT-3.1.2-1]: not MQTT at all; the server closes without CONNACK.
@@ -184,7 +189,11 @@ func (p *Connect) Encode(dst []byte, v Version) ([]byte, error) {
 	}
 	dst = AppendFixedHeader(dst, CONNECT, 0, n)
 	dst = appendString(dst, name)
-	dst = append(dst, byte(level), flags)
+	lb := byte(level)
+	if p.Bridge && level != V5 {
+		lb |= 0x80 // the 3.x bridge bit (try_private)
+	}
+	dst = append(dst, lb, flags)
 	dst = appendUint16(dst, p.KeepAlive)
 	if v == V5 {
 		dst = p.Props.appendProperties(dst, pn)

@@ -101,6 +101,10 @@ type Connect struct {
 	Password     []byte
 	HasPassword  bool
 	Props        *Properties
+	// Bridge is the bridge bit of 3.1 and 3.1.1: 0x80 in the protocol
+	// level (0x83, 0x84), which Mosquitto's bridges set with try_private.
+	// It is not defined for 5.0 (0x85 is an unsupported level).
+	Bridge bool
 }
 
 // Connack is the CONNACK packet. ReasonCode always uses v5 numbering; for

@@ -122,9 +122,9 @@ func (b *Batch) DeleteQueueEntry(clientID string, seq uint64) {
 }
 
 // DeleteQueueEntryOf is DeleteQueueEntry for a caller that knows which
-// message the entry names (the one it put): the store releases that message
-// without reading the entry back. messageID must be the entry's, and the
-// entry must exist; a wrong one corrupts the message's reference count.
+// message the entry names (the one it put). The store still checks the
+// entry: one already gone (its session was deleted meanwhile) is a no-op,
+// and one naming another message makes the batch invalid.
 func (b *Batch) DeleteQueueEntryOf(clientID string, seq, messageID uint64) {
 	b.ops = append(b.ops, Op{Kind: OpDeleteQueueEntry, ClientID: clientID, Seq: seq, MessageID: messageID})
 }

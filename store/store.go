@@ -15,6 +15,10 @@ var (
 	ErrCorrupt = errors.New("store: damaged")
 	// ErrClosed is returned by Apply and Load after Close.
 	ErrClosed = errors.New("store: closed")
+	// ErrFailed is returned by every write of a store that stopped after
+	// an error it cannot recover from while running (Pebble: a write to
+	// its log failed); the process goes on, the store needs a restart.
+	ErrFailed = errors.New("store: failed; restart to use it again")
 )
 
 // NeverExpire is the session expiry interval of a session that never expires

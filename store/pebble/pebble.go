@@ -73,6 +73,7 @@ type Store struct {
 	inflight sync.WaitGroup        // Apply calls waiting for their sync
 	dirty    atomic.Bool           // SyncBatch: written since the last sync
 	failed   atomic.Pointer[error] // a background sync failed or damage was found: Apply refuses
+	wedged   atomic.Bool           // a commit panicked: Pebble cannot be used or closed (commit)
 	stop     chan struct{}
 	stopped  sync.WaitGroup
 }
@@ -304,11 +305,12 @@ func (s *Store) syncLoop(iv time.Duration) {
 		case <-s.stop:
 			return
 		case <-t.C:
+			if s.failed.Load() != nil {
+				continue // stopped: Pebble may not be usable (commit)
+			}
 			if s.dirty.Swap(false) {
-				if err := s.db.LogData(nil, pebbledb.Sync); err != nil {
-					err = fmt.Errorf("store/pebble: sync %s: %w", s.dir, err)
-					s.log.Error(err.Error())
-					s.failed.CompareAndSwap(nil, &err)
+				if err := s.commit("sync", func() error { return s.db.LogData(nil, pebbledb.Sync) }); err != nil {
+					s.halt("sync", err)
 				}
 			}
 		}
@@ -435,17 +437,17 @@ func (bd *builder) putQueueEntry(e *store.QueueEntry) error {
 
 func (bd *builder) deleteQueueEntry(clientID string, seq, known uint64) error {
 	key := queueKey(clientID, seq)
-	var old uint64
-	_, inBatch := bd.pending[string(key)]
-	_, cleared := bd.cleared[clientID]
-	if known != 0 && !inBatch && !cleared {
-		old = known // the caller's word: no read (DeleteQueueEntryOf)
-	} else {
-		id, ok, err := bd.existing(clientID, key)
-		if err != nil || !ok {
-			return err
-		}
-		old = id
+	// The entry is read even when the caller names its message
+	// (DeleteQueueEntryOf): a late acknowledgement may delete an entry that
+	// a DeleteSession (a clean start that replaced the session) already
+	// removed, and trusting the caller would release the message a second
+	// time, from under another session's entry.
+	old, ok, err := bd.existing(clientID, key)
+	if err != nil || !ok {
+		return err
+	}
+	if known != 0 && old != known {
+		return fmt.Errorf("%w: queue entry %q names message %d, not %d", store.ErrInvalid, key, old, known)
 	}
 	bd.deltas[old]--
 	bd.pending[string(key)] = pendingEntry{}
@@ -543,10 +545,14 @@ func (s *Store) apply(b *store.Batch, sync bool) error {
 	}
 	var err error
 	if sync {
-		err = s.db.ApplyNoSyncWait(bd.pb, pebbledb.Sync)
+		err = s.commit("write to", func() error { return s.db.ApplyNoSyncWait(bd.pb, pebbledb.Sync) })
 	} else {
-		err = s.db.Apply(bd.pb, pebbledb.NoSync)
+		err = s.commit("write to", func() error { return s.db.Apply(bd.pb, pebbledb.NoSync) })
 		s.dirty.Store(true)
+	}
+	if errors.Is(err, store.ErrFailed) {
+		s.mu.Unlock() // the batch is Pebble's, half committed: not closed
+		return err
 	}
 	if err != nil {
 		return fail(fmt.Errorf("store/pebble: write to %s: %w", s.dir, err))
@@ -575,9 +581,50 @@ func (s *Store) apply(b *store.Batch, sync bool) error {
 	// Wait for the sync outside the lock: batches that arrive meanwhile
 	// join the next sync.
 	if err := bd.pb.SyncWait(); err != nil {
-		return errors.Join(fmt.Errorf("store/pebble: sync %s: %w", s.dir, err), bd.pb.Close())
+		// Pebble's log writer stops at its first error: every later write
+		// would panic (commit). Stop here, as commit does.
+		err = s.halt("sync", err)
+		return errors.Join(err, bd.pb.Close())
 	}
 	return bd.pb.Close()
+}
+
+// commit runs f, a call that commits to Pebble's write-ahead log. Pebble
+// panics when the log cannot be written (its commit pipeline keeps a lock
+// held: no further commit can be made, and Close could wait forever), and
+// its logger's Fatalf panics too (logger). Either panic is recovered here,
+// on the caller's goroutine: the store stops, every later write
+// is refused with store.ErrFailed (halt), Close leaves the database as the last
+// successful write left it, and the process goes on (the broker refuses
+// what must be stored, diskfull.go) until it is restarted; Pebble replays
+// its log on the next Open. Panics in Pebble's own background goroutines
+// (a failed MANIFEST write during a flush or compaction) cannot be
+// recovered from here and still end the process.
+func (s *Store) commit(what string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			perr, ok := r.(error)
+			if fe, isFatal := r.(fatalError); isFatal {
+				perr, ok = errors.New(fe.msg), true
+			}
+			if !ok {
+				perr = fmt.Errorf("%v", r)
+			}
+			s.wedged.Store(true)
+			err = s.halt(what, perr)
+		}
+	}()
+	return f()
+}
+
+// halt records cause as the failure that stops the store and returns the
+// error every write gets from now on (store.ErrFailed, and the cause).
+func (s *Store) halt(what string, cause error) error {
+	err := fmt.Errorf("store/pebble: %s %s: %w: %w", what, s.dir, store.ErrFailed, cause)
+	if s.failed.CompareAndSwap(nil, &err) {
+		s.log.Error(err.Error())
+	}
+	return *s.failed.Load()
 }
 
 // Load implements store.Store.
@@ -770,6 +817,14 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	if s.wedged.Load() {
+		// A commit panicked (commit): Pebble holds a lock of its commit
+		// pipeline for good, and closing it (or a sync, or waiting for a
+		// sync loop stuck in it) could wait forever. Its files stay as the
+		// last successful write left them; the next Open replays the log.
+		close(s.stop)
+		return *s.failed.Load()
+	}
 	s.inflight.Wait()
 	close(s.stop)
 	s.stopped.Wait()
