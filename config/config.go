@@ -19,6 +19,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqttd/mqttd/auth/httpauth"
+	"github.com/mqttd/mqttd/auth/jwtauth"
+	"github.com/mqttd/mqttd/bridge"
 	"github.com/mqttd/mqttd/broker"
 )
 
@@ -109,6 +112,44 @@ type LogDest struct {
 	Path string
 }
 
+// Cluster is the cluster_* options: nodes with the same cluster_name,
+// linked by cluster_listen and cluster_peer, form one cluster.
+type Cluster struct {
+	Name                      string   // cluster_name
+	Node                      string   // cluster_node (default: the host name)
+	Listen                    string   // cluster_listen host:port
+	Peers                     []string // cluster_peer, repeatable
+	CAFile, CertFile, KeyFile string   // cluster_cafile, cluster_certfile, cluster_keyfile
+}
+
+// Enabled reports whether any cluster_* line was given.
+func (c *Cluster) Enabled() bool {
+	return c.Name != "" || c.Node != "" || c.Listen != "" || len(c.Peers) > 0 || c.CAFile != "" ||
+		c.CertFile != "" || c.KeyFile != ""
+}
+
+// check refuses an incomplete cluster configuration.
+func (c *Cluster) check() error {
+	if !c.Enabled() {
+		return nil
+	}
+	if c.Name == "" {
+		return errors.New("cluster_* options need cluster_name")
+	}
+	if c.Listen == "" {
+		return errors.New("cluster_* options need cluster_listen")
+	}
+	for _, a := range append([]string{c.Listen}, c.Peers...) {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("cluster address %q: %w", a, err)
+		}
+	}
+	if tls := (c.CAFile != "") == (c.CertFile != "") && (c.CertFile != "") == (c.KeyFile != ""); !tls {
+		return errors.New("cluster TLS needs cluster_cafile, cluster_certfile and cluster_keyfile together")
+	}
+	return nil
+}
+
 // Config is a parsed configuration.
 type Config struct {
 	File string // the file it was read from, "" for defaults
@@ -155,6 +196,38 @@ type Config struct {
 	// MetricsTokenFile (metrics_token_file) holds a bearer token that may
 	// scrape. With neither file the endpoint is open.
 	MetricsTokenFile string
+
+	// AdminAddr is admin_listener PORT [ADDRESS] as host:port (default
+	// address 127.0.0.1): the admin API and dashboard (package admin); ""
+	// = none. A non-loopback address needs AdminPasswordFile or
+	// AdminTokenFile.
+	AdminAddr         string
+	AdminPasswordFile string // admin_password_file: mosquitto_passwd-format users (HTTP Basic)
+	AdminTokenFile    string // admin_token_file: a bearer token
+	AdminCertFile     string // admin_certfile: serve the admin listener over HTTPS
+	AdminKeyFile      string // admin_keyfile
+
+	// HTTPAuth are the auth_http_* options (mqttd): authentication and
+	// authorization by an HTTP service (auth/httpauth). Global scope.
+	HTTPAuth httpauth.Config
+	// JWTAuth are the auth_jwt_* options (mqttd): JSON Web Tokens as
+	// passwords (auth/jwtauth). Global scope.
+	JWTAuth jwtauth.Config
+	// DynSec is the built-in dynamic-security plugin (`plugin
+	// .../mosquitto_dynamic_security.so`, plugin_opt_config_file; dynsec.go).
+	DynSec DynSec
+
+	// httpLine and jwtLine are the file:line of the first auth_http_ and
+	// auth_jwt_ option, for errors; "" when none was given.
+	httpLine, jwtLine string
+
+	// Bridges are the `connection` sections, in order (bridge package).
+	Bridges   []*bridge.Config
+	curBridge *bridge.Config
+
+	// Cluster is the cluster_* lines (cluster package); empty for a
+	// single broker.
+	Cluster Cluster
 
 	// Warnings are things that parsed but deserve a word in the log.
 	Warnings []string
@@ -335,6 +408,20 @@ func (c *Config) finish() error {
 		if len(l.WebSocketsOrigins) > 0 && l.Protocol != "websockets" {
 			return fmt.Errorf("%w: %s: listener %s: websockets_origin needs protocol websockets", ErrInvalid, where, l.Addr())
 		}
+	}
+	if err := c.finishAuthBackends(); err != nil {
+		return err
+	}
+	for _, b := range c.Bridges {
+		if err := b.Finish(); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrInvalid, b.Line, err)
+		}
+	}
+	if err := bridge.CheckAll(c.Bridges); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, c.File, err)
+	}
+	if err := c.Cluster.check(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, c.File, err)
 	}
 	if len(c.Log.Dests) == 0 {
 		c.Log.Dests = []LogDest{{Kind: "stderr"}}

@@ -324,7 +324,7 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"log_dest file\n", `f.conf:1: log_dest file needs one path`},
 		{"log_type chatter\n", `f.conf:1: log_type: "chatter" is not one of`},
 		{"metrics_listener http\n", `f.conf:1: metrics_listener: invalid port "http"`},
-		{"connection bridge1\n", `f.conf:1: connection: bridges are not supported`},
+		{"connection bridge1\n", `f.conf:1: connection bridge1: no address`},
 		{"auth_opt_db x\n", `f.conf:1: auth_opt_db: plugins are not supported`},
 		{"plugin /x.so\n", `f.conf:1: plugin: plugins are not supported`},
 		{"http_dir /www\n", `f.conf:1: http_dir: serving files over HTTP is not supported`},

@@ -8,8 +8,33 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqttd/mqttd/bridge"
 	"github.com/mqttd/mqttd/broker"
 )
+
+// bridgeOption applies a line of a `connection` section (bridge/config.go
+// knows each option): `connection NAME` starts one, and the bridge options
+// after it belong to it, as in Mosquitto.
+func (c *Config) bridgeOption(key, rest, where string) error {
+	if key == "connection" {
+		b, err := bridge.NewConfig(strings.TrimSpace(rest), where)
+		if err != nil {
+			return err
+		}
+		for _, o := range c.Bridges {
+			if o.Name == b.Name {
+				return fmt.Errorf("duplicate bridge name %q (first at %s)", b.Name, o.Line)
+			}
+		}
+		c.Bridges = append(c.Bridges, b)
+		c.curBridge = b
+		return nil
+	}
+	if c.curBridge == nil {
+		return fmt.Errorf("%s: a bridge option needs a connection line before it", key)
+	}
+	return c.curBridge.Set(key, rest)
+}
 
 // Scope of an option, as in Mosquitto 2.0.
 //
@@ -36,9 +61,6 @@ var ignoredOptions = map[string]string{
 
 // unsupportedOptions are option families mqttd refuses with a clear error.
 var unsupportedOptions = map[string]string{
-	"connection":                     "bridges are not supported",
-	"address":                        "bridges are not supported",
-	"addresses":                      "bridges are not supported",
 	"plugin":                         "plugins are not supported",
 	"auth_plugin":                    "plugins are not supported",
 	"auth_plugin_deny_special_chars": "plugins are not supported",
@@ -58,15 +80,14 @@ func (c *Config) apply(key, rest, where string) error {
 	args := strings.Fields(rest)
 	a := argReader{key: key, args: args}
 	switch {
+	case c.isDynsecOption(key):
+		return c.dynsecOption(key, rest, where) // dynsec.go
 	case strings.HasPrefix(key, "auth_opt_"), strings.HasPrefix(key, "plugin_opt_"):
 		return fmt.Errorf("%s: plugins are not supported", key)
-	case strings.HasPrefix(key, "bridge_"), strings.HasPrefix(key, "remote_"), strings.HasPrefix(key, "local_"),
-		strings.HasPrefix(key, "notification"), strings.HasPrefix(key, "restart_timeout"),
-		strings.HasPrefix(key, "round_robin"), strings.HasPrefix(key, "start_type"),
-		strings.HasPrefix(key, "try_private"), strings.HasPrefix(key, "cleansession"),
-		strings.HasPrefix(key, "idle_timeout"), strings.HasPrefix(key, "keepalive_interval"),
-		strings.HasPrefix(key, "threshold"):
-		return fmt.Errorf("%s: bridges are not supported", key)
+	case bridge.IsOption(key):
+		return c.bridgeOption(key, rest, where)
+	case strings.HasPrefix(key, "bridge_"), strings.HasPrefix(key, "remote_"), strings.HasPrefix(key, "local_"):
+		return fmt.Errorf("%s: unknown bridge option", key)
 	}
 	if why, ok := unsupportedOptions[key]; ok {
 		return fmt.Errorf("%s: %s", key, why)
@@ -82,6 +103,9 @@ func (c *Config) apply(key, rest, where string) error {
 			c.defaultListener.Line = where
 		}
 		return f(c.cur, &a)
+	}
+	if strings.HasPrefix(key, "auth_http_") || strings.HasPrefix(key, "auth_jwt_") {
+		return c.authBackendOption(key, rest, &a, where) // authbackend.go
 	}
 	if f, ok := securityOptions[key]; ok {
 		s := &c.Security
@@ -163,6 +187,11 @@ func (c *Config) apply(key, rest, where string) error {
 		// mqttd: a broker-wide bound on the bytes queued for all sessions,
 		// so that abandoned persistent sessions cannot exhaust memory or disk.
 		o.MaxQueuedBytesTotal, err = a.integer(0, 1<<62)
+	case "max_backlog_bytes":
+		// mqttd: the bytes waiting to be written to one connection
+		// (broker.Options.MaxBacklogBytes); 0 = the default, 8 MiB.
+		n, err = a.integer(0, 1<<40)
+		o.MaxBacklogBytes = int(n)
 	case "queue_qos0_messages":
 		o.QueueQoS0, err = a.boolean()
 	case "message_size_limit":
@@ -242,6 +271,22 @@ func (c *Config) apply(key, rest, where string) error {
 		c.Persistence, err = a.boolean()
 	case "persistence_location":
 		c.PersistenceLocation, err = a.one()
+	case "cluster_name":
+		c.Cluster.Name, err = a.one()
+	case "cluster_node":
+		c.Cluster.Node, err = a.one()
+	case "cluster_listen":
+		c.Cluster.Listen, err = a.one()
+	case "cluster_peer": // repeatable
+		var v string
+		v, err = a.one()
+		c.Cluster.Peers = append(c.Cluster.Peers, v)
+	case "cluster_cafile":
+		c.Cluster.CAFile, err = a.one()
+	case "cluster_certfile":
+		c.Cluster.CertFile, err = a.one()
+	case "cluster_keyfile":
+		c.Cluster.KeyFile, err = a.one()
 	case "persistence_file":
 		c.PersistenceFile, err = a.one()
 	case "autosave_interval":
@@ -291,6 +336,16 @@ func (c *Config) apply(key, rest, where string) error {
 		c.MetricsPasswordFile, err = a.one()
 	case "metrics_token_file":
 		c.MetricsTokenFile, err = a.one()
+	case "admin_listener":
+		c.AdminAddr, err = loopbackListener("admin_listener", args)
+	case "admin_password_file":
+		c.AdminPasswordFile, err = a.one()
+	case "admin_token_file":
+		c.AdminTokenFile, err = a.one()
+	case "admin_certfile":
+		c.AdminCertFile, err = a.one()
+	case "admin_keyfile":
+		c.AdminKeyFile, err = a.one()
 	default:
 		return fmt.Errorf("unknown option %q", key)
 	}
@@ -320,6 +375,23 @@ func (c *Config) logDest(args []string) error {
 	}
 	c.Log.Dests = append(c.Log.Dests, d)
 	return nil
+}
+
+// loopbackListener parses "PORT [ADDRESS]" of an HTTP listener that binds
+// 127.0.0.1 unless an address is given.
+func loopbackListener(key string, args []string) (string, error) {
+	if len(args) < 1 || len(args) > 2 {
+		return "", fmt.Errorf("%s takes a port and an optional address", key)
+	}
+	p, err := strconv.Atoi(args[0])
+	if err != nil || p < 0 || p > 65535 {
+		return "", fmt.Errorf("%s: invalid port %q", key, args[0])
+	}
+	host := "127.0.0.1"
+	if len(args) == 2 {
+		host = args[1]
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p)), nil
 }
 
 func (c *Config) metricsListener(args []string) error {

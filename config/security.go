@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/mqttd/mqttd/auth"
+	"github.com/mqttd/mqttd/auth/dynsec"
 	"github.com/mqttd/mqttd/broker"
 	"github.com/mqttd/mqttd/listener"
 	"github.com/mqttd/mqttd/packet"
@@ -27,6 +28,12 @@ type Auth struct {
 	names map[string]int // broker listener name -> index into cfg.Listeners
 	state atomic.Pointer[authState]
 	index atomic.Pointer[map[string]int] // copy of names for lock-free lookups
+	// backends are the HTTP and JWT hooks (authbackend.go), made once:
+	// Reload re-reads the JWT keys.
+	backends authBackends
+	// dynsec is the built-in dynamic-security plugin (dynsec.go), made
+	// once; nil when not configured.
+	dynsec *dynsec.Plugin
 }
 
 // authState is one loaded generation of the files.
@@ -53,6 +60,12 @@ func NewAuth(cfg *Config) (*Auth, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.backends, err = loadAuthBackends(cfg); err != nil {
+		return nil, err
+	}
+	if a.dynsec, err = loadDynsec(cfg); err != nil {
+		return nil, err
+	}
 	a.state.Store(st)
 	empty := map[string]int{}
 	a.index.Store(&empty)
@@ -76,6 +89,8 @@ func (a *Auth) Bind(name string, i int) {
 // file read again) its security options replace the current ones, provided
 // its listeners are the same (same addresses, in the same order); a
 // configuration whose listeners changed is refused, as those need a
+// restart. The JWT keys (auth_jwt_ key files and the JWKS file) are read
+// again too; the auth_http_ options, and adding or removing a backend, need a
 // restart. On error the files and settings in force stay and the error is
 // returned.
 func (a *Auth) Reload(next *Config) error {
@@ -86,10 +101,16 @@ func (a *Auth) Reload(next *Config) error {
 		if !sameListeners(cfg, next) {
 			return fmt.Errorf("%w: the listeners changed; restart mqttd to apply them", ErrInvalid)
 		}
+		if cfg.DynSec.Plugin != next.DynSec.Plugin || cfg.DynSec.ConfigFile != next.DynSec.ConfigFile {
+			return fmt.Errorf("%w: the dynamic-security plugin options changed; restart mqttd to apply them", ErrInvalid)
+		}
 		cfg = next
 	}
 	st, err := load(cfg)
 	if err != nil {
+		return err
+	}
+	if err := a.backends.reload(a.cfg, cfg); err != nil {
 		return err
 	}
 	a.cfg = cfg
@@ -250,6 +271,23 @@ func (a *Auth) Apply(o *broker.Options) {
 	o.Authenticate = a.Authenticate
 	o.Authorize = a.Authorize
 	o.CheckSubscribe = a.CheckSubscribe
+	// The HTTP and JWT backends run first (broker hooks are asked before
+	// the Authenticate and Authorize functions above).
+	if a.backends.http != nil && o.Logger != nil {
+		a.backends.http.SetLogger(o.Logger)
+	}
+	if a.backends.jwt != nil && o.Logger != nil {
+		a.backends.jwt.SetLogger(o.Logger)
+	}
+	o.Hooks = append(o.Hooks, a.backends.hooks()...)
+	if a.dynsec != nil {
+		// Mosquitto's dynamic-security plugin: its own clients, roles and
+		// control topic, asked after the backends above and before the files.
+		if o.Logger != nil {
+			a.dynsec.SetLogger(o.Logger)
+		}
+		o.Hooks = append(o.Hooks, a.dynsec)
+	}
 }
 
 // ListenerOptions returns the broker settings of listener l.
@@ -317,6 +355,9 @@ func PermissionWarnings(cfg *Config) []string {
 	}
 	files = append(files, file{"metrics_password_file", cfg.MetricsPasswordFile},
 		file{"metrics_token_file", cfg.MetricsTokenFile})
+	for _, f := range cfg.JWTAuth.HS256SecretFiles {
+		files = append(files, file{"auth_jwt_hs256_secret_file", f})
+	}
 	var out []string
 	seen := make(map[string]bool)
 	for _, f := range files {

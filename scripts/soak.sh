@@ -4,6 +4,7 @@
 # samples the broker's RSS, threads, descriptors, goroutines and store size,
 # prints a table and exits non-zero on growth after the warm-up.
 #   bash scripts/soak.sh [DURATION_SECONDS]   (default 60)
+# SOAK_LOG_TYPES (default "error warning") sets the broker's log_type lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
@@ -33,11 +34,12 @@ allow_anonymous true
 metrics_listener $mport 127.0.0.1
 persistence true
 persistence_location $work/data
-log_dest file $work/mqttd.log
-log_type error
-log_type warning
+log_dest stderr
+$(for t in ${SOAK_LOG_TYPES:-error warning}; do echo "log_type $t"; done)
 CONF
-"$work/mqttd" -c "$work/mosquitto.conf" &
+# stderr, not log_dest file: mqttd drops to the mosquitto user, which may
+# not be able to open a file in the work directory.
+"$work/mqttd" -c "$work/mosquitto.conf" 2>"$work/mqttd.log" &
 pid=$!
 for _ in $(seq 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
@@ -60,5 +62,9 @@ if [ -s "$work/mqttd.log" ]; then
   # timestamps and client addresses.
   echo "soak: the broker logged:"
   sed -E 's/^[0-9]+: //; s/(remote|client)=[^ ]+ //g' "$work/mqttd.log" | sort | uniq -c | sort -rn | head -20
+  if grep -qE 'connection refused|store|batch' "$work/mqttd.log"; then
+    echo "soak: refusals and store messages (first 20):"
+    grep -E 'connection refused|store|batch' "$work/mqttd.log" | head -20
+  fi
 fi
 exit $status

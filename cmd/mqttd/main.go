@@ -1,6 +1,6 @@
 // Command mqttd is the MQTT broker.
 //
-//	mqttd [-c FILE] [-p PORT] [-v] [--test-config]
+//	mqttd [-c FILE] [-p PORT] [-v] [--test-config] [--version]
 //	mqttd passwd [-c] [-b] [-D] [-U] FILE USER [PASSWORD]
 //
 // Without a configuration file it listens on 127.0.0.1:1883 and allows
@@ -20,31 +20,35 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/mqttd/mqttd/admin"
 	"github.com/mqttd/mqttd/auth"
+	"github.com/mqttd/mqttd/bridge"
 	"github.com/mqttd/mqttd/broker"
+	"github.com/mqttd/mqttd/cluster"
 	"github.com/mqttd/mqttd/config"
 	"github.com/mqttd/mqttd/listener"
 	"github.com/mqttd/mqttd/metrics"
 	"github.com/mqttd/mqttd/store"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "devel"
-
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 func usage(w io.Writer) {
+	fmt.Fprintf(w, "%s\n\n", versionLine())
 	fmt.Fprintf(w, `mqttd is an MQTT 3.1, 3.1.1 and 5.0 broker.
 
-Usage: mqttd [-c config_file] [-p port] [-v] [--test-config]
+Usage: mqttd [-c config_file] [-p port] [-v] [--test-config] [--version]
        mqttd passwd [-c | -D | -U] [-b] passwordfile username [password]
 
  -c, --config-file : read configuration from a file (mosquitto.conf syntax).
@@ -52,6 +56,7 @@ Usage: mqttd [-c config_file] [-p port] [-v] [--test-config]
  -v, --verbose     : log every event, including debug ones (log_type all).
      --test-config : check the configuration file and the files it names, and exit.
  -h, --help        : this help.
+     --version     : print the version and exit.
 
  passwd            : manage a password file as mosquitto_passwd does (mqttd passwd -h).
 
@@ -107,6 +112,9 @@ func parseArgs(args []string, stdout, stderr io.Writer) (options, int, bool) {
 			return o, 1, false
 		case "-h", "--help":
 			usage(stdout)
+			return o, 0, false
+		case "--version":
+			fmt.Fprintln(stdout, versionLine())
 			return o, 0, false
 		default:
 			fmt.Fprintf(stderr, "mqttd: unknown option %q (see mqttd --help)\n", a)
@@ -164,6 +172,11 @@ func checkFiles(cfg *config.Config) error {
 	if _, err := metricsAccess(cfg); err != nil {
 		return err
 	}
+	if cfg.AdminAddr != "" {
+		if _, err := admin.LoadCredentials(adminConfig(cfg)); err != nil {
+			return err
+		}
+	}
 	for _, l := range cfg.Listeners {
 		if lc := cfg.ListenerConfig(l); lc.TLS != nil {
 			if _, err := lc.TLS.Build(); err != nil {
@@ -186,9 +199,15 @@ type running struct {
 	sig     chan os.Signal
 	tls     []*listener.TLSConfig
 	metrics *http.Server
-	wg      sync.WaitGroup
-	errs    chan error
-	pidFile string
+	admin   *admin.Server             // admin_listener; nil without one
+	bridges map[string]*bridge.Bridge // by connection name; main goroutine only
+	// running bridges for the metrics and $SYS readers (other goroutines),
+	// replaced after each change of bridges.
+	bridgeList atomic.Pointer[[]*bridge.Bridge]
+	cluster    *cluster.Node // nil for a single broker
+	wg         sync.WaitGroup
+	errs       chan error
+	pidFile    string
 }
 
 // start opens the logs, the listeners and the metrics endpoint and serves.
@@ -282,6 +301,14 @@ func start(cfg *config.Config, o options) (*running, error) {
 		}
 		r.pidFile = cfg.PidFile
 	}
+	// The admin listener's files are read as root, as the listeners' keys.
+	var adminCreds *admin.Credentials
+	if cfg.AdminAddr != "" {
+		if adminCreds, err = admin.LoadCredentials(adminConfig(cfg)); err != nil {
+			closeListeners()
+			return fail(err)
+		}
+	}
 	sdir := storeDir(cfg.PersistenceLocation, cfg.File)
 	if err := switchUser(cfg, sdir, logger); err != nil {
 		closeListeners()
@@ -311,7 +338,50 @@ func start(cfg *config.Config, o options) (*running, error) {
 	} else {
 		r.srv = broker.New(bo)
 	}
+	if cc := cfg.Cluster; cc.Enabled() {
+		// A cluster node; without cluster_* lines no NATS code runs.
+		node, err := cluster.New(cluster.Config{Name: cc.Name, Node: cc.Node, Listen: cc.Listen, Peers: cc.Peers,
+			CAFile: cc.CAFile, CertFile: cc.CertFile, KeyFile: cc.KeyFile, Dir: clusterDir(sdir),
+			Logger: logger})
+		if err == nil {
+			err = r.srv.AddHook(node)
+		}
+		if err == nil {
+			err = node.Start(context.Background())
+		}
+		if err != nil {
+			closeListeners()
+			return fail(err)
+		}
+		r.cluster = node
+		r.srv.AddSysSource(func(put func(topic, value string)) {
+			st := node.Stats()
+			i := func(v int64) string { return strconv.FormatInt(v, 10) }
+			put("$SYS/broker/cluster/nodes", strconv.Itoa(st.Nodes))
+			put("$SYS/broker/cluster/links/up", strconv.Itoa(st.LinksUp))
+			put("$SYS/broker/cluster/messages/forwarded/out", i(st.ForwardedOut))
+			put("$SYS/broker/cluster/messages/forwarded/in", i(st.ForwardedIn))
+			put("$SYS/broker/cluster/messages/dropped", i(st.Dropped))
+			put("$SYS/broker/cluster/takeovers/out", i(st.TakeoversOut))
+			put("$SYS/broker/cluster/takeovers/in", i(st.TakeoversIn))
+		})
+	}
 
+	if cfg.AdminAddr != "" {
+		// Before the listeners serve: it adds a broker hook.
+		acfg := adminConfig(cfg)
+		acfg.Credentials, acfg.Version, acfg.StoreDir, acfg.Logger = adminCreds, "mqttd version "+version,
+			storeDirIf(cfg, sdir), logger
+		a, err := admin.New(r.srv, acfg)
+		if err == nil {
+			err = a.Start()
+		}
+		if err != nil {
+			closeListeners()
+			return fail(err)
+		}
+		r.admin = a
+	}
 	if ml != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Protect(metrics.Handler(r.snapshot), access))
@@ -335,7 +405,88 @@ func start(cfg *config.Config, o options) (*running, error) {
 		}()
 	}
 	logger.Info("mqttd version " + version + " running")
+	r.bridges = map[string]*bridge.Bridge{}
+	r.srv.AddSysSource(r.bridgeSys)
+	r.startBridges(cfg.Bridges)
 	return r, nil
+}
+
+// startBridges starts the bridges of cs that are not running.
+func (r *running) startBridges(cs []*bridge.Config) {
+	for _, c := range cs {
+		if r.bridges[c.Name] != nil {
+			continue
+		}
+		b, err := bridge.Start(c, r.srv.DialLocal, r.log)
+		if err != nil {
+			r.log.Error("bridge not started", "bridge", c.Name, "err", err)
+			continue
+		}
+		r.bridges[c.Name] = b
+	}
+	r.listBridges()
+}
+
+// listBridges publishes the running bridges to bridgeStats.
+func (r *running) listBridges() {
+	list := make([]*bridge.Bridge, 0, len(r.bridges))
+	for _, b := range r.bridges {
+		list = append(list, b)
+	}
+	slices.SortFunc(list, func(a, b *bridge.Bridge) int { return strings.Compare(a.Config().Name, b.Config().Name) })
+	r.bridgeList.Store(&list)
+}
+
+// bridgeStats reads the counters of the running bridges; any goroutine.
+func (r *running) bridgeStats() []bridge.Stats {
+	p := r.bridgeList.Load()
+	if p == nil {
+		return nil
+	}
+	out := make([]bridge.Stats, 0, len(*p))
+	for _, b := range *p {
+		out = append(out, b.Stats())
+	}
+	return out
+}
+
+// bridgeSys publishes each bridge's counters under $SYS/broker/bridges/NAME/
+// (mqttd's own topics; the state topic of Mosquitto's notifications is the
+// bridge's own).
+func (r *running) bridgeSys(put func(topic, value string)) {
+	for _, st := range r.bridgeStats() {
+		p := "$SYS/broker/bridges/" + st.Name + "/"
+		u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+		state := "0"
+		if st.Connected {
+			state = "1"
+		}
+		put(p+"state", state)
+		put(p+"messages/sent", u(st.MsgsOut))
+		put(p+"messages/received", u(st.MsgsIn))
+		put(p+"bytes/sent", u(st.BytesOut))
+		put(p+"bytes/received", u(st.BytesIn))
+		put(p+"queued", strconv.Itoa(st.Queued))
+		put(p+"reconnects", u(st.Reconnects))
+		put(p+"dropped", u(st.Dropped+st.Refused))
+	}
+}
+
+// reloadBridges stops the bridges whose section is gone or changed and
+// starts the new and changed ones; unchanged bridges stay up.
+func (r *running) reloadBridges(cs []*bridge.Config) {
+	want := map[string]*bridge.Config{}
+	for _, c := range cs {
+		want[c.Name] = c
+	}
+	for name, b := range r.bridges {
+		if c := want[name]; c == nil || !c.Equal(b.Config()) {
+			r.log.Info("bridge configuration changed; restarting it", "bridge", name)
+			b.Stop()
+			delete(r.bridges, name)
+		}
+	}
+	r.startBridges(cs)
 }
 
 // openingMessage is Mosquitto's line for a listener being opened.
@@ -384,13 +535,26 @@ func (r *running) snapshot() metrics.Snapshot {
 		DroppedQueueFull: s.DroppedQueueFull, DroppedBacklog: s.DroppedBacklog, DroppedTooLarge: s.DroppedTooLarge,
 		DroppedMemory: s.DroppedMemory, StoreWrites: s.StoreWrites,
 		StoreWriteSeconds: s.StoreWriteSeconds, RefusedMaxConns: r.srv.ListenerRefusals(),
+		RefusedConnRate: s.RefusedConnRate, PublishRateWaits: s.PublishRateWaits,
 		Inflight: s.Inflight, Queued: s.Queued, AuthFailures: s.AuthFailures,
 		DisconnectsByReason: r.srv.DisconnectsByReason(),
+		Bridges:             bridgeMetrics(r.bridgeStats()),
 		Uptime:              time.Since(startTime),
 	}
 }
 
 var startTime = time.Now()
+
+// bridgeMetrics turns bridge counters into their metrics.
+func bridgeMetrics(sts []bridge.Stats) []metrics.BridgeSnapshot {
+	out := make([]metrics.BridgeSnapshot, 0, len(sts))
+	for _, st := range sts {
+		out = append(out, metrics.BridgeSnapshot{Name: st.Name, Connected: st.Connected,
+			MessagesSent: st.MsgsOut, MessagesReceived: st.MsgsIn, BytesSent: st.BytesOut, BytesReceived: st.BytesIn,
+			Queued: st.Queued, Reconnects: st.Reconnects, Dropped: st.Dropped + st.Refused})
+	}
+	return out
+}
 
 // reload re-reads the configuration file (if any) and applies what can
 // change while running: security files and options, TLS certificates, logs.
@@ -422,6 +586,9 @@ func (r *running) reload() {
 			r.log.Error("reload: TLS certificates kept as they were", "certfile", t.CertFile, "err", err)
 		}
 	}
+	if next != nil {
+		r.reloadBridges(next.Bridges)
+	}
 	r.log.Info("Reload done.")
 }
 
@@ -446,15 +613,43 @@ loop:
 			break loop
 		}
 	}
+	for name, b := range r.bridges {
+		b.Stop()
+		delete(r.bridges, name)
+	}
+	r.listBridges()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := r.srv.Shutdown(ctx); err != nil {
 		r.log.Error("shutdown", "err", err)
 		status = 1
 	}
+	if r.cluster != nil {
+		r.cluster.Close()
+	}
 	r.closeAll()
 	r.wg.Wait()
 	return status
+}
+
+// adminConfig is the admin_* options.
+func adminConfig(cfg *config.Config) admin.Config {
+	return admin.Config{Addr: cfg.AdminAddr, PasswordFile: cfg.AdminPasswordFile, TokenFile: cfg.AdminTokenFile,
+		CertFile: cfg.AdminCertFile, KeyFile: cfg.AdminKeyFile}
+}
+
+// clusterDir is where a cluster node keeps its state: beside the store,
+// in persistence_location/mqttd-cluster.
+func clusterDir(storeDir string) string {
+	return filepath.Join(filepath.Dir(storeDir), "mqttd-cluster")
+}
+
+// storeDirIf is the store's directory when persistence is on, else "".
+func storeDirIf(cfg *config.Config, dir string) string {
+	if !cfg.Persistence {
+		return ""
+	}
+	return dir
 }
 
 // closeAll stops the metrics endpoint, closes the store (after Shutdown, or
@@ -468,6 +663,12 @@ func (r *running) closeAll() {
 	}
 	if r.metrics != nil {
 		r.metrics.Close()
+	}
+	if r.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		r.admin.Shutdown(ctx)
+		cancel()
+		r.admin = nil
 	}
 	if r.pidFile != "" {
 		if err := os.Remove(r.pidFile); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -541,6 +742,11 @@ func switchUser(cfg *config.Config, storeDir string, log *slog.Logger) error {
 			log.Warn("started as root without a user option: mqttd keeps running AS ROOT, because the default user " +
 				a.name + " cannot use the store (" + err.Error() + "); set user (root to keep root)")
 			return nil
+		}
+	}
+	if cfg.Cluster.Enabled() { // the cluster's JetStream directory, beside the store
+		if err := prepareStoreDir(clusterDir(storeDir), a); err != nil {
+			return err
 		}
 	}
 	// Go applies these to every thread of the process (Linux, Go >= 1.16).

@@ -26,6 +26,24 @@ var allowed = map[string]struct {
 	"broker":     {[]string{"packet", "topic", "auth", "store", "metrics"}, true},
 	"client":     {[]string{"packet", "topic", "auth/scram"}, true},
 	"cmd/mqtt":   {[]string{"client", "packet", "topic", "auth/scram", "internal/strftime"}, true},
+
+	// The HTTP and JWT backends are broker hooks: the broker (and what it
+	// brings in, store and metrics) and auth, nothing of config.
+	"auth/httpauth": {[]string{"broker", "packet", "topic", "auth", "store", "metrics"}, true},
+	"auth/jwtauth":  {[]string{"broker", "packet", "topic", "auth", "store", "metrics"}, true},
+	// Mosquitto's dynamic-security plugin, built in: a broker hook too.
+	"auth/dynsec": {[]string{"broker", "packet", "topic", "auth", "store", "metrics"}, true},
+
+	// Bridges: a client of the remote broker and of the local one (over
+	// broker.Server.DialLocal).
+	"bridge": {[]string{"broker", "client", "packet", "topic", "store", "auth", "auth/scram", "metrics"}, true},
+	// The cluster (embedded nats-server): a broker hook and the embedding
+	// API, nothing of config.
+	"cluster": {[]string{"broker", "packet", "topic", "store", "auth", "metrics"}, true},
+
+	// The admin API and dashboard: the broker's read-only views and
+	// embedding API, and auth's password files.
+	"admin": {[]string{"broker", "metrics", "packet", "topic", "auth", "store"}, true},
 }
 
 func TestImportDirection(t *testing.T) {

@@ -1,0 +1,4 @@
+package dynsec
+
+// SubACLCheck exposes subACLCheck to the tests.
+var SubACLCheck = subACLCheck
