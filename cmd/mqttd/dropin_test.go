@@ -95,9 +95,12 @@ metrics_listener %d 127.0.0.1
 		return err == nil
 	}, "mqttd listening on %s; stderr: %s", addr, &stderr)
 
-	if b, _ := os.ReadFile(pidFile); strings.TrimSpace(string(b)) != strconv.Itoa(cmd.Process.Pid) {
-		t.Errorf("pid_file holds %q, want %d", b, cmd.Process.Pid)
-	}
+	// The listening socket accepts (into its backlog) before start-up has
+	// written the pid file: wait for it.
+	brokertest.Eventually(t, 10*time.Second, func() bool {
+		b, _ := os.ReadFile(pidFile)
+		return strings.TrimSpace(string(b)) == strconv.Itoa(cmd.Process.Pid)
+	}, "pid_file does not hold %d", cmd.Process.Pid)
 	alice, rc := connack(t, addr, "alice1", "alice", "secret")
 	if rc != 0 {
 		t.Fatalf("alice: %v", rc)
