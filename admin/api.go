@@ -340,18 +340,25 @@ func prefixParam(r *http.Request) (string, error) {
 	return p, nil
 }
 
-// getTopics browses the topic tree one level at a time: the levels below
-// prefix that hold retained messages, merged with those the live tree has
-// seen messages for while a topic stream is open.
-func (s *Server) getTopics(w http.ResponseWriter, r *http.Request) {
+// cursorAndPrefix reads the paging (cursor only: offsets are refused for
+// what) and the prefix of a tree listing.
+func cursorAndPrefix(r *http.Request, what string) (paging, string, error) {
 	p, err := readPaging(r)
 	if err == nil && p.offset != 0 {
-		err = errors.New("topics are paged with cursor, not offset")
+		err = errors.New(what + " are paged with cursor, not offset")
 	}
 	prefix, err2 := prefixParam(r)
 	if err == nil {
 		err = err2
 	}
+	return p, prefix, err
+}
+
+// getTopics browses the topic tree one level at a time: the levels below
+// prefix that hold retained messages, merged with those the live tree has
+// seen messages for while a topic stream is open.
+func (s *Server) getTopics(w http.ResponseWriter, r *http.Request) {
+	p, prefix, err := cursorAndPrefix(r, "topics")
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -407,14 +414,7 @@ func toRetainedJSON(m *broker.Message, max int) retainedJSON {
 }
 
 func (s *Server) getRetained(w http.ResponseWriter, r *http.Request) {
-	p, err := readPaging(r)
-	if err == nil && p.offset != 0 {
-		err = errors.New("retained messages are paged with cursor, not offset")
-	}
-	prefix, err2 := prefixParam(r)
-	if err == nil {
-		err = err2
-	}
+	p, prefix, err := cursorAndPrefix(r, "retained messages")
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return

@@ -79,12 +79,11 @@ func (s *Server) Subscribe(filter string, qos byte, fn func(m *Message)) (cancel
 		return nil, err
 	}
 	sub := &inlineSub{qos: qos, fn: fn}
-	s.inlineMu.Lock()
-	if s.inline == nil {
-		s.inline = topic.NewIndex[*inlineSub, byte](256)
+	idx := s.inline.Load()
+	if idx == nil {
+		s.inline.CompareAndSwap(nil, topic.NewIndex[*inlineSub, byte](256))
+		idx = s.inline.Load()
 	}
-	idx := s.inline
-	s.inlineMu.Unlock()
 	idx.Add(filter, "", sub, qos)
 	s.inlineN.Add(1)
 	var once atomic.Bool
@@ -97,9 +96,7 @@ func (s *Server) Subscribe(filter string, qos byte, fn func(m *Message)) (cancel
 
 // deliverInline gives m to the inline subscriptions that match it.
 func (s *Server) deliverInline(m *Message) int {
-	s.inlineMu.Lock()
-	idx := s.inline
-	s.inlineMu.Unlock()
+	idx := s.inline.Load() // no lock on the PUBLISH path
 	if idx == nil {
 		return 0
 	}

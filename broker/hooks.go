@@ -223,34 +223,8 @@ func (s *Server) AddHook(h any) error {
 		n++
 	}
 	hk := &s.hooks
-	if v, ok := h.(Authenticator); ok {
-		hk.authn = append(hk.authn, v)
-		n++
-	}
-	if v, ok := h.(Authorizer); ok {
-		hk.authz = append(hk.authz, v)
-		n++
-	}
-	if v, ok := h.(PublishHook); ok {
-		hk.publish = append(hk.publish, v)
-		n++
-	}
-	if v, ok := h.(SessionHook); ok {
-		hk.session = append(hk.session, v)
-		n++
-	}
-	if v, ok := h.(SubscriptionHook); ok {
-		hk.subs = append(hk.subs, v)
-		n++
-	}
-	if v, ok := h.(DisconnectHook); ok {
-		hk.discon = append(hk.discon, v)
-		n++
-	}
-	if v, ok := h.(AuthMethodHook); ok {
-		hk.methods = append(hk.methods, v)
-		n++
-	}
+	n += addAs(&hk.authn, h) + addAs(&hk.authz, h) + addAs(&hk.publish, h) + addAs(&hk.session, h) +
+		addAs(&hk.subs, h) + addAs(&hk.discon, h) + addAs(&hk.methods, h)
 	if v, ok := h.(DeliveryHook); ok {
 		if hk.events == nil {
 			hk.events = make(chan deliveryEvent, deliveryHookBuffer)
@@ -264,6 +238,17 @@ func (s *Server) AddHook(h any) error {
 		return fmt.Errorf("%w: %T", errHookKind, h)
 	}
 	return nil
+}
+
+// addAs appends h to list when it implements the list's hook kind, and
+// reports 1 if it did.
+func addAs[T any](list *[]T, h any) int {
+	v, ok := h.(T)
+	if !ok {
+		return 0
+	}
+	*list = append(*list, v)
+	return 1
 }
 
 // HookEventsLost returns how many delivery events were not given to the

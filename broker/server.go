@@ -58,10 +58,9 @@ type Server struct {
 	sysMu      sync.Mutex                            // guards sysSources
 	sysSources []func(put func(topic, value string)) // AddSysSource (sys.go)
 
-	inlineMu sync.Mutex                     // guards inline (made on first use)
-	inline   *topic.Index[*inlineSub, byte] // Server.Subscribe (embed.go)
-	inlineN  atomic.Int32                   // inline subscriptions; 0: publish skips them
-	hookErr  error                          // a hook of Options.Hooks refused: Serve returns it
+	inline  atomic.Pointer[topic.Index[*inlineSub, byte]] // Server.Subscribe (embed.go); made on first use
+	inlineN atomic.Int32                                  // inline subscriptions; 0: publish skips them
+	hookErr error                                         // a hook of Options.Hooks refused: Serve returns it
 
 	mem  *memGauge  // memory_limit (memlimit.go); nil without one
 	disk *diskGuard // the store's disk (diskfull.go); nil without a store
