@@ -45,9 +45,12 @@ func (s *Server) Publish(m *Message) error {
 		m.Created = time.Now()
 	}
 	b := s.heldBatch() // deliveries to persistent sessions wait for it (persist.go)
-	s.publish(m, nil, b)
+	_, routed := s.publish(m, nil, b)
 	if err := s.applyHeld(b); err != nil {
 		return fmt.Errorf("broker: publish: %w", err)
+	}
+	if !routed {
+		return ErrServerClosed // closing since the check above
 	}
 	return nil
 }

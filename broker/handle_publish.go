@@ -118,7 +118,14 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		}
 	case 1:
 		if rc == packet.Success && route {
-			if c.srv.publish(c.newMessage(p), c.sess, b) == 0 && c.version == packet.V5 {
+			n, routed := c.srv.publish(c.newMessage(p), c.sess, b)
+			if !routed {
+				// The server is closing and the message went nowhere: no
+				// PUBACK, the client sends it again to the next server
+				// [MQTT-4.3.2-2] (a PUBACK is ownership taken).
+				return errShuttingDown
+			}
+			if n == 0 && c.version == packet.V5 {
 				rc = packet.NoMatchingSubscribers
 			}
 		}
@@ -145,7 +152,24 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		}
 		s.mu.Unlock()
 		if !dup && rc == packet.Success && route {
-			if c.srv.publish(c.newMessage(p), s, b) == 0 && c.version == packet.V5 {
+			n, routed := c.srv.publish(c.newMessage(p), s, b)
+			if !routed {
+				// Closing, and the message went nowhere: forget the packet
+				// id (a re-sent PUBLISH must be routed, not taken for a
+				// duplicate) and send no PUBREC, so the client sends it
+				// again to the next server [MQTT-4.3.3-2].
+				s.mu.Lock()
+				if _, ok := s.inbound[p.PacketID]; ok {
+					delete(s.inbound, p.PacketID)
+					s.inboundN.Add(-1)
+					if b != nil && s.stored() {
+						b.DeleteInbound(s.id, p.PacketID)
+					}
+				}
+				s.mu.Unlock()
+				return errShuttingDown
+			}
+			if n == 0 && c.version == packet.V5 {
 				rc = packet.NoMatchingSubscribers
 			}
 		}

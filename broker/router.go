@@ -23,8 +23,11 @@ var targetPool = sync.Pool{New: func() any { s := make([]target, 0, 16); return 
 
 // publish routes m to every matching subscription and returns how many
 // sessions it was given to. It takes no server-wide lock: the index match is
-// a shared read (cached), each session is locked on its own.
-func (s *Server) publish(m *Message, from *session, b *store.Batch) int {
+// a shared read (cached), each session is locked on its own. routed is false
+// when the server is closing and m went to no one: a QoS 1/2 publisher must
+// then not be acknowledged, so that it sends the message again to the next
+// server (acknowledging it would lose it).
+func (s *Server) publish(m *Message, from *session, b *store.Batch) (n int, routed bool) {
 	if m.Retain {
 		s.retained.set(m) // [MQTT-3.3.1-5]; an empty payload clears [MQTT-3.3.1-10]
 		if b != nil {
@@ -36,15 +39,14 @@ func (s *Server) publish(m *Message, from *session, b *store.Batch) int {
 		}
 	}
 	if s.isClosing() {
-		return 0
+		return 0, false
 	}
-	n := 0
 	if s.inlineN.Load() > 0 {
 		n = s.deliverInline(m) // Server.Subscribe (embed.go)
 	}
 	entries := s.subs.Match(m.Topic)
 	if len(entries) == 0 {
-		return n
+		return n, true
 	}
 	var multi *[]target // sessions with more than one subscription: merged first
 	var groups map[string][]*session
@@ -99,7 +101,7 @@ func (s *Server) publish(m *Message, from *session, b *store.Batch) int {
 	for k, members := range groups {
 		n += s.deliverShared(k, members, m, b)
 	}
-	return n
+	return n, true
 }
 
 // mergeTarget adds one matching subscription of ss to ts, merging with an
