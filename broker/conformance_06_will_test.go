@@ -68,7 +68,7 @@ func TestWill_PublishedOnAbnormalClose_MQTT_3_1_2_8(t *testing.T) {
 		}
 		disconnect(t, watch)
 		p := client(t, srv, v, "cleanup")
-		p.Publish(retainedPub("will/b", "", 0, 0))
+		p.Publish(retainedPub("will/b", "", 1, 1)) // QoS 1: cleared before the next version's watcher subscribes
 	})
 }
 

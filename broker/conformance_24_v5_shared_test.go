@@ -84,7 +84,7 @@ func TestV5Shared_NoRetainedOnSubscribe(t *testing.T) {
 	srv := brokertest.Start(t)
 	forVersions(t, bothVersions, func(t *testing.T, v packet.Version) {
 		p := client(t, srv, v, "ret-pub")
-		r := pub("shr/a", "kept", 0, 0)
+		r := pub("shr/a", "kept", 1, 1) // QoS 1: retained before the subscriber comes
 		r.Retain = true
 		p.Publish(r)
 		c := client(t, srv, v, "ret-sub")

@@ -20,45 +20,59 @@ import (
 // that reads from nc and the only one that touches the fields marked "read
 // loop"; output goes through the outbound buffer (outMu), drained by a writer
 // goroutine that runs only while there is something to write.
+//
+// An idle connection is mostly this struct (docs/operations.md counts its
+// bytes): what only a read burst needs (burst) or only a running writer
+// (out) is taken from a pool while in use, a polled connection has no
+// timer of its own (idleTimers) and no goroutine, and the fields are ordered
+// so that the struct fills its allocation size class.
 type conn struct {
 	srv      *Server
 	nc       net.Conn
+	lst      *listenerState // per-listener settings; nil when served by plain Serve
 	listener string
-	local    bool // served for DialLocal (embed.go): the server's own connection
-	bridge   bool // a 3.x bridge (protocol level | 0x80): its subscriptions are no-local, retain-as-published
 	remote   string
-	vectored bool // nc takes writev (a TCP socket): big payloads are not copied
-	idle     idleWaiter
 
-	// Polled connections (see poller): no goroutine while idle.
-	polled    atomic.Bool
-	fd        int32
-	pollMu    sync.Mutex // guards pollState, closeReq
-	pollState int
-	closeReq  bool
-	timer     *time.Timer // keep-alive / connect timeout while idle
-
-	// Store writes of the current read burst and the acknowledgements that
-	// wait for them (read loop only); see persist.go.
-	pend     store.Batch
-	pendAcks []packet.Packet
-	// Deliveries to other persistent sessions held until pend is applied
-	// (session.holdsFor), and scratch for session.pump.
-	held      []heldOut
-	heldScrap []*outMsg
+	// Store writes of the current read burst, the acknowledgements that
+	// wait for them and the deliveries held for them (read loop only); nil
+	// outside a burst that writes to the store. See persist.go.
+	burst *burstState
 
 	// read loop
-	version     packet.Version
 	sess        *session
 	info        ClientInfo
 	will        *packet.Will
 	keepAlive   time.Duration
-	cleanExit   bool              // DISCONNECT received: no will
 	aliases     map[uint16]string // v5 inbound topic aliases
-	problemInfo bool              // v5: client accepts reason strings
 	inAcks      int               // PUBACK/PUBCOMP waiting in pendAcks (receive maximum)
-	memPaused   bool              // read a PUBLISH past memory_limit: pause after this packet (memlimit.go)
 	pubRate     *tokenBucket      // MaxPublishRate (ratelimit.go); nil until the first PUBLISH
+	version     packet.Version
+	cleanExit   bool // DISCONNECT received: no will
+	problemInfo bool // v5: client accepts reason strings
+	memPaused   bool // read a PUBLISH past memory_limit: pause after this packet (memlimit.go)
+	local       bool // served for DialLocal (embed.go): the server's own connection
+	bridge      bool // a 3.x bridge (protocol level | 0x80): its subscriptions are no-local, retain-as-published
+	vectored    bool // nc takes writev (a TCP socket): big payloads are not copied
+
+	// Polled connections (see poller): no goroutine while idle.
+	pollState uint8 // guarded by pollMu
+	closeReq  bool  // guarded by pollMu
+
+	// guarded by outMu (see below)
+	writing    bool // a writer goroutine is running
+	closeAfter bool // close nc once the backlog is written
+	dead       bool // nc is closed; output is dropped
+
+	polled atomic.Bool
+	fd     int32
+	pollMu sync.Mutex // guards pollState, closeReq
+	// The keep-alive or connect deadline of a polled connection, in
+	// idleTimers' clock (0: none), and its index in idleTimers' heap + 1
+	// (0: not in it).
+	due    atomic.Int64
+	dueIdx atomic.Int32
+
+	connected atomic.Bool
 
 	// v5 enhanced authentication (auth_enhanced.go); read loop
 	authMethod     string       // the CONNECT's Authentication Method
@@ -70,31 +84,47 @@ type conn struct {
 	maxOutSize int // largest packet the client accepts (v5); 0 = no limit
 	// Outbound topic aliases (TopicAliasLRU), and the properties of the
 	// PUBLISH being encoded with one; guarded by outMu.
-	aliasOut  *aliasTable // nil unless the client allows aliases and the policy is on
-	connected atomic.Bool
+	aliasOut *aliasTable // nil unless the client allows aliases and the policy is on
 
-	outMu      sync.Mutex
-	outBuf     []byte    // encoded packets waiting to be written
-	outItems   []outItem // large payloads written straight from the shared message
-	spareBuf   []byte
-	spareItems []outItem
-	iov        net.Buffers
+	outMu sync.Mutex
+	out   *outBufs // encoded packets waiting to be written; nil when none wait and no writer runs
 	// outBytes is the backlog in bytes: every packet queued (PUBLISH of any
 	// QoS and control packets), counted from when it is queued until the
 	// write that carries it has completed (writeLoop subtracts what was
 	// written), so it includes the batch being written. See backlogFullLocked.
 	outBytes   int
 	backlogSub *session // its queued QoS 1/2 wait for the backlog to drain (drainedLocked)
-	writing    bool     // a writer goroutine is running
-	closeAfter bool     // close nc once the backlog is written
-	dead       bool     // nc is closed; output is dropped
 	writerWG   sync.WaitGroup
 	killTimer  *time.Timer // closeWithin: closes nc if the backlog is not written in time
 
 	closed atomic.Pointer[closeState] // why the connection ends; set once (closereason.go)
 
 	stats connStats
-	lst   *listenerState // per-listener settings; nil when served by plain Serve
+}
+
+// burstState is what one read burst collects for the store (conn.burst):
+// taken from burstPool by the burst's first store write, given back once
+// flushPending has applied it and let its acknowledgements and held
+// deliveries go.
+type burstState struct {
+	pend     store.Batch
+	pendAcks []packet.Packet
+	// Deliveries to other persistent sessions held until pend is applied
+	// (session.holdsFor), and scratch for session.pump.
+	held      []heldOut
+	heldScrap []*outMsg
+}
+
+// outBufs is the output of a connection while it has some (conn.out):
+// taken from outPool by the first packet queued, given back by the writer
+// once the backlog is written. Guarded by outMu, except that the running
+// writer uses iov and the batch it took on its own.
+type outBufs struct {
+	buf        []byte    // encoded packets waiting to be written
+	items      []outItem // large payloads written straight from the shared message
+	spare      []byte
+	spareItems []outItem
+	iov        net.Buffers
 }
 
 // outItem marks a large payload that follows the header ending at hdrEnd.
@@ -110,7 +140,7 @@ type connStats struct {
 	msgsOut, bytesOut, pubBytesOut atomic.Int64
 	pubIn, pubOut                  [3]atomic.Int64 // PUBLISH packets by QoS
 	droppedBacklog                 atomic.Int64    // QoS 0 over MaxBacklogBytes
-	droppedTooLarge                atomic.Int64    // above the client's Maximum Packet Size
+	// (PUBLISH above the client's Maximum Packet Size: stats.droppedTooLarge)
 }
 
 const (
@@ -120,16 +150,44 @@ const (
 
 var (
 	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
-	bufPool    = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+	outPool    = sync.Pool{New: func() any { return new(outBufs) }}
+	burstPool  = sync.Pool{New: func() any { return new(burstState) }}
 )
 
-func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
-
-func putBuf(b []byte) {
-	if b != nil && cap(b) <= bufPoolCap {
-		b = b[:0]
-		bufPool.Put(&b)
+// getOutLocked returns c.out, taking one from the pool if c has none.
+// outMu is held.
+func (c *conn) getOutLocked() *outBufs {
+	o := c.out
+	if o == nil {
+		o = outPool.Get().(*outBufs)
+		if o.buf == nil {
+			o.buf = make([]byte, 0, 4096)
+		}
+		c.out = o
 	}
+	return o
+}
+
+// putOutLocked gives c.out back to the pool once nothing waits in it and
+// no writer runs. outMu is held.
+func (c *conn) putOutLocked() {
+	o := c.out
+	if o == nil || c.writing || len(o.buf) > 0 || len(o.items) > 0 {
+		return
+	}
+	c.out = nil
+	for _, b := range []*[]byte{&o.buf, &o.spare} {
+		if cap(*b) > bufPoolCap {
+			*b = nil // larger buffers are not pooled
+		} else {
+			*b = (*b)[:0]
+		}
+	}
+	clear(o.items[:cap(o.items)])
+	clear(o.spareItems[:cap(o.spareItems)])
+	clear(o.iov[:cap(o.iov)])
+	o.items, o.spareItems, o.iov = o.items[:0], o.spareItems[:0], o.iov[:0]
+	outPool.Put(o)
 }
 
 func newConn(s *Server, nc net.Conn, listener string) *conn {
@@ -177,8 +235,9 @@ var (
 // idle connection's stack to its minimum.
 func (c *conn) readLoop() error {
 	c.nc.SetReadDeadline(time.Now().Add(c.srv.opts.ConnectTimeout))
+	var idle *idleWaiter // built by the first wait; kept off conn, which polled connections share
 	for {
-		if err := c.waitReadable(); err != nil {
+		if err := c.waitReadable(&idle); err != nil {
 			return c.readErr(err)
 		}
 		if err := c.readBurst(); err != nil {
@@ -200,7 +259,7 @@ func (c *conn) readBurst() error {
 	}()
 	for {
 		err := c.readPacket(br)
-		if err == nil && br.Buffered() > 0 && c.pend.Len() < maxPendingOps && !c.memPaused {
+		if err == nil && br.Buffered() > 0 && c.pendLen() < maxPendingOps && !c.memPaused {
 			continue
 		}
 		if ferr := c.flushPending(); err == nil {
@@ -224,16 +283,26 @@ func (c *conn) batch() *store.Batch {
 	if c.srv.opts.Store == nil {
 		return nil
 	}
-	if c.pend.Owner == nil {
-		c.pend.Owner = c // session.holdsFor
+	if c.burst == nil {
+		c.burst = burstPool.Get().(*burstState)
+		c.burst.pend.Owner = c // session.holdsFor
 	}
-	return &c.pend
+	return &c.burst.pend
+}
+
+// pendLen is the number of store writes the burst collected.
+func (c *conn) pendLen() int {
+	if c.burst == nil {
+		return 0
+	}
+	return c.burst.pend.Len()
 }
 
 // sendAck sends an acknowledgement, after the burst's store writes when
 // there are any: what it acknowledges must be on disk first.
 func (c *conn) sendAck(p packet.Packet) {
-	if c.pend.Empty() {
+	b := c.burst
+	if b == nil || b.pend.Empty() {
 		c.send(p)
 		return
 	}
@@ -241,7 +310,7 @@ func (c *conn) sendAck(p packet.Packet) {
 	case *packet.Puback, *packet.Pubcomp:
 		c.inAcks++ // still unacknowledged for the client's receive quota
 	}
-	c.pendAcks = append(c.pendAcks, p)
+	b.pendAcks = append(b.pendAcks, p)
 }
 
 // flushPending applies the burst's store writes, then lets the waiting
@@ -250,19 +319,24 @@ func (c *conn) sendAck(p packet.Packet) {
 // for the writes, the connection goes on.
 func (c *conn) flushPending() error {
 	c.inAcks = 0
-	if c.pend.Empty() {
-		for _, p := range c.pendAcks {
+	b := c.burst
+	if b == nil {
+		return nil
+	}
+	defer c.endBurst()
+	if b.pend.Empty() {
+		for _, p := range b.pendAcks {
 			c.send(p)
 		}
-		clear(c.pendAcks)
-		c.pendAcks = c.pendAcks[:0]
+		clear(b.pendAcks)
+		b.pendAcks = b.pendAcks[:0]
 		return nil
 	}
 	// When nothing waits for these writes (a subscriber's acknowledgements
 	// deleting queue entries, say), losing them in a power cut costs a
 	// redelivery: they do not wait for the disk.
-	err := c.srv.storeApply(&c.pend, len(c.pendAcks) == 0)
-	c.pend.Reset() // storeApply noted err: a failing store refuses what must be stored (diskfull.go)
+	err := c.srv.storeApply(&b.pend, len(b.pendAcks) == 0)
+	b.pend.Reset() // storeApply noted err: a failing store refuses what must be stored (diskfull.go)
 	// The deliveries that waited for these writes go now (their
 	// publisher's acknowledgements below still wait for the writes' own
 	// success). After a failure too: nothing here is acknowledged to the
@@ -271,29 +345,44 @@ func (c *conn) flushPending() error {
 	c.releaseHeld()
 	if err != nil {
 		c.srv.log.Error("store write failed", "client", c.info.ClientID, "err", err)
-		if acksNeedStore(c.pendAcks) {
-			clear(c.pendAcks)
-			c.pendAcks = c.pendAcks[:0]
+		if acksNeedStore(b.pendAcks) {
+			clear(b.pendAcks)
+			b.pendAcks = b.pendAcks[:0]
 			return packet.UnspecifiedError
 		}
 		// No acknowledgement depended on these writes (a subscriber's
 		// PUBACKs, say): as after a power cut, it costs a redelivery; the
 		// connection goes on (diskfull.go).
 	}
-	for _, p := range c.pendAcks {
+	for _, p := range b.pendAcks {
 		c.send(p)
 	}
-	clear(c.pendAcks)
-	c.pendAcks = c.pendAcks[:0]
+	clear(b.pendAcks)
+	b.pendAcks = b.pendAcks[:0]
 	return nil
 }
 
-// releaseHeld lets the deliveries held for c.pend go, in order, session by
-// session (session.pump). Read loop only; no lock held.
+// endBurst gives the burst's state back to the pool once it holds nothing:
+// an idle connection keeps none. Read loop only.
+func (c *conn) endBurst() {
+	b := c.burst
+	if b == nil || !b.pend.Empty() || len(b.pendAcks) > 0 || len(b.held) > 0 {
+		return
+	}
+	c.burst = nil
+	b.pend.Owner = nil
+	clear(b.heldScrap[:cap(b.heldScrap)])
+	b.heldScrap = b.heldScrap[:0]
+	burstPool.Put(b)
+}
+
+// releaseHeld lets the deliveries held for the burst's writes go, in
+// order, session by session (session.pump). Read loop only; no lock held.
 func (c *conn) releaseHeld() {
-	c.heldScrap = releaseHeldOuts(c.held, c.heldScrap)
-	clear(c.held)
-	c.held = c.held[:0]
+	b := c.burst
+	b.heldScrap = releaseHeldOuts(b.held, b.heldScrap)
+	clear(b.held)
+	b.held = b.held[:0]
 }
 
 // readPacket reads and handles one packet.
@@ -469,17 +558,16 @@ func (c *conn) send(p packet.Packet) {
 	if c.dead || c.closeAfter {
 		return
 	}
-	if c.outBuf == nil {
-		c.outBuf = getBuf()
-	}
-	n := len(c.outBuf)
-	b, err := p.Encode(c.outBuf, c.version)
+	o := c.getOutLocked()
+	n := len(o.buf)
+	b, err := p.Encode(o.buf, c.version)
 	if err != nil {
 		c.srv.log.Error("encode failed", "client", c.info.ClientID, "packet", p.Type().String(), "err", err)
-		c.outBuf = b[:n]
+		o.buf = b[:n]
+		c.putOutLocked()
 		return
 	}
-	c.outBuf = b
+	o.buf = b
 	c.outBytes += len(b) - n
 	c.stats.msgsOut.Add(1)
 	c.kickLocked()
@@ -512,9 +600,7 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 		c.srv.noteDelivery(c.info.ClientID, m, DropBacklog)
 		return dropped
 	}
-	if c.outBuf == nil {
-		c.outBuf = getBuf()
-	}
+	o := c.getOutLocked()
 	var alias uint16
 	var known bool
 	var aliasName string
@@ -535,19 +621,21 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 			p.Topic = ""
 		}
 	}
-	start := len(c.outBuf)
-	b, err := p.AppendHeader(c.outBuf, c.version)
+	start := len(o.buf)
+	b, err := p.AppendHeader(o.buf, c.version)
 	if err != nil {
 		c.srv.log.Error("encode failed", "client", c.info.ClientID, "topic", m.Topic, "err", err)
-		c.outBuf = b[:start]
+		o.buf = b[:start]
+		c.putOutLocked()
 		return dropped
 	}
 	size := len(b) - start + len(m.Payload)
 	// Never send a packet larger than the client allows [MQTT-3.1.2-24] (5.0):
 	// it is discarded as if it had been sent [MQTT-3.1.2-25].
 	if c.maxOutSize > 0 && size > c.maxOutSize {
-		c.outBuf = b[:start]
-		c.stats.droppedTooLarge.Add(1)
+		o.buf = b[:start]
+		c.putOutLocked()
+		c.srv.stats.droppedTooLarge.Add(1)
 		c.srv.noteDelivery(c.info.ClientID, m, DropTooLarge)
 		return tooLarge
 	}
@@ -558,9 +646,9 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 	if len(m.Payload) <= inlinePayload || !c.vectored {
 		b = append(b, m.Payload...)
 	} else {
-		c.outItems = append(c.outItems, outItem{hdrEnd: len(b), payload: m.Payload})
+		o.items = append(o.items, outItem{hdrEnd: len(b), payload: m.Payload})
 	}
-	c.outBuf = b
+	o.buf = b
 	c.outBytes += size
 	c.stats.msgsOut.Add(1)
 	c.stats.pubOut[qos].Add(1)
@@ -649,16 +737,20 @@ func (c *conn) kickLocked() {
 }
 
 // writeLoop writes the backlog in vectored writes until it is empty, then
-// returns its buffers to the pools and exits.
+// gives its buffers back to the pool and exits.
 func (c *conn) writeLoop() {
 	defer c.writerWG.Done()
 	for {
 		c.outMu.Lock()
-		if len(c.outBuf) == 0 {
+		o := c.out
+		if o == nil || len(o.buf) == 0 {
 			c.writing = false
-			putBuf(c.outBuf)
-			putBuf(c.spareBuf)
-			c.outBuf, c.spareBuf, c.spareItems, c.iov = nil, nil, nil, nil
+			c.putOutLocked()
+			if c.polled.Load() {
+				// No write deadline (no runtime timer) while idle; under
+				// outMu, so that it clears no next writer's deadline.
+				c.nc.SetWriteDeadline(time.Time{})
+			}
 			act := closeNone
 			if c.closeAfter && !c.dead {
 				c.dead = true
@@ -668,11 +760,11 @@ func (c *conn) writeLoop() {
 			c.closeNC(act) // no socket I/O under outMu: a TLS close writes
 			return
 		}
-		buf, items := c.outBuf, c.outItems
-		c.outBuf, c.outItems = c.spareBuf, c.spareItems
-		c.spareBuf, c.spareItems = nil, nil
-		if c.outBuf == nil {
-			c.outBuf = getBuf()
+		buf, items := o.buf, o.items
+		o.buf, o.items = o.spare, o.spareItems
+		o.spare, o.spareItems = nil, nil
+		if o.buf == nil {
+			o.buf = make([]byte, 0, 4096)
 		}
 		// The batch stays in outBytes until it is written.
 		batch := len(buf)
@@ -681,12 +773,12 @@ func (c *conn) writeLoop() {
 		}
 		c.outMu.Unlock()
 
-		n, err := c.flush(buf, items)
+		n, err := c.flush(o, buf, items)
 		c.stats.bytesOut.Add(n)
 		clear(items)
 
 		c.outMu.Lock()
-		c.spareBuf, c.spareItems = buf[:0], items[:0]
+		o.spare, o.spareItems = buf[:0], items[:0]
 		c.outBytes -= batch // written whole (a transport may count its framing in n)
 		if err != nil {
 			c.outBytes = 0 // nothing more is written
@@ -698,9 +790,10 @@ func (c *conn) writeLoop() {
 			}
 			c.dead = true
 			c.writing = false
-			putBuf(c.outBuf)
-			putBuf(c.spareBuf)
-			c.outBuf, c.outItems, c.spareBuf, c.spareItems, c.iov = nil, nil, nil, nil, nil
+			o.buf = o.buf[:0]
+			clear(o.items)
+			o.items = o.items[:0]
+			c.putOutLocked()
 			c.outMu.Unlock()
 			c.closeNC(act)
 			return
@@ -714,14 +807,15 @@ func (c *conn) writeLoop() {
 }
 
 // flush writes one batch with a deadline: a client that reads nothing for
-// WriteTimeout is disconnected as a slow consumer.
-func (c *conn) flush(buf []byte, items []outItem) (int64, error) {
+// WriteTimeout is disconnected as a slow consumer. o is c.out, which the
+// running writer keeps.
+func (c *conn) flush(o *outBufs, buf []byte, items []outItem) (int64, error) {
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.WriteTimeout))
 	if len(items) == 0 {
 		n, err := c.nc.Write(buf)
 		return int64(n), err
 	}
-	iov := c.iov[:0]
+	iov := o.iov[:0]
 	prev := 0
 	for _, it := range items {
 		iov = append(iov, buf[prev:it.hdrEnd], it.payload)
@@ -733,7 +827,7 @@ func (c *conn) flush(buf []byte, items []outItem) (int64, error) {
 	keep := iov
 	n, err := iov.WriteTo(c.nc)
 	clear(keep)
-	c.iov = keep[:0]
+	o.iov = keep[:0]
 	return n, err
 }
 
@@ -872,8 +966,8 @@ func (c *conn) teardown(err error) {
 		}
 		c.srv.log.Log(context.Background(), level, "client disconnected", args...)
 	}
-	c.disconnect(err)
 	if !c.connected.Load() {
+		c.disconnect(err)
 		return
 	}
 	c.srv.stats.fold(&c.stats)
@@ -884,4 +978,8 @@ func (c *conn) teardown(err error) {
 	}
 	c.sess.detach(c, w) // publishes the will now or after its delay (will.go)
 	c.srv.stats.connected.Add(-1)
+	// The socket closes after the session is detached: a client that sees
+	// its connection end finds its session offline (or ended) when it
+	// connects again, and the counters already say so.
+	c.disconnect(err)
 }

@@ -6,7 +6,8 @@ import (
 )
 
 // idleWaiter waits for a socket to become readable without reading from it,
-// so that an idle connection holds no read buffer. Built on first use.
+// so that an idle connection holds no read buffer. Built on first use, by
+// connections that have a read goroutine (polled ones need none).
 type idleWaiter struct {
 	rc   syscall.RawConn
 	peek func(fd uintptr) bool // allocated once per connection
@@ -17,13 +18,13 @@ type idleWaiter struct {
 
 // waitReadable blocks until the connection has bytes (or EOF, or an error)
 // to read, honouring its read deadline. Connections that do not expose their
-// socket return at once and the caller's read blocks instead.
-func (c *conn) waitReadable() error {
-	w := &c.idle
-	if w.none {
-		return nil
-	}
-	if w.rc == nil {
+// socket return at once and the caller's read blocks instead. *wp is the
+// read loop's waiter, built on the first call.
+func (c *conn) waitReadable(wp **idleWaiter) error {
+	w := *wp
+	if w == nil {
+		w = new(idleWaiter)
+		*wp = w
 		sc, ok := c.nc.(syscall.Conn)
 		if !ok {
 			w.none = true
@@ -36,6 +37,9 @@ func (c *conn) waitReadable() error {
 		}
 		w.rc = rc
 		w.peek = w.peekFD
+	}
+	if w.none {
+		return nil
 	}
 	w.err = nil
 	if err := w.rc.Read(w.peek); err != nil {

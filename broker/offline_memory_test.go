@@ -19,8 +19,8 @@ import (
 
 // offlineSessionBudget is the most heap (HeapInuse growth) one offline
 // persistent session with one subscription may keep. Measured on Go 1.26,
-// linux/amd64: about 1,300 bytes (10,000 sessions; 1,280-1,500 under -race
-// with 2,000-10,000): the session struct (264 bytes), its ClientInfo copy
+// linux/amd64: about 1,050-1,300 bytes (10,000 sessions; 1,280-1,500 under
+// -race with 2,000-10,000): the session struct (224 bytes), its ClientInfo copy
 // (104, without the password), its subEntry (40) and filter string, the
 // client id, user name and remote address strings, the session map's entry,
 // and the topic index's nodes for the filter's new levels. The bound is

@@ -196,7 +196,7 @@ type holder interface {
 
 // hold implements holder for the connection's read burst (c.pend). Read
 // loop only.
-func (c *conn) hold(s *session, om *outMsg) { c.held = append(c.held, heldOut{s, om}) }
+func (c *conn) hold(s *session, om *outMsg) { c.burst.held = append(c.burst.held, heldOut{s, om}) }
 
 // batchHold is the holder of a batch written outside a read burst: a will
 // (publishWill), a shared-subscription redistribution, Server.Publish.

@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -16,9 +17,10 @@ type poller struct {
 	epfd     int
 	wakeFD   int        // eventfd that stops run
 	mu       sync.Mutex // guards conns, closed; held across every epoll_ctl
-	conns    map[int32]*conn
-	closed   bool // stop ran: epfd is closed (its number may belong to another file)
-	stopping bool // stop was called
+	conns    []*conn    // by descriptor number: 8 bytes a connection, where a map takes 30 or more
+	timers   idleTimers // keep-alive and connect deadlines of the idle connections (conn_poll.go)
+	closed   bool       // stop ran: epfd is closed (its number may belong to another file)
+	stopping bool       // stop was called
 	done     chan struct{}
 }
 
@@ -39,7 +41,7 @@ func newPoller() *poller {
 		syscall.Close(wake)
 		return nil
 	}
-	p := &poller{epfd: epfd, wakeFD: wake, conns: make(map[int32]*conn), done: make(chan struct{})}
+	p := &poller{epfd: epfd, wakeFD: wake, done: make(chan struct{}), timers: idleTimers{base: time.Now()}}
 	go p.run()
 	return p
 }
@@ -62,7 +64,7 @@ func (p *poller) run() {
 				return
 			}
 			p.mu.Lock()
-			c := p.conns[fd]
+			c := p.connLocked(fd)
 			p.mu.Unlock()
 			if c != nil {
 				c.pollReady()
@@ -85,12 +87,15 @@ func (p *poller) stop() {
 	one := uint64(1)
 	syscall.Write(p.wakeFD, (*[8]byte)(unsafe.Pointer(&one))[:])
 	<-p.done // not under p.mu: run takes it
+	p.timers.stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for fd := range p.conns {
-		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+	for fd, c := range p.conns {
+		if c != nil {
+			syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+		}
 	}
-	clear(p.conns)
+	p.conns = nil
 	p.closed = true
 	syscall.Close(p.epfd)
 	syscall.Close(p.wakeFD)
@@ -114,7 +119,6 @@ func (p *poller) add(c *conn) bool {
 		return false
 	}
 	c.fd = fd
-	c.idle.rc = rc
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -124,8 +128,20 @@ func (p *poller) add(c *conn) bool {
 	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
 		return false
 	}
+	if int(fd) >= len(p.conns) {
+		p.conns = append(p.conns, make([]*conn, int(fd)+1-len(p.conns))...)
+	}
 	p.conns[fd] = c
 	return true
+}
+
+// connLocked returns the connection registered with descriptor fd, or nil.
+// p.mu is held.
+func (p *poller) connLocked(fd int32) *conn {
+	if fd < 0 || int(fd) >= len(p.conns) {
+		return nil
+	}
+	return p.conns[fd]
 }
 
 // rearm asks for the next readiness event of c. If bytes are already
@@ -133,7 +149,7 @@ func (p *poller) add(c *conn) bool {
 func (p *poller) rearmLocked(c *conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.conns[c.fd] != c {
+	if p.connLocked(c.fd) != c {
 		return // removed, or the poller stopped
 	}
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: c.fd}
@@ -151,22 +167,24 @@ func (p *poller) rearmLocked(c *conn) {
 // add holds while it claims the number, before its ADD).
 func (p *poller) removeLocked(c *conn) {
 	p.mu.Lock()
-	if p.conns[c.fd] == c {
+	if p.connLocked(c.fd) == c {
 		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(c.fd), nil)
-		delete(p.conns, c.fd)
+		p.conns[c.fd] = nil
 	}
 	p.mu.Unlock()
 }
 
 // moreToRead reports, without blocking, whether c's socket has bytes (or
 // EOF) waiting.
+//
+// It peeks at c.fd directly, without RawConn.Control (which would hold a
+// RawConn in every connection and allocate a closure on every burst). If
+// the socket was closed meanwhile and its number reused, the peek reads
+// nothing and tells "more": the burst's next read then fails on the closed
+// connection, which is how it ends anyway.
 func (c *conn) moreToRead() bool {
-	more := false
-	c.idle.rc.Control(func(fd uintptr) {
-		var b [1]byte
-		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
-			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		more = errno != syscall.EAGAIN && (errno != 0 || n >= 0)
-	})
-	return more
+	var b [1]byte
+	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return errno != syscall.EAGAIN && (errno != 0 || int(n) >= 0)
 }

@@ -3,7 +3,7 @@
 package broker
 
 // poller is Linux-only; elsewhere every connection has its own read goroutine.
-type poller struct{}
+type poller struct{ timers idleTimers }
 
 func newPoller() *poller               { return nil }
 func (p *poller) stop()                {}

@@ -28,6 +28,7 @@ func TestMaxQueuedBytesCountsPayloadOnly(t *testing.T) {
 				away := connect(t, srv, packet.V311, "away", true, false)
 				subscribe(t, away, 1, 1, "q/#")
 				disconnect(t, away)
+				waitOffline(t, srv, 1) // the socket closes before the session is detached
 				pubc := client(t, srv, packet.V311, "pub")
 				for i := range 3 {
 					pubc.Publish(&packet.Publish{Topic: topicName, QoS: 1, PacketID: uint16(i + 1),

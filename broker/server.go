@@ -226,8 +226,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	wait := make(chan struct{})
 	go func() { s.wg.Wait(); close(wait) }()
 	var err error
+	waitFor := wait
+	if ctx.Err() != nil {
+		// A context that had already ended takes the past-deadline path,
+		// whatever ended meanwhile: a select with both ready would pick
+		// at random.
+		waitFor = nil
+	}
 	select {
-	case <-wait:
+	case <-waitFor:
 	case <-ctx.Done():
 		err = ctx.Err()
 		// Writers stuck on clients that do not read hold their connections

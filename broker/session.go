@@ -24,8 +24,6 @@ type session struct {
 	conn        *conn              // nil while offline
 	info        *ClientInfo        // the identity that owns the session: its own copy, without the password
 	authGen     uint64             // changes with info: read checks made for another identity are stale
-	restored    bool               // info comes from the store: no connection since the restart (persist.go)
-	persistent  bool               // kept after disconnect
 	expiry      time.Duration      // how long kept offline; <0 = forever
 	subs        []subEntry         // few per session: searched in order, no map to pay for
 	inflight    map[uint16]*outMsg // outbound QoS 1/2 awaiting acknowledgement
@@ -33,13 +31,15 @@ type session struct {
 	queue       []*outMsg          // waiting for the window
 	qhead       int
 	queuedBytes int64
-	nextID      uint16
 	inbound     map[uint16]struct{} // QoS 2 packet ids received, PUBREL not yet [MQTT-4.3.3-2]
 	expiryTimer *time.Timer
-	ended       bool         // removed from the server; nothing more is delivered
-	onDisk      bool         // a session record was written to the store
 	will        *pendingWill // a will waiting for its delay (will.go)
 	nheld       int          // in-flight deliveries held until their store write is applied (outMsg.held)
+	nextID      uint16
+	restored    bool // info comes from the store: no connection since the restart (persist.go)
+	persistent  bool // kept after disconnect
+	ended       bool // removed from the server; nothing more is delivered
+	onDisk      bool // a session record was written to the store
 
 	gauges sessionGauges // what it last added to the server's session gauges (stats.go)
 }
@@ -386,7 +386,7 @@ func (s *session) refillLocked(b *store.Batch, pump bool, hold []*outMsg) []*out
 	if c == nil || s.nheld > 0 {
 		return hold
 	}
-	now := time.Now()
+	var now time.Time // read once, and only for a message that can expire (not on every PUBACK)
 	w := s.windowLocked()
 	for s.qhead < len(s.queue) && !s.queue[s.qhead].held && (len(s.inflight) < w || s.queue[s.qhead].qos == 0) && c.backlogRoom(s) {
 		om := s.queue[s.qhead]
@@ -398,9 +398,14 @@ func (s *session) refillLocked(b *store.Batch, pump bool, hold []*outMsg) []*out
 		s.qhead++
 		s.queuedBytes -= om.msg.size()
 		s.srv.queuedBytes.Add(-om.msg.size())
-		if om.msg.expired(now) {
-			s.deleteEntryLocked(b, om)
-			continue
+		if p := om.msg.Props; p != nil && p.MessageExpiry != nil {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if om.msg.expired(now) {
+				s.deleteEntryLocked(b, om)
+				continue
+			}
 		}
 		if holdIt {
 			s.reserveLocked(om)

@@ -22,14 +22,20 @@ type stats struct {
 	offline  atomic.Int64 // registered sessions without a connection
 	inflight atomic.Int64 // outbound QoS 1/2 messages awaiting acknowledgement
 	queued   atomic.Int64 // messages waiting for a window
+
+	// PUBLISH larger than a client's Maximum Packet Size: rare enough to be
+	// counted here, which keeps it out of every connection's connStats.
+	droppedTooLarge atomic.Int64
 }
 
 // sessionGauges is what one session contributes to the session gauges, as
-// last added to them.
+// last added to them. 32-bit counts (a window is at most 65535; a queue of
+// 2^31 messages would not fit in memory) keep it at 12 bytes, which keeps
+// the session struct in a smaller size class.
 type sessionGauges struct {
+	inflight int32
+	queued   int32
 	offline  bool
-	inflight int64
-	queued   int64
 }
 
 // syncStatsLocked brings the server's session gauges up to date with s: it
@@ -40,8 +46,8 @@ type sessionGauges struct {
 func (s *session) syncStatsLocked() {
 	now := sessionGauges{
 		offline:  !s.ended && s.conn == nil,
-		inflight: int64(len(s.inflight)),
-		queued:   int64(len(s.queue) - s.qhead),
+		inflight: int32(len(s.inflight)),
+		queued:   int32(len(s.queue) - s.qhead),
 	}
 	if s.ended {
 		now = sessionGauges{}
@@ -58,10 +64,10 @@ func (s *session) syncStatsLocked() {
 			st.offline.Add(-1)
 		}
 	}
-	if d := now.inflight - was.inflight; d != 0 {
+	if d := int64(now.inflight) - int64(was.inflight); d != 0 {
 		st.inflight.Add(d)
 	}
-	if d := now.queued - was.queued; d != 0 {
+	if d := int64(now.queued) - int64(was.queued); d != 0 {
 		st.queued.Add(d)
 	}
 	*was = now
@@ -80,7 +86,6 @@ func (st *stats) fold(cs *connStats) {
 		d.pubOut[q].Add(cs.pubOut[q].Swap(0))
 	}
 	d.droppedBacklog.Add(cs.droppedBacklog.Swap(0))
-	d.droppedTooLarge.Add(cs.droppedTooLarge.Swap(0))
 }
 
 func (st *stats) noteMaxConnected(n int64) {
@@ -140,9 +145,9 @@ func (s *Server) Stats() Stats {
 			out.PublishSentQoS[q] += cs.pubOut[q].Load()
 		}
 		out.DroppedBacklog += cs.droppedBacklog.Load()
-		out.DroppedTooLarge += cs.droppedTooLarge.Load()
 	}
 	add(&s.stats.closed)
+	out.DroppedTooLarge = s.stats.droppedTooLarge.Load()
 	s.mu.Lock()
 	for c := range s.conns {
 		add(&c.stats)

@@ -234,6 +234,9 @@ func (h *logHandler) Handle(_ context.Context, r slog.Record) error {
 	if supersededByConnectionMessages[r.Message] && level < slog.LevelWarn {
 		level = slog.LevelDebug
 	}
+	if !h.l.state.Load().enabled(level) {
+		return nil // write would drop it: not formatted (a line per connect)
+	}
 	var b strings.Builder
 	b.WriteString(r.Message)
 	add := func(a slog.Attr) bool {

@@ -295,17 +295,33 @@ func listenSocket(cfg *Config) (net.Listener, error) {
 	}
 
 	var lc net.ListenConfig
-	if cfg.BindInterface != "" {
+	// TCP keep-alive as Go sets it on each accepted connection, but set
+	// once on the listening socket where accepted connections inherit it
+	// (keepalive_linux.go).
+	inheritKA := keepAliveInherited && network != "unix"
+	if inheritKA {
+		lc.KeepAlive = -1 // nothing to set per connection
+	}
+	if cfg.BindInterface != "" || inheritKA {
 		iface := cfg.BindInterface
 		lc.Control = func(_, _ string, c syscall.RawConn) error {
 			var serr error
-			if err := c.Control(func(fd uintptr) { serr = bindToDevice(fd, iface) }); err != nil {
+			if err := c.Control(func(fd uintptr) {
+				if iface != "" {
+					if serr = bindToDevice(fd, iface); serr != nil {
+						serr = fmt.Errorf("listener: bind_interface %s: %w", iface, serr)
+						return
+					}
+				}
+				if inheritKA {
+					if serr = setListenKeepAlive(fd); serr != nil {
+						serr = fmt.Errorf("listener: TCP keep-alive: %w", serr)
+					}
+				}
+			}); err != nil {
 				return err
 			}
-			if serr != nil {
-				return fmt.Errorf("listener: bind_interface %s: %w", iface, serr)
-			}
-			return nil
+			return serr
 		}
 	}
 	l, err := lc.Listen(context.Background(), network, cfg.Address)
