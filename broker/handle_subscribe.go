@@ -95,7 +95,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		}
 		codes[i] = packet.ReasonCode(o.QoS) // granted QoS
 		if len(c.srv.hooks.subs) > 0 {
-			c.srv.noteSubscription(&c.info, SubscriptionEvent{Filter: sub.Filter, QoS: o.QoS})
+			c.srv.noteSubscription(&c.info, SubscriptionEvent{Filter: sub.Filter, Routed: filter, QoS: o.QoS})
 		}
 		// Retained messages: not for shared subscriptions (5.0 section 4.8.2);
 		// retain handling 1 only for a new subscription, 2 never [MQTT-3.3.1-9..11].
@@ -175,7 +175,7 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 			// count says >1, the router merges this session's matches.
 			s.nsubs.Add(-1)
 			if len(c.srv.hooks.subs) > 0 {
-				c.srv.noteSubscription(&c.info, SubscriptionEvent{Filter: f, Removed: true})
+				c.srv.noteSubscription(&c.info, SubscriptionEvent{Filter: f, Routed: filter, Removed: true})
 			}
 		} else {
 			codes[i] = packet.NoSubscriptionExisted

@@ -115,6 +115,7 @@ type SessionHook interface {
 // SubscriptionEvent is a subscription added or removed.
 type SubscriptionEvent struct {
 	Filter  string // as the client sent it, with $share/group/ when shared
+	Routed  string // as the server routes it: after the listener's mount point, without $share/group/
 	QoS     byte   // granted
 	Removed bool   // UNSUBSCRIBE (sessions that end are reported by SessionHook)
 }

@@ -7,7 +7,14 @@
 //     distinct MQTT filter its clients hold (in one queue group per node, so
 //     a message matching several of them reaches the node once), and
 //     forwards what its own clients publish. The receiving broker routes the
-//     message again with its own topic index.
+//     message again with its own topic index. Filters are taken as the
+//     broker routes them (after a listener's mount point), from the
+//     subscription events and, at Start, from the sessions the broker
+//     already holds (restored from its store).
+//   - Messages from the cluster wait in a queue bounded by bytes; a node
+//     that falls behind asks the others to hold their QoS 1 and 2 messages
+//     (back-pressure on the publishers, bounded in time), and counts and
+//     logs what it drops.
 //   - Retained messages go to every node and into a JetStream key-value
 //     bucket, read when a node starts.
 //   - A client id is owned by one node (a key-value entry per id, changed
@@ -28,6 +35,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +47,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mqttd/mqttd/broker"
+	"github.com/mqttd/mqttd/metrics"
 	"github.com/mqttd/mqttd/packet"
 	"github.com/mqttd/mqttd/topic"
 )
@@ -60,6 +69,19 @@ type Config struct {
 	// StartTimeout bounds Start's wait for the links and JetStream
 	// (default 60 s).
 	StartTimeout time.Duration
+
+	// InboundBytes bounds the messages from the cluster waiting for the
+	// broker (default 128 MiB): past it a QoS 0 message is dropped, and a
+	// QoS 1 or 2 message past twice it (they have the second half to
+	// themselves). Each drop is counted (Stats) and logged.
+	InboundBytes int
+	// DropLogInterval is the window of the drop warnings: at most one line
+	// per window, with the counts of the window (default 10 s).
+	DropLogInterval time.Duration
+	// BackPressureWait bounds how long the forwarding of one QoS 1 or 2
+	// message waits while another node says it is congested (default 5 s);
+	// see congestion.
+	BackPressureWait time.Duration
 }
 
 // Key-value buckets.
@@ -86,13 +108,17 @@ type Node struct {
 	mu      sync.Mutex
 	clients map[string]map[string]struct{} // client id → filters (without $share/group/)
 	refs    map[string]*interest           // filter → holders
+	walk    *walkMarks                     // while Start walks the broker's subscriptions
 	started bool
 	ready   bool // started: forwarding and subscribing
 	closed  bool
 
 	pubMu     sync.Mutex     // one forward at a time: keeps each publisher's order on the link
 	inbound   chan *nats.Msg // every subscription of the node, in arrival order
-	republish sync.Map       // *broker.Message being published from the cluster → struct{}
+	inq       inQueue        // what receive took from inbound, for publishLoop
+	cong      congestion     // other nodes that asked for back-pressure
+	csub      *nats.Subscription
+	republish sync.Map // *broker.Message being published from the cluster → struct{}
 	cancels   []func()
 	ctl       *nats.Subscription
 	rsub      *nats.Subscription
@@ -103,9 +129,27 @@ type Node struct {
 
 	forwardedOut atomic.Int64
 	forwardedIn  atomic.Int64
-	takeoversOut atomic.Int64 // clients this node asked another node to disconnect
-	takeoversIn  atomic.Int64 // clients this node disconnected for another
-	dropped      atomic.Int64 // inbound messages that could not be decoded or published
+	takeoversOut atomic.Int64    // clients this node asked another node to disconnect
+	takeoversIn  atomic.Int64    // clients this node disconnected for another
+	dropped      atomic.Int64    // inbound messages that could not be decoded or published
+	overload     [2]atomic.Int64 // inbound messages dropped past InboundBytes: QoS 0, QoS 1 and 2
+	ncDropped    int64           // NATS drops counted by subscriptions since unsubscribed (under mu)
+
+	kvLatency kvLatency // JetStream key-value calls
+}
+
+// inQueue is the node's queue of messages from the cluster: receive takes
+// them off the NATS channel as they come (so that NATS never finds it full)
+// and publishLoop gives them to the broker.
+type inQueue struct {
+	mu    sync.Mutex
+	msgs  []*nats.Msg
+	head  int
+	bytes int
+	wake  chan struct{} // one token: msgs is not empty
+
+	congested bool   // this node asked the others to hold QoS 1 and 2 messages
+	signals   uint64 // congestion signals decided: their order, which the others keep
 }
 
 type interest struct {
@@ -125,9 +169,18 @@ type ownOp struct {
 
 const ownerWorkers = 4
 
-// inboundBuffer is how many messages from the cluster may wait for the
-// broker. Past it NATS drops messages for this node (a slow consumer).
+// inboundBuffer is how many messages the NATS client may hold for the node
+// before receive takes them (past it NATS drops messages for this node: a
+// slow consumer, counted from the subscriptions). receive only moves them
+// to inQueue, bounded by Config.InboundBytes.
 const inboundBuffer = 1 << 16
+
+// Defaults of Config.
+const (
+	defaultInboundBytes     = 128 << 20
+	defaultDropLogInterval  = 10 * time.Second
+	defaultBackPressureWait = 5 * time.Second
+)
 
 // New checks cfg and returns a node that is not started.
 func New(cfg Config) (*Node, error) {
@@ -171,10 +224,23 @@ func New(cfg Config) (*Node, error) {
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 60 * time.Second
 	}
+	if cfg.InboundBytes <= 0 {
+		cfg.InboundBytes = defaultInboundBytes
+	}
+	if cfg.DropLogInterval <= 0 {
+		cfg.DropLogInterval = defaultDropLogInterval
+	}
+	if cfg.BackPressureWait <= 0 {
+		cfg.BackPressureWait = defaultBackPressureWait
+	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("cluster", cfg.Name, "node", cfg.Node),
 		boot:    strconv.FormatInt(time.Now().UnixNano(), 36),
 		clients: make(map[string]map[string]struct{}), refs: make(map[string]*interest),
 		done: make(chan struct{})}
+	n.inq.wake = make(chan struct{}, 1)
+	n.cong.nodes = map[string]*congState{}
+	n.cong.last = map[string]signalNum{}
+	n.cong.changed = make(chan struct{})
 	return n, nil
 }
 
@@ -236,6 +302,7 @@ func (n *Node) Attach(s *broker.Server) error {
 		return errors.New("cluster: node already attached to a server")
 	}
 	n.srv = s
+	s.AddSysSource(n.putSys)
 	return nil
 }
 
@@ -296,13 +363,18 @@ func (n *Node) start(ctx context.Context) error {
 		return fmt.Errorf("cluster: nats server: %w", err)
 	}
 	ns.SetLoggerV2(&natsLogger{log: n.log}, false, false, false)
+	n.mu.Lock()
 	n.ns = ns
+	n.mu.Unlock()
 	ns.Start()
 	if !ns.ReadyForConnections(time.Until(deadline(ctx))) {
 		return fmt.Errorf("cluster: nats server not ready (cluster_listen %s)", n.cfg.Listen)
 	}
 	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.NoEcho(), nats.Name("mqttd-"+n.cfg.Node),
 		nats.MaxReconnects(-1), nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				return // counted by the subscription, reported by watchDrops
+			}
 			n.log.Warn("cluster: nats error", "err", err)
 		}))
 	if err != nil {
@@ -320,18 +392,24 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	n.retained = &timedKV{KeyValue: n.retained, lat: &n.kvLatency, prefix: kvRetainedGet}
 	n.owners, err = n.bucket(ctx, jetstream.KeyValueConfig{Bucket: bucketOwners, Replicas: replicas,
 		Storage: jetstream.FileStorage, Description: "mqttd client id → node"})
 	if err != nil {
 		return err
 	}
+	n.owners = &timedKV{KeyValue: n.owners, lat: &n.kvLatency, prefix: kvOwnerGet}
 
 	n.inbound = make(chan *nats.Msg, inboundBuffer)
 	// Live retained messages first, then the bucket: a retained message set
 	// while the bucket is read is applied after it.
-	if n.rsub, err = nc.ChanSubscribe(subjRetained, n.inbound); err != nil {
+	rsub, err := nc.ChanSubscribe(subjRetained, n.inbound)
+	if err != nil {
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
+	n.mu.Lock()
+	n.rsub = rsub
+	n.mu.Unlock()
 	if err := n.loadRetained(ctx); err != nil {
 		return err
 	}
@@ -339,17 +417,26 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
+	if n.csub, err = nc.Subscribe(subjCongestion, n.onCongestion); err != nil {
+		return fmt.Errorf("cluster: subscribe: %w", err)
+	}
 	n.kvq = make(chan kvOp, 4096)
-	n.wg.Add(2)
+	n.wg.Add(5)
 	go n.receive()
+	go n.publishLoop()
 	go n.writeRetained()
+	go n.watchDrops()
+	go n.refreshCongestion()
 	for i := range n.ownq {
 		n.ownq[i] = make(chan ownOp, 1024)
 		n.wg.Add(1)
 		go n.ownerWorker(n.ownq[i])
 	}
-	// Interest recorded before Start (sessions restored from the store
-	// report nothing: see the package's limits).
+	n.wg.Add(1)
+	go n.watchLinks()
+	// The interest of the subscriptions the broker already holds: those of
+	// the sessions it restored from its store were reported by no event.
+	n.walkSubscriptions()
 	n.mu.Lock()
 	for f, in := range n.refs {
 		if err := n.subscribeLocked(f, in); err != nil {
@@ -418,18 +505,31 @@ func (n *Node) Close() error {
 	}
 	n.closed = true
 	cancels := n.cancels
+	ns := n.ns
 	n.mu.Unlock()
 	for _, c := range cancels {
 		c()
 	}
 	if n.nc != nil {
+		var seq uint64 // a node that goes away while congested lets the others go at once
+		n.inq.mu.Lock()
+		if n.inq.congested {
+			n.inq.congested = false
+			n.inq.signals++
+			seq = n.inq.signals
+		}
+		n.inq.mu.Unlock()
+		if seq != 0 {
+			n.sendCongestion(false, seq)
+			n.nc.FlushTimeout(time.Second)
+		}
 		n.nc.Close() // no more deliveries to n.inbound
 	}
 	close(n.done)
 	n.wg.Wait()
-	if n.ns != nil {
-		n.ns.Shutdown()
-		n.ns.WaitForShutdown()
+	if ns != nil {
+		ns.Shutdown()
+		ns.WaitForShutdown()
 	}
 	return nil
 }
@@ -464,6 +564,9 @@ func (n *Node) forward(m *broker.Message) {
 	if !m.Retain {
 		subj = topicSubject(m.Topic)
 	}
+	if m.QoS > 0 {
+		n.holdWhileCongested()
+	}
 	n.pubMu.Lock()
 	err = n.nc.Publish(subj, body)
 	n.pubMu.Unlock()
@@ -495,7 +598,8 @@ func (n *Node) OnPublish(c *broker.ClientInfo, p *packet.Publish) error {
 	return nil
 }
 
-// receive publishes what other nodes forward, in arrival order.
+// receive moves what other nodes forward from the NATS channel to the
+// node's queue, in arrival order, dropping what is past its bound.
 func (n *Node) receive() {
 	defer n.wg.Done()
 	for {
@@ -503,8 +607,312 @@ func (n *Node) receive() {
 		case <-n.done:
 			return
 		case msg := <-n.inbound:
-			n.publishFromCluster(msg.Data)
+			n.enqueue(msg)
 		}
+	}
+}
+
+// enqueue adds msg to the node's queue unless the queue holds
+// Config.InboundBytes already (twice that for QoS 1 and 2: a burst of QoS 0
+// messages does not crowd them out). An empty queue takes any message.
+func (n *Node) enqueue(msg *nats.Msg) {
+	size := len(msg.Data)
+	qos := 0
+	if size > 0 {
+		qos = int(msg.Data[0]>>1) & 3 // the PUBLISH fixed header's QoS bits
+	}
+	limit := n.cfg.InboundBytes
+	if qos > 0 {
+		limit *= 2
+	}
+	q := &n.inq
+	q.mu.Lock()
+	if q.bytes+size > limit && len(q.msgs) > q.head {
+		q.mu.Unlock()
+		n.overload[min(qos, 1)].Add(1)
+		return
+	}
+	q.msgs = append(q.msgs, msg)
+	q.bytes += size
+	var signal uint64
+	if !q.congested && q.bytes >= n.cfg.InboundBytes/2 {
+		q.congested = true
+		q.signals++
+		signal = q.signals
+	}
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	if signal != 0 {
+		n.cong.episodes.Add(1)
+		n.sendCongestion(true, signal)
+	}
+}
+
+// dequeue takes the oldest message of the node's queue; nil when empty.
+func (n *Node) dequeue() *nats.Msg {
+	q := &n.inq
+	q.mu.Lock()
+	if q.head == len(q.msgs) {
+		q.mu.Unlock()
+		return nil
+	}
+	m := q.msgs[q.head]
+	q.msgs[q.head] = nil
+	q.head++
+	q.bytes -= len(m.Data)
+	if q.head == len(q.msgs) {
+		q.msgs, q.head = q.msgs[:0], 0
+	} else if q.head >= 1024 && q.head*2 >= len(q.msgs) {
+		q.msgs = append(q.msgs[:0], q.msgs[q.head:]...)
+		q.head = 0
+	}
+	var clear uint64
+	if q.congested && q.bytes <= n.cfg.InboundBytes/8 {
+		q.congested = false
+		q.signals++
+		clear = q.signals
+	}
+	q.mu.Unlock()
+	if clear != 0 {
+		n.sendCongestion(false, clear)
+	}
+	return m
+}
+
+// ---- back-pressure ----
+
+// Back-pressure for QoS 1 and 2 messages. NATS core has no flow control
+// between nodes, and the NATS client must never be blocked (its buffer
+// overflowing drops messages, the server's closes the connection), so a
+// node that falls behind says so instead: when its queue (inQueue) holds
+// half of Config.InboundBytes it publishes "congested" on subjCongestion,
+// again every congestionRefresh while it is, and "clear" once the queue is
+// down to an eighth. While any other node is congested, forward holds each
+// QoS 1 and 2 message, on the goroutine of the client that published it,
+// until the node clears, its signal expires (congestionTTL: a node that
+// died) or Config.BackPressureWait has passed since the node said it was
+// congested: a node that stays behind longer is stuck rather than busy,
+// and holding for it any longer would stall every publisher of the cluster
+// for one node (NATS does not tell which node wants which message, so a
+// hold is for any congested node). The publisher's PUBACK or PUBREC
+// waits with it, and its connection is not read meanwhile, so the client
+// is slowed down; QoS 0 messages are never held. What crosses during the
+// signal's propagation has the room between InboundBytes and twice it,
+// which only QoS 1 and 2 messages may use (enqueue).
+const (
+	subjCongestion    = subjControl + ".congestion" // body: "1|0 SEQ BOOT NODE": congested or clear
+	congestionRefresh = 250 * time.Millisecond
+	congestionTTL     = 1500 * time.Millisecond
+)
+
+// congestion is what this node knows of the others' congestion.
+type congestion struct {
+	mu       sync.Mutex
+	nodes    map[string]*congState // congested node
+	last     map[string]signalNum  // the last signal applied, by node
+	changed  chan struct{}         // closed when a node clears
+	waits    atomic.Int64          // forwards that waited
+	timeout  atomic.Int64          // ... and went on after BackPressureWait
+	episodes atomic.Int64          // times this node said it was congested
+}
+
+// sendCongestion tells the other nodes whether this node is congested,
+// with the signal's number: signals decided in one order may be published
+// in another (by receive, publishLoop and refreshCongestion), and the
+// others ignore one older than the last they had.
+func (n *Node) sendCongestion(on bool, seq uint64) {
+	flag := "0 "
+	if on {
+		flag = "1 "
+	}
+	body := flag + strconv.FormatUint(seq, 10) + " " + n.boot + " " + n.cfg.Node
+	if err := n.nc.Publish(subjCongestion, []byte(body)); err != nil {
+		n.log.Debug("cluster: congestion signal", "err", err)
+	}
+}
+
+// refreshCongestion repeats this node's congestion signal while it lasts,
+// so that the others' view of it expires only if the node goes away.
+func (n *Node) refreshCongestion() {
+	defer n.wg.Done()
+	t := time.NewTicker(congestionRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+		}
+		var seq uint64
+		n.inq.mu.Lock()
+		if n.inq.congested {
+			n.inq.signals++
+			seq = n.inq.signals
+		}
+		n.inq.mu.Unlock()
+		if seq != 0 {
+			n.sendCongestion(true, seq)
+		}
+	}
+}
+
+// signalNum orders one node's congestion signals: its run (Node.boot) and
+// the signal's number in that run.
+type signalNum struct {
+	boot string
+	seq  uint64
+}
+
+type congState struct {
+	since   time.Time // when it said it was congested
+	expires time.Time // when its last signal runs out
+}
+
+// onCongestion records another node's congestion signal.
+func (n *Node) onCongestion(msg *nats.Msg) {
+	f := strings.SplitN(string(msg.Data), " ", 4)
+	if len(f) != 4 || f[3] == n.cfg.Node {
+		return
+	}
+	flag, boot, node := f[0], f[2], f[3]
+	seq, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return
+	}
+	c := &n.cong
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if last, ok := c.last[node]; ok && last.boot == boot && seq <= last.seq {
+		return // older than one already applied
+	}
+	c.last[node] = signalNum{boot, seq}
+	if flag == "1" {
+		now := time.Now()
+		st := c.nodes[node]
+		if st == nil {
+			st = &congState{since: now}
+			c.nodes[node] = st
+		}
+		st.expires = now.Add(congestionTTL)
+		return
+	}
+	if _, was := c.nodes[node]; was {
+		delete(c.nodes, node)
+		close(c.changed)
+		c.changed = make(chan struct{})
+	}
+}
+
+// holdUntil returns until when a message must be held for the congested
+// nodes (zero: not at all), whether a node is congested past maxWait, and
+// the channel closed at the next "clear".
+func (c *congestion) holdUntil(now time.Time, maxWait time.Duration) (until time.Time, stuck bool, changed chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for node, st := range c.nodes {
+		if !st.expires.After(now) {
+			delete(c.nodes, node) // its node stopped saying so: gone or cleared
+			continue
+		}
+		end := st.since.Add(maxWait)
+		if !end.After(now) {
+			stuck = true
+			continue
+		}
+		if st.expires.Before(end) {
+			end = st.expires
+		}
+		if end.After(until) {
+			until = end
+		}
+	}
+	return until, stuck, c.changed
+}
+
+// holdWhileCongested waits while another node is congested, for at most
+// Config.BackPressureWait from the start of its congestion.
+func (n *Node) holdWhileCongested() {
+	until, _, changed := n.cong.holdUntil(time.Now(), n.cfg.BackPressureWait)
+	if until.IsZero() {
+		return
+	}
+	n.cong.waits.Add(1)
+	for !until.IsZero() {
+		t := time.NewTimer(time.Until(until))
+		select {
+		case <-n.done:
+			t.Stop()
+			return
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+		var stuck bool
+		until, stuck, changed = n.cong.holdUntil(time.Now(), n.cfg.BackPressureWait)
+		if until.IsZero() && stuck {
+			n.cong.timeout.Add(1)
+		}
+	}
+}
+
+// queued returns how many messages, and bytes, wait in the node's queue.
+func (n *Node) queued() (msgs, bytes int) {
+	q := &n.inq
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.msgs) - q.head, q.bytes
+}
+
+// publishLoop publishes the messages of the node's queue, in order.
+func (n *Node) publishLoop() {
+	defer n.wg.Done()
+	for {
+		m := n.dequeue()
+		if m == nil {
+			select {
+			case <-n.done:
+				return
+			case <-n.inq.wake:
+			}
+			continue
+		}
+		n.publishFromCluster(m.Data)
+	}
+}
+
+// watchDrops logs the messages from the cluster this node dropped, at most
+// once per Config.DropLogInterval, with the counts of the window: loud
+// enough to be seen, never a line per message.
+func (n *Node) watchDrops() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.DropLogInterval)
+	defer t.Stop()
+	var last Stats
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+		}
+		s := n.Stats()
+		d0, d12 := s.DroppedOverloadQoS0-last.DroppedOverloadQoS0, s.DroppedOverloadQoS12-last.DroppedOverloadQoS12
+		dsc, dbad := s.DroppedSlowConsumer-last.DroppedSlowConsumer, s.Dropped-last.Dropped
+		if d0+d12+dsc+dbad > 0 {
+			n.log.Warn("cluster: messages from the cluster dropped (this node cannot keep up)",
+				"dropped", d0+d12+dsc+dbad, "qos0_over_limit", d0, "qos12_over_limit", d12,
+				"slow_consumer", dsc, "undeliverable", dbad, "window", n.cfg.DropLogInterval.String(),
+				"queued", s.InboundQueued, "queued_bytes", s.InboundQueuedBytes)
+		}
+		if ep, w, to := s.CongestedEpisodes-last.CongestedEpisodes, s.BackPressureWaits-last.BackPressureWaits,
+			s.BackPressureTimeouts-last.BackPressureTimeouts; ep+w+to > 0 {
+			n.log.Warn("cluster: back-pressure: QoS 1 and 2 messages held for nodes that are behind",
+				"this_node_congested", ep, "forwards_held", w, "held_past_limit", to,
+				"window", n.cfg.DropLogInterval.String())
+		}
+		last = s
 	}
 }
 
@@ -557,51 +965,121 @@ func (n *Node) loadRetained(ctx context.Context) error {
 }
 
 // writeRetained keeps the bucket up to date with the retained messages set
-// and cleared on this node, in order.
+// and cleared on this node. A write that fails (the node is cut off, or
+// JetStream is electing a leader) is tried again until it succeeds, so the
+// bucket catches up when the cluster is back; meanwhile only the latest
+// operation per topic is kept.
 func (n *Node) writeRetained() {
 	defer n.wg.Done()
+	pending := make(map[string]kvOp) // by key: the latest operation not yet written
+	var order []string               // keys of pending, first changed first
+	add := func(op kvOp) {
+		if _, ok := pending[op.key]; !ok {
+			order = append(order, op.key)
+		}
+		pending[op.key] = op
+	}
+	wait, failing := retainedRetryMin, false
 	for {
-		select {
-		case <-n.done:
-			return
-		case op := <-n.kvq:
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			var err error
-			if op.body == nil {
-				err = n.retained.Delete(ctx, op.key)
-			} else {
-				_, err = n.retained.Put(ctx, op.key, op.body)
+		if len(order) == 0 {
+			select {
+			case <-n.done:
+				return
+			case op := <-n.kvq:
+				add(op)
 			}
-			cancel()
-			if err != nil {
-				n.log.Warn("cluster: retained message not stored in the cluster", "err", err)
+		}
+		for drained := false; !drained; {
+			select {
+			case op := <-n.kvq:
+				add(op)
+			default:
+				drained = true
+			}
+		}
+		key := order[0]
+		op := pending[key]
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var err error
+		if op.body == nil {
+			err = n.retained.Delete(ctx, op.key)
+		} else {
+			_, err = n.retained.Put(ctx, op.key, op.body)
+		}
+		cancel()
+		if err == nil {
+			delete(pending, key)
+			order = order[1:]
+			if failing {
+				n.log.Info("cluster: retained messages stored in the cluster again", "waiting", len(order))
+			}
+			wait, failing = retainedRetryMin, false
+			continue
+		}
+		if !failing {
+			n.log.Warn("cluster: retained message not stored in the cluster: tried again until it is", "err", err,
+				"waiting", len(order))
+			failing = true
+		}
+		timer := time.NewTimer(wait)
+		wait = min(2*wait, retainedRetryMax)
+		for waiting := true; waiting; {
+			select {
+			case <-n.done:
+				timer.Stop()
+				return
+			case op := <-n.kvq:
+				add(op)
+			case <-timer.C:
+				waiting = false
 			}
 		}
 	}
 }
+
+// Pauses between tries of a retained message's write to the bucket.
+const (
+	retainedRetryMin = 100 * time.Millisecond
+	retainedRetryMax = 5 * time.Second
+)
 
 // ---- interest ----
 
 // OnSubscription keeps one NATS subscription per distinct filter held by
 // the node's clients (broker.SubscriptionHook).
 func (n *Node) OnSubscription(c *broker.ClientInfo, e broker.SubscriptionEvent) {
-	f := e.Filter
-	if _, real, shared, err := topic.ParseShare(f); err == nil && shared {
-		f = real
+	// The routed filter carries the listener's mount point: it is what
+	// the inline "#" subscription of the other nodes sees and forwards.
+	f := e.Routed
+	if f == "" {
+		f = routedFilter(e.Filter)
 	}
 	if isSys(f) {
 		return
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	key := [2]string{c.ClientID, f}
 	if e.Removed {
+		if n.walk != nil {
+			n.walk.removed[key] = struct{}{}
+		}
 		n.dropLocked(c.ClientID, f)
 		return
 	}
-	fs := n.clients[c.ClientID]
+	if n.walk != nil {
+		delete(n.walk.removed, key)
+	}
+	n.addLocked(c.ClientID, f)
+}
+
+// addLocked records that client holds filter f, and subscribes to f on
+// NATS when it is the first holder and the node forwards. n.mu is held.
+func (n *Node) addLocked(client, f string) {
+	fs := n.clients[client]
 	if fs == nil {
 		fs = make(map[string]struct{})
-		n.clients[c.ClientID] = fs
+		n.clients[client] = fs
 	}
 	if _, ok := fs[f]; ok {
 		return
@@ -615,9 +1093,86 @@ func (n *Node) OnSubscription(c *broker.ClientInfo, e broker.SubscriptionEvent) 
 	in.n++
 	if in.n == 1 && n.ready && !n.closed {
 		if err := n.subscribeLocked(f, in); err != nil {
-			n.log.Warn("cluster: subscribe", "client", c.ClientID, "topic", f, "err", err)
+			n.log.Warn("cluster: subscribe", "client", client, "topic", f, "err", err)
 		}
 	}
+}
+
+// walkPage is how many subscriptions Start reads from the broker at once.
+const walkPage = 512
+
+// walkMarks records, while Start walks the broker's subscriptions, what
+// events removed meanwhile: a subscription the walk read before its
+// UNSUBSCRIBE or its session's end must not be added back by the walk.
+type walkMarks struct {
+	removed map[[2]string]struct{} // client id, filter
+	ended   map[string]struct{}    // client id
+}
+
+func newWalkMarks() *walkMarks {
+	return &walkMarks{removed: map[[2]string]struct{}{}, ended: map[string]struct{}{}}
+}
+
+// walkSubscriptions adds the interest of every subscription the broker
+// holds, a page at a time (no broker lock is held across pages). Events
+// that arrive meanwhile are applied as usual; a subscription both walked
+// and reported is counted once (clients records each filter of a client
+// once), and one removed meanwhile stays removed (walkMarks).
+func (n *Node) walkSubscriptions() {
+	n.mu.Lock()
+	n.walk = newWalkMarks()
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		n.walk = nil
+		n.mu.Unlock()
+	}()
+	var client, filter string
+	total := 0
+	for {
+		page, more := n.srv.SubscriptionsPage(client, filter, walkPage)
+		n.mu.Lock()
+		for _, si := range page {
+			n.addWalkedLocked(si)
+		}
+		n.mu.Unlock()
+		total += len(page)
+		if !more || len(page) == 0 {
+			break
+		}
+		last := page[len(page)-1]
+		client, filter = last.ClientID, last.Filter
+	}
+	if total > 0 {
+		n.log.Info("cluster: interest of the broker's existing subscriptions", "subscriptions", total)
+	}
+}
+
+// addWalkedLocked adds the interest of one subscription the walk read,
+// unless an event removed it since. n.mu is held.
+func (n *Node) addWalkedLocked(si broker.SubscriptionInfo) {
+	f := routedFilter(si.Filter)
+	if isSys(f) || si.ClientID == "" {
+		return
+	}
+	if w := n.walk; w != nil {
+		if _, ok := w.ended[si.ClientID]; ok {
+			return
+		}
+		if _, ok := w.removed[[2]string{si.ClientID, f}]; ok {
+			return
+		}
+	}
+	n.addLocked(si.ClientID, f)
+}
+
+// routedFilter is the filter a subscription is routed with: without
+// $share/group/.
+func routedFilter(f string) string {
+	if _, real, shared, err := topic.ParseShare(f); err == nil && shared {
+		return real
+	}
+	return f
 }
 
 // subscribeLocked makes the NATS subscriptions of filter f. All of a
@@ -656,6 +1211,9 @@ func (n *Node) dropLocked(client, f string) {
 		return
 	}
 	for _, s := range in.subs {
+		if d, err := s.Dropped(); err == nil {
+			n.ncDropped += int64(d)
+		}
 		if err := s.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			n.log.Warn("cluster: unsubscribe", "topic", f, "err", err)
 		}
@@ -684,6 +1242,9 @@ func (n *Node) OnSession(c *broker.ClientInfo, e broker.SessionEvent) {
 	id := c.ClientID
 	if e == broker.SessionEnded {
 		n.mu.Lock()
+		if n.walk != nil {
+			n.walk.ended[id] = struct{}{}
+		}
 		for f := range n.clients[id] {
 			n.dropLocked(id, f)
 		}
@@ -705,76 +1266,232 @@ func ownerKey(id string) string { return "c." + base64.RawURLEncoding.EncodeToSt
 
 func (n *Node) ownerWorker(q chan ownOp) {
 	defer n.wg.Done()
+	// The revision of the ownership entry this node wrote, by client id (an
+	// id always goes to the same worker).
+	owned := make(map[string]uint64)
+	// Claims that failed (JetStream had no quorum: the node is cut off) for
+	// clients still here; tried again once the link is back.
+	pending := make(map[string]bool)
+	// Claims written while the former owner did not answer (cut off, or
+	// gone), by client id: that node is asked again until it answers, so a
+	// client it kept through a cut is disconnected when the link is back.
+	unasked := make(map[string]string)
+	retry := time.NewTicker(claimRetry)
+	defer retry.Stop()
+	claim := func(id string) {
+		if d, ok := n.srv.ClientDetail(id); !ok || !d.Connected {
+			// The client left, or another node took it over, before its
+			// claim: claiming now would take the id from its new owner.
+			delete(pending, id)
+			return
+		}
+		rev, former, err := n.claim(id)
+		select {
+		case <-n.done:
+			return // closing: the failure says nothing
+		default:
+		}
+		switch {
+		case err == nil:
+			if pending[id] {
+				n.log.Info("cluster: client id ownership recorded after the link came back", "client", id)
+			}
+			owned[id] = rev
+			delete(pending, id)
+			delete(unasked, id)
+			if former != "" {
+				n.log.Warn("cluster: client id taken over from a node that did not answer: it is asked again "+
+					"until it does", "client", id, "owner", former)
+				unasked[id] = former
+			}
+		case !pending[id]:
+			n.log.Warn("cluster: client id ownership not recorded: another node may hold the same client "+
+				"until the link comes back", "client", id, "err", err)
+			pending[id] = true
+		}
+	}
 	for {
 		select {
 		case <-n.done:
 			return
+		case <-retry.C:
+			// One id probes (a claim while cut off waits for timeouts);
+			// when it succeeds the others follow.
+			for id := range pending {
+				claim(id)
+				if pending[id] {
+					break
+				}
+			}
+			for id, former := range unasked {
+				if !n.stillOwned(id, owned[id]) {
+					delete(unasked, id) // another node took it over since
+					continue
+				}
+				if !n.askDisconnect(former, id) {
+					break
+				}
+				n.log.Info("cluster: former owner answered the takeover", "client", id, "owner", former)
+				delete(unasked, id)
+			}
 		case op := <-q:
 			if op.claim {
-				n.claim(op.id)
-			} else {
-				n.release(op.id)
+				claim(op.id)
+				continue
+			}
+			delete(pending, op.id)
+			delete(unasked, op.id)
+			if rev, ok := owned[op.id]; ok {
+				delete(owned, op.id)
+				n.release(op.id, rev)
 			}
 		}
 	}
 }
 
-// claim makes this node the owner of client id id. When another node owns
-// it, that node is asked to disconnect its client first [MQTT-3.1.4-3].
-// Compare-and-set on the entry's revision: of nodes racing for one id, the
-// last to write has asked the others to let go.
-func (n *Node) claim(id string) {
+// stillOwned reports whether the ownership entry of id may still be the
+// one this node wrote at revision rev: false only when a read shows a later
+// write (a read may lag, so one showing an earlier state proves nothing).
+func (n *Node) stillOwned(id string, rev uint64) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	e, err := n.owners.Get(ctx, ownerKey(id))
+	return err != nil || e.Revision() <= rev
+}
+
+// watchLinks logs each link to another node that goes down (a warning:
+// while it is down nothing crosses to that node, and JetStream may have no
+// quorum) and each that comes up.
+func (n *Node) watchLinks() {
+	defer n.wg.Done()
+	tick := time.NewTicker(linkWatchInterval)
+	defer tick.Stop()
+	up := linkNames(n.ns)
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-tick.C:
+		}
+		now := linkNames(n.ns)
+		for name := range up {
+			if _, ok := now[name]; !ok {
+				n.log.Warn("cluster: link to a node lost: messages to it are dropped, and retained messages and "+
+					"takeovers may not reach the cluster until it is back", "peer", name, "links", len(now))
+			}
+		}
+		for name := range now {
+			if _, ok := up[name]; !ok {
+				n.log.Info("cluster: link to a node up", "peer", name, "links", len(now))
+			}
+		}
+		up = now
+	}
+}
+
+// linkNames returns the names of the nodes this node has a route to (a
+// route still in its handshake has no name yet and is not counted).
+func linkNames(ns *server.Server) map[string]bool {
+	out := map[string]bool{}
+	rz, err := ns.Routez(nil)
+	if err != nil {
+		return out
+	}
+	for _, r := range rz.Routes {
+		if r.RemoteName != "" {
+			out[r.RemoteName] = true
+		}
+	}
+	return out
+}
+
+// linkWatchInterval is how often watchLinks looks at the links.
+const linkWatchInterval = time.Second
+
+// claimRetry is how often a node cut off tries again the claims that failed.
+const claimRetry = time.Second
+
+// claim makes this node the owner of client id id and returns the
+// revision it wrote. When another node owns it, that node is asked to
+// disconnect its client first [MQTT-3.1.4-3]. Compare-and-set on the
+// entry's revision: of nodes racing for one id, the last to write has asked
+// the others to let go.
+//
+// A read may be served by any replica of the bucket (a direct get) and lag
+// behind the last write, so no reading is trusted alone: each ends in a
+// compare-and-set write, even one naming this node (which may be an old
+// entry of this node, since taken over), and a failed write reads again
+// after a short pause until claimTimeout.
+func (n *Node) claim(id string) (rev uint64, unanswered string, err error) {
 	key := ownerKey(id)
-	for range 8 {
+	deadline := time.Now().Add(claimTimeout)
+	var asked uint64 // revision of the entry whose owner was last asked to let go
+	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		e, err := n.owners.Get(ctx, key)
+		var e jetstream.KeyValueEntry
+		e, err = n.owners.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			_, err = n.owners.Create(ctx, key, []byte(n.cfg.Node))
+			unanswered = "" // the former owner released it
+			rev, err = n.owners.Create(ctx, key, []byte(n.cfg.Node))
 		case err == nil:
-			owner := string(e.Value())
-			if owner == n.cfg.Node {
-				cancel()
-				return
+			if owner := string(e.Value()); owner != n.cfg.Node && e.Revision() != asked {
+				unanswered = ""
+				if !n.askDisconnect(owner, id) {
+					unanswered = owner
+				}
+				asked = e.Revision()
+			} else if owner == n.cfg.Node {
+				unanswered = ""
 			}
-			n.askDisconnect(owner, id)
-			_, err = n.owners.Update(ctx, key, []byte(n.cfg.Node), e.Revision())
+			rev, err = n.owners.Update(ctx, key, []byte(n.cfg.Node), e.Revision())
 		}
 		cancel()
-		if err == nil {
-			return
+		if err == nil || !casConflict(err) {
+			return rev, unanswered, err
 		}
-		if errors.Is(err, jetstream.ErrKeyExists) || strings.Contains(err.Error(), "wrong last sequence") {
-			continue // another node wrote first: read again
+		if time.Now().After(deadline) {
+			return 0, "", errors.New("too many concurrent claims")
 		}
-		n.log.Warn("cluster: client id ownership not recorded", "client", id, "err", err)
-		return
+		// Another node wrote first, or the read was behind: read again.
+		select {
+		case <-n.done:
+			return 0, "", broker.ErrServerClosed
+		case <-time.After(time.Duration(min(attempt+1, 25)) * 2 * time.Millisecond):
+		}
 	}
-	n.log.Warn("cluster: client id ownership: too many concurrent claims", "client", id)
 }
 
-// release deletes the ownership entry of id if this node holds it.
-func (n *Node) release(id string) {
-	key := ownerKey(id)
+// claimTimeout bounds the retries of one claim.
+const claimTimeout = 10 * time.Second
+
+// casConflict reports whether err is a compare-and-set write that lost.
+func casConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		strings.Contains(err.Error(), "wrong last sequence")
+}
+
+// release deletes the ownership entry of id if it is still the one this
+// node wrote (revision rev): compare-and-set, with no read, so an entry
+// another node wrote since is left alone.
+func (n *Node) release(id string, rev uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	e, err := n.owners.Get(ctx, key)
-	if err != nil || string(e.Value()) != n.cfg.Node {
-		return
-	}
-	if err := n.owners.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil &&
-		!strings.Contains(err.Error(), "wrong last sequence") {
+	if err := n.owners.Delete(ctx, ownerKey(id), jetstream.LastRevision(rev)); err != nil && !casConflict(err) {
 		n.log.Debug("cluster: release client id", "client", id, "err", err)
 	}
 }
 
-// askDisconnect asks node owner to disconnect its client id.
-func (n *Node) askDisconnect(owner, id string) {
+// askDisconnect asks node owner to disconnect its client id and reports
+// whether it answered.
+func (n *Node) askDisconnect(owner, id string) bool {
 	n.takeoversOut.Add(1)
 	_, err := n.nc.Request(subjControl+"."+encodeLevel(owner)+".takeover", []byte(id), 2*time.Second)
 	if err != nil {
-		n.log.Warn("cluster: owner did not answer a takeover", "client", id, "owner", owner, "err", err)
+		n.log.Debug("cluster: owner did not answer a takeover", "client", id, "owner", owner, "err", err)
+		return false
 	}
+	return true
 }
 
 // onTakeoverRequest disconnects a local client another node took over:
@@ -800,36 +1517,225 @@ type Stats struct {
 	ForwardedIn  int64 // messages received from the cluster
 	TakeoversOut int64 // takeovers this node asked of another
 	TakeoversIn  int64 // clients this node disconnected for another
-	Dropped      int64 // messages from the cluster not published
+	Dropped      int64 // messages from the cluster not published (undecodable, refused by the broker)
 	Filters      int   // distinct filters with a NATS subscription
+
+	// Messages from the cluster dropped because this node did not keep
+	// up: past Config.InboundBytes (by QoS), and by the NATS client when
+	// its buffer was full (slow consumer).
+	DroppedOverloadQoS0, DroppedOverloadQoS12 int64
+	DroppedSlowConsumer                       int64
+	InboundQueued, InboundQueuedBytes         int // waiting for the broker now
+
+	// Back-pressure: times this node said it was congested; forwards of
+	// QoS 1 and 2 messages held for a congested node, and those that went
+	// on after Config.BackPressureWait.
+	CongestedEpisodes, BackPressureWaits, BackPressureTimeouts int64
+}
+
+// DroppedTotal is every message from the cluster this node dropped.
+func (s *Stats) DroppedTotal() int64 {
+	return s.Dropped + s.DroppedOverloadQoS0 + s.DroppedOverloadQoS12 + s.DroppedSlowConsumer
 }
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	s := Stats{ForwardedOut: n.forwardedOut.Load(), ForwardedIn: n.forwardedIn.Load(),
-		TakeoversOut: n.takeoversOut.Load(), TakeoversIn: n.takeoversIn.Load(), Dropped: n.dropped.Load()}
+		TakeoversOut: n.takeoversOut.Load(), TakeoversIn: n.takeoversIn.Load(), Dropped: n.dropped.Load(),
+		DroppedOverloadQoS0: n.overload[0].Load(), DroppedOverloadQoS12: n.overload[1].Load(),
+		CongestedEpisodes: n.cong.episodes.Load(), BackPressureWaits: n.cong.waits.Load(),
+		BackPressureTimeouts: n.cong.timeout.Load()}
+	s.InboundQueued, s.InboundQueuedBytes = n.queued()
 	n.mu.Lock()
 	s.Filters = len(n.refs)
+	s.DroppedSlowConsumer = n.ncDropped
+	for _, in := range n.refs {
+		for _, sub := range in.subs {
+			if d, err := sub.Dropped(); err == nil {
+				s.DroppedSlowConsumer += int64(d)
+			}
+		}
+	}
+	if n.rsub != nil {
+		if d, err := n.rsub.Dropped(); err == nil {
+			s.DroppedSlowConsumer += int64(d)
+		}
+	}
 	ns := n.ns
 	n.mu.Unlock()
 	if ns != nil {
-		s.LinksUp = linksUp(ns)
+		s.LinksUp = len(links(ns))
 		s.Nodes = 1 + s.LinksUp
 	}
 	return s
 }
 
-// linksUp counts the distinct remote servers this node has routes to.
-func linksUp(ns *server.Server) int {
+// links returns the remote servers this node has routes to, by name, with
+// the least round-trip time measured on their routes (0 when none was).
+func links(ns *server.Server) map[string]time.Duration {
 	rz, err := ns.Routez(nil)
 	if err != nil {
-		return 0
+		return nil
 	}
-	seen := map[string]bool{}
+	out := map[string]time.Duration{}
 	for _, r := range rz.Routes {
-		seen[r.RemoteID] = true
+		name := r.RemoteName
+		if name == "" {
+			name = r.RemoteID
+		}
+		rtt, err := time.ParseDuration(r.RTT)
+		if err != nil {
+			rtt = 0
+		}
+		if old, ok := out[name]; !ok || rtt > 0 && (old == 0 || rtt < old) {
+			out[name] = rtt
+		}
 	}
-	return len(seen)
+	return out
+}
+
+// putSys publishes the node's counters under $SYS/broker/cluster/ (a
+// broker.Server.AddSysSource function; nothing before Start).
+func (n *Node) putSys(put func(topic, value string)) {
+	if !n.running() {
+		return
+	}
+	st := n.Stats()
+	i := func(v int64) string { return strconv.FormatInt(v, 10) }
+	put("$SYS/broker/cluster/nodes", strconv.Itoa(st.Nodes))
+	put("$SYS/broker/cluster/links/up", strconv.Itoa(st.LinksUp))
+	put("$SYS/broker/cluster/messages/forwarded/out", i(st.ForwardedOut))
+	put("$SYS/broker/cluster/messages/forwarded/in", i(st.ForwardedIn))
+	put("$SYS/broker/cluster/messages/dropped", i(st.DroppedTotal()))
+	put("$SYS/broker/cluster/messages/dropped/overload/qos0", i(st.DroppedOverloadQoS0))
+	put("$SYS/broker/cluster/messages/dropped/overload/qos12", i(st.DroppedOverloadQoS12))
+	put("$SYS/broker/cluster/messages/dropped/slow_consumer", i(st.DroppedSlowConsumer))
+	put("$SYS/broker/cluster/messages/dropped/undeliverable", i(st.Dropped))
+	put("$SYS/broker/cluster/messages/queued", strconv.Itoa(st.InboundQueued))
+	put("$SYS/broker/cluster/backpressure/congested", i(st.CongestedEpisodes))
+	put("$SYS/broker/cluster/backpressure/held", i(st.BackPressureWaits))
+	put("$SYS/broker/cluster/backpressure/held_past_limit", i(st.BackPressureTimeouts))
+	put("$SYS/broker/cluster/takeovers/out", i(st.TakeoversOut))
+	put("$SYS/broker/cluster/takeovers/in", i(st.TakeoversIn))
+}
+
+// Metrics returns the node's reading for the Prometheus endpoint; nil for
+// a nil node (a single broker) or one not started.
+func (n *Node) Metrics() *metrics.ClusterSnapshot {
+	if n == nil || !n.running() {
+		return nil
+	}
+	st := n.Stats()
+	m := &metrics.ClusterSnapshot{Nodes: st.Nodes, LinksUp: st.LinksUp, ForwardedOut: st.ForwardedOut,
+		ForwardedIn: st.ForwardedIn, TakeoversOut: st.TakeoversOut, TakeoversIn: st.TakeoversIn,
+		Dropped: map[string]int64{"overload_qos0": st.DroppedOverloadQoS0, "overload_qos12": st.DroppedOverloadQoS12,
+			"slow_consumer": st.DroppedSlowConsumer, "undeliverable": st.Dropped},
+		InboundQueued: st.InboundQueued, Filters: st.Filters}
+	n.mu.Lock()
+	ns := n.ns
+	n.mu.Unlock()
+	if ns != nil {
+		for name, rtt := range links(ns) {
+			m.Links = append(m.Links, metrics.LinkSnapshot{Node: name, RTT: rtt})
+		}
+		slices.SortFunc(m.Links, func(a, b metrics.LinkSnapshot) int { return strings.Compare(a.Node, b.Node) })
+	}
+	for op := range kvOps {
+		m.KV = append(m.KV, n.kvLatency[op].snapshot(kvOpNames[op]))
+	}
+	return m
+}
+
+// JetStream key-value calls whose latency is measured: Get, Put, Create,
+// Update and Delete of each bucket, in that order.
+const (
+	kvOwnerGet = iota
+	kvOwnerPut
+	kvOwnerCreate
+	kvOwnerUpdate
+	kvOwnerDelete
+	kvRetainedGet
+	kvRetainedPut
+	kvRetainedCreate
+	kvRetainedUpdate
+	kvRetainedDelete
+	kvOps
+)
+
+var kvOpNames = [kvOps]string{"owner_get", "owner_put", "owner_create", "owner_update", "owner_delete",
+	"retained_get", "retained_put", "retained_create", "retained_update", "retained_delete"}
+
+// timedKV records the latency of a bucket's single-key calls.
+type timedKV struct {
+	jetstream.KeyValue
+	lat    *kvLatency
+	prefix int // kvOwnerGet or kvRetainedGet
+}
+
+func (t *timedKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	defer t.lat.since(t.prefix, time.Now())
+	return t.KeyValue.Get(ctx, key)
+}
+
+func (t *timedKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	defer t.lat.since(t.prefix+1, time.Now())
+	return t.KeyValue.Put(ctx, key, value)
+}
+
+func (t *timedKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	defer t.lat.since(t.prefix+2, time.Now())
+	return t.KeyValue.Create(ctx, key, value, opts...)
+}
+
+func (t *timedKV) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	defer t.lat.since(t.prefix+3, time.Now())
+	return t.KeyValue.Update(ctx, key, value, revision)
+}
+
+func (t *timedKV) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	defer t.lat.since(t.prefix+4, time.Now())
+	return t.KeyValue.Delete(ctx, key, opts...)
+}
+
+// kvBounds are the upper bounds, in seconds, of the latency histograms.
+var kvBounds = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// kvLatency holds one histogram per kind of call.
+type kvLatency [kvOps]latencyHist
+
+type latencyHist struct {
+	count   atomic.Uint64
+	sumNano atomic.Int64
+	buckets [len(kvBounds)]atomic.Uint64 // calls in (bound[i-1], bound[i]]; the slower ones only in count
+}
+
+// since records a call of kind op that began at start.
+func (l *kvLatency) since(op int, start time.Time) {
+	d := time.Since(start)
+	h := &l[op]
+	sec := d.Seconds()
+	for i, b := range kvBounds {
+		if sec <= b {
+			h.buckets[i].Add(1)
+			break
+		}
+	}
+	h.sumNano.Add(int64(d))
+	h.count.Add(1)
+}
+
+// snapshot reads h with cumulative buckets. Read while calls are recorded,
+// the count is never behind the buckets.
+func (h *latencyHist) snapshot(op string) metrics.LatencySnapshot {
+	s := metrics.LatencySnapshot{Op: op, Buckets: make(map[float64]uint64, len(kvBounds))}
+	var cum uint64
+	for i, b := range kvBounds {
+		cum += h.buckets[i].Load()
+		s.Buckets[b] = cum
+	}
+	s.Sum = time.Duration(h.sumNano.Load()).Seconds()
+	s.Count = max(h.count.Load(), cum)
+	return s
 }
 
 // natsLogger passes the embedded server's notices and errors to slog.

@@ -8,6 +8,8 @@ package config
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -113,39 +115,156 @@ type LogDest struct {
 }
 
 // Cluster is the cluster_* options: nodes with the same cluster_name,
-// linked by cluster_listen and cluster_peer, form one cluster.
+// linked by cluster_listen and cluster_peer, form one cluster (cluster.go).
 type Cluster struct {
 	Name                      string   // cluster_name
 	Node                      string   // cluster_node (default: the host name)
 	Listen                    string   // cluster_listen host:port
 	Peers                     []string // cluster_peer, repeatable
 	CAFile, CertFile, KeyFile string   // cluster_cafile, cluster_certfile, cluster_keyfile
+	Line                      string   // file:line of the first cluster_* line
+
+	lines map[string]string // option → file:line that set it
+}
+
+// clusterOptions are the cluster_* keys.
+var clusterOptions = []string{"cluster_name", "cluster_node", "cluster_listen", "cluster_peer", "cluster_cafile",
+	"cluster_certfile", "cluster_keyfile"}
+
+func isClusterOption(key string) bool {
+	for _, k := range clusterOptions {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// option applies one cluster_* line, read at where (file:line).
+func (c *Cluster) option(a *argReader, where string) error {
+	v, err := a.one()
+	if err != nil {
+		return err
+	}
+	if c.Line == "" {
+		c.Line = where
+	}
+	if c.lines == nil {
+		c.lines = make(map[string]string)
+	}
+	if prev, ok := c.lines[a.key]; ok && a.key != "cluster_peer" {
+		return fmt.Errorf("%s given twice (first at %s)", a.key, prev)
+	}
+	c.lines[a.key] = where
+	switch a.key {
+	case "cluster_name", "cluster_node":
+		if err := checkClusterName(v); err != nil {
+			return fmt.Errorf("%s: %w", a.key, err)
+		}
+		if a.key == "cluster_name" {
+			c.Name = v
+		} else {
+			c.Node = v
+		}
+	case "cluster_listen", "cluster_peer":
+		// cluster_listen may leave the host out (every interface).
+		if err := checkHostPort(v, a.key == "cluster_peer"); err != nil {
+			return fmt.Errorf("%s: %w", a.key, err)
+		}
+		if a.key == "cluster_listen" {
+			c.Listen = v
+			break
+		}
+		for _, p := range c.Peers {
+			if p == v {
+				return fmt.Errorf("cluster_peer %s given twice", v)
+			}
+		}
+		c.Peers = append(c.Peers, v)
+	case "cluster_cafile":
+		c.CAFile = v
+	case "cluster_certfile":
+		c.CertFile = v
+	case "cluster_keyfile":
+		c.KeyFile = v
+	}
+	return nil
+}
+
+// checkClusterName accepts what package cluster accepts for cluster_name
+// and cluster_node: 1 to 128 letters, digits, '-', '_' and '.'.
+func checkClusterName(s string) error {
+	if len(s) > 128 {
+		return fmt.Errorf("%q: more than 128 characters", s)
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("%q: only letters, digits, '-', '_' and '.'", s)
+		}
+	}
+	return nil
+}
+
+// checkHostPort accepts host:port with a port from 1 to 65535.
+func checkHostPort(a string, needHost bool) error {
+	h, p, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", a, err)
+	}
+	if h == "" && needHost {
+		return fmt.Errorf("%q has no host", a)
+	}
+	if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", a, p)
+	}
+	return nil
 }
 
 // Enabled reports whether any cluster_* line was given.
 func (c *Cluster) Enabled() bool {
-	return c.Name != "" || c.Node != "" || c.Listen != "" || len(c.Peers) > 0 || c.CAFile != "" ||
+	return c.Line != "" || c.Name != "" || c.Node != "" || c.Listen != "" || len(c.Peers) > 0 || c.CAFile != "" ||
 		c.CertFile != "" || c.KeyFile != ""
 }
 
-// check refuses an incomplete cluster configuration.
+// check refuses an incomplete cluster configuration; the error names the
+// file and line of the first cluster_* line (or of the TLS line given).
 func (c *Cluster) check() error {
 	if !c.Enabled() {
 		return nil
 	}
 	if c.Name == "" {
-		return errors.New("cluster_* options need cluster_name")
+		return fmt.Errorf("%s: cluster_* options need cluster_name", c.Line)
 	}
 	if c.Listen == "" {
-		return errors.New("cluster_* options need cluster_listen")
-	}
-	for _, a := range append([]string{c.Listen}, c.Peers...) {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return fmt.Errorf("cluster address %q: %w", a, err)
-		}
+		return fmt.Errorf("%s: cluster_* options need cluster_listen", c.Line)
 	}
 	if tls := (c.CAFile != "") == (c.CertFile != "") && (c.CertFile != "") == (c.KeyFile != ""); !tls {
-		return errors.New("cluster TLS needs cluster_cafile, cluster_certfile and cluster_keyfile together")
+		where := c.lines["cluster_cafile"]
+		for _, k := range []string{"cluster_certfile", "cluster_keyfile"} {
+			if where == "" {
+				where = c.lines[k]
+			}
+		}
+		return fmt.Errorf("%s: cluster TLS needs cluster_cafile, cluster_certfile and cluster_keyfile together", where)
+	}
+	return nil
+}
+
+// CheckFiles loads the cluster's TLS files, as the node will (mqttd
+// --test-config).
+func (c *Cluster) CheckFiles() error {
+	if c.CertFile == "" {
+		return nil
+	}
+	if _, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile); err != nil {
+		return fmt.Errorf("%s: cluster_certfile/cluster_keyfile: %w", c.lines["cluster_certfile"], err)
+	}
+	pem, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		return fmt.Errorf("%s: cluster_cafile: %w", c.lines["cluster_cafile"], err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s: cluster_cafile %s: no PEM certificate", c.lines["cluster_cafile"], c.CAFile)
 	}
 	return nil
 }
@@ -421,7 +540,7 @@ func (c *Config) finish() error {
 		return fmt.Errorf("%w: %s: %w", ErrInvalid, c.File, err)
 	}
 	if err := c.Cluster.check(); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrInvalid, c.File, err)
+		return fmt.Errorf("%w: %w", ErrInvalid, err) // the error names file:line
 	}
 	if len(c.Log.Dests) == 0 {
 		c.Log.Dests = []LogDest{{Kind: "stderr"}}

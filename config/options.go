@@ -88,6 +88,8 @@ func (c *Config) apply(key, rest, where string) error {
 		return c.bridgeOption(key, rest, where)
 	case strings.HasPrefix(key, "bridge_"), strings.HasPrefix(key, "remote_"), strings.HasPrefix(key, "local_"):
 		return fmt.Errorf("%s: unknown bridge option", key)
+	case strings.HasPrefix(key, "cluster_") && !isClusterOption(key):
+		return fmt.Errorf("%s: unknown cluster option (known: %s)", key, strings.Join(clusterOptions, ", "))
 	}
 	if why, ok := unsupportedOptions[key]; ok {
 		return fmt.Errorf("%s: %s", key, why)
@@ -271,22 +273,9 @@ func (c *Config) apply(key, rest, where string) error {
 		c.Persistence, err = a.boolean()
 	case "persistence_location":
 		c.PersistenceLocation, err = a.one()
-	case "cluster_name":
-		c.Cluster.Name, err = a.one()
-	case "cluster_node":
-		c.Cluster.Node, err = a.one()
-	case "cluster_listen":
-		c.Cluster.Listen, err = a.one()
-	case "cluster_peer": // repeatable
-		var v string
-		v, err = a.one()
-		c.Cluster.Peers = append(c.Cluster.Peers, v)
-	case "cluster_cafile":
-		c.Cluster.CAFile, err = a.one()
-	case "cluster_certfile":
-		c.Cluster.CertFile, err = a.one()
-	case "cluster_keyfile":
-		c.Cluster.KeyFile, err = a.one()
+	case "cluster_name", "cluster_node", "cluster_listen", "cluster_peer", "cluster_cafile", "cluster_certfile",
+		"cluster_keyfile":
+		err = c.Cluster.option(&a, where) // cluster.go
 	case "persistence_file":
 		c.PersistenceFile, err = a.one()
 	case "autosave_interval":

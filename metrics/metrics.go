@@ -57,6 +57,35 @@ type Snapshot struct {
 
 	// Bridges are the running bridges (`connection` sections).
 	Bridges []BridgeSnapshot
+
+	// Cluster is the cluster node's reading; nil for a single broker.
+	Cluster *ClusterSnapshot
+}
+
+// ClusterSnapshot is a cluster node's reading (cluster_* options).
+type ClusterSnapshot struct {
+	Nodes, LinksUp            int              // gauges: nodes known (this one included), routes up
+	ForwardedOut, ForwardedIn int64            // counters: messages sent to and received from the cluster
+	TakeoversOut, TakeoversIn int64            // counters: client takeovers asked of another node, done for one
+	Dropped                   map[string]int64 // counters: messages from the cluster dropped, by reason
+	InboundQueued             int              // gauge: messages from the cluster waiting for the broker
+	Filters                   int              // gauge: distinct filters this node routes by
+	Links                     []LinkSnapshot   // one per remote node
+	KV                        []LatencySnapshot
+}
+
+// LinkSnapshot is one link to a remote node.
+type LinkSnapshot struct {
+	Node string
+	RTT  time.Duration // last measured round trip; 0 unknown
+}
+
+// LatencySnapshot is a latency histogram of one kind of call.
+type LatencySnapshot struct {
+	Op      string
+	Count   uint64
+	Sum     float64            // seconds
+	Buckets map[float64]uint64 // upper bound in seconds → calls that took at most that long (cumulative)
 }
 
 // BridgeSnapshot is one bridge's reading.
@@ -85,6 +114,57 @@ type collector struct {
 	metrics     []metric
 	disconnects *prometheus.Desc // reason label: Snapshot.DisconnectsByReason
 	bridge      []bridgeMetric   // bridge label: Snapshot.Bridges
+	cluster     clusterDescs     // Snapshot.Cluster
+}
+
+type clusterDescs struct {
+	nodes, linksUp, forwarded, takeovers, dropped, queued, filters, rtt, kv *prometheus.Desc
+}
+
+func newClusterDescs() clusterDescs {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(Namespace, "cluster", name), help, labels, nil)
+	}
+	return clusterDescs{
+		nodes:     d("nodes", "Cluster nodes this node knows: itself and those it has a link to."),
+		linksUp:   d("links_up", "Links (routes) to other cluster nodes that are up."),
+		forwarded: d("messages_forwarded_total", "Messages sent to (out) and received from (in) the cluster.", "direction"),
+		takeovers: d("takeovers_total", "Client takeovers this node asked of another node (out) or did for one (in).", "direction"),
+		dropped: d("messages_dropped_total", "Messages from the cluster this node dropped, by reason "+
+			"(overload_qos0, overload_qos12: past the inbound bound; slow_consumer: the NATS buffer was full; "+
+			"undeliverable: undecodable or refused by the broker).", "reason"),
+		queued:  d("inbound_queued_messages", "Messages from the cluster waiting for the broker."),
+		filters: d("filters", "Distinct subscription filters this node holds interest for."),
+		rtt:     d("link_rtt_seconds", "Round-trip time of the link to a remote node, as last measured.", "node"),
+		kv:      d("kv_seconds", "Latency of the JetStream key-value calls (client id ownership, retained messages).", "op"),
+	}
+}
+
+func (d *clusterDescs) describe(ch chan<- *prometheus.Desc) {
+	for _, x := range []*prometheus.Desc{d.nodes, d.linksUp, d.forwarded, d.takeovers, d.dropped, d.queued, d.filters, d.rtt, d.kv} {
+		ch <- x
+	}
+}
+
+func (d *clusterDescs) collect(ch chan<- prometheus.Metric, c *ClusterSnapshot) {
+	g, k := prometheus.GaugeValue, prometheus.CounterValue
+	ch <- prometheus.MustNewConstMetric(d.nodes, g, float64(c.Nodes))
+	ch <- prometheus.MustNewConstMetric(d.linksUp, g, float64(c.LinksUp))
+	ch <- prometheus.MustNewConstMetric(d.forwarded, k, float64(c.ForwardedOut), "out")
+	ch <- prometheus.MustNewConstMetric(d.forwarded, k, float64(c.ForwardedIn), "in")
+	ch <- prometheus.MustNewConstMetric(d.takeovers, k, float64(c.TakeoversOut), "out")
+	ch <- prometheus.MustNewConstMetric(d.takeovers, k, float64(c.TakeoversIn), "in")
+	for reason, n := range c.Dropped {
+		ch <- prometheus.MustNewConstMetric(d.dropped, k, float64(n), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(d.queued, g, float64(c.InboundQueued))
+	ch <- prometheus.MustNewConstMetric(d.filters, g, float64(c.Filters))
+	for _, l := range c.Links {
+		ch <- prometheus.MustNewConstMetric(d.rtt, g, l.RTT.Seconds(), l.Node)
+	}
+	for _, h := range c.KV {
+		ch <- prometheus.MustNewConstHistogram(d.kv, h.Count, h.Sum, h.Buckets, h.Op)
+	}
 }
 
 type bridgeMetric struct {
@@ -94,7 +174,7 @@ type bridgeMetric struct {
 }
 
 func newCollector(read func() Snapshot) *collector {
-	c := &collector{read: read}
+	c := &collector{read: read, cluster: newClusterDescs()}
 	c.disconnects = prometheus.NewDesc(Namespace+"_disconnects_total",
 		"Connections ended, by reason (client_disconnect, client_closed, keepalive_timeout, taken_over, shutdown, "+
 			"protocol_error, slow_consumer, ...).", []string{"reason"}, nil)
@@ -194,6 +274,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range c.bridge {
 		ch <- m.desc
 	}
+	c.cluster.describe(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -209,6 +290,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for _, m := range c.bridge {
 			ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(b), b.Name)
 		}
+	}
+	if s.Cluster != nil {
+		c.cluster.collect(ch, s.Cluster)
 	}
 }
 

@@ -184,7 +184,7 @@ func checkFiles(cfg *config.Config) error {
 			}
 		}
 	}
-	return nil
+	return cfg.Cluster.CheckFiles()
 }
 
 // running is a started broker with what it needs to reload and stop.
@@ -353,18 +353,7 @@ func start(cfg *config.Config, o options) (*running, error) {
 			closeListeners()
 			return fail(err)
 		}
-		r.cluster = node
-		r.srv.AddSysSource(func(put func(topic, value string)) {
-			st := node.Stats()
-			i := func(v int64) string { return strconv.FormatInt(v, 10) }
-			put("$SYS/broker/cluster/nodes", strconv.Itoa(st.Nodes))
-			put("$SYS/broker/cluster/links/up", strconv.Itoa(st.LinksUp))
-			put("$SYS/broker/cluster/messages/forwarded/out", i(st.ForwardedOut))
-			put("$SYS/broker/cluster/messages/forwarded/in", i(st.ForwardedIn))
-			put("$SYS/broker/cluster/messages/dropped", i(st.Dropped))
-			put("$SYS/broker/cluster/takeovers/out", i(st.TakeoversOut))
-			put("$SYS/broker/cluster/takeovers/in", i(st.TakeoversIn))
-		})
+		r.cluster = node // it publishes $SYS/broker/cluster/... itself
 	}
 
 	if cfg.AdminAddr != "" {
@@ -539,6 +528,7 @@ func (r *running) snapshot() metrics.Snapshot {
 		Inflight: s.Inflight, Queued: s.Queued, AuthFailures: s.AuthFailures,
 		DisconnectsByReason: r.srv.DisconnectsByReason(),
 		Bridges:             bridgeMetrics(r.bridgeStats()),
+		Cluster:             r.cluster.Metrics(), // nil for a single broker
 		Uptime:              time.Since(startTime),
 	}
 }

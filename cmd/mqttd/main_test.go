@@ -97,6 +97,11 @@ func TestCommandLineErrors(t *testing.T) {
 	os.WriteFile(bad, []byte("listener 1883\nno_such_option yes\n"), 0o644)
 	good := filepath.Join(dir, "good.conf")
 	os.WriteFile(good, []byte("listener 1883 127.0.0.1\nallow_anonymous true\n"), 0o644)
+	badCluster := filepath.Join(dir, "cluster.conf")
+	os.WriteFile(badCluster, []byte("cluster_name p\ncluster_listen 127.0.0.1:7501\ncluster_cafile ca.pem\n"), 0o644)
+	clusterFiles := filepath.Join(dir, "cluster-files.conf")
+	os.WriteFile(clusterFiles, []byte("cluster_name p\ncluster_listen 127.0.0.1:7501\ncluster_cafile "+dir+
+		"/ca.pem\ncluster_certfile "+dir+"/n.pem\ncluster_keyfile "+dir+"/n.key\n"), 0o644)
 	cases := []struct {
 		args   []string
 		status int
@@ -109,6 +114,8 @@ func TestCommandLineErrors(t *testing.T) {
 		{[]string{"-c", filepath.Join(dir, "missing.conf")}, 3, "no such file"},
 		{[]string{"--test-config", "-c", good}, 0, "configuration OK"},
 		{[]string{"--test-config", "-c", bad}, 3, "no_such_option"},
+		{[]string{"--test-config", "-c", badCluster}, 3, badCluster + ":3: cluster TLS needs"},
+		{[]string{"--test-config", "-c", clusterFiles}, 3, clusterFiles + ":4: cluster_certfile/cluster_keyfile"},
 		{[]string{"-h"}, 0, "Usage: mqttd"},
 	}
 	for _, c := range cases {
