@@ -19,6 +19,20 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 pidfile() { echo "$dir/n$1.pid"; }
 
+# connack PORT: an MQTT CONNECT (3.1.1, clean session, empty client id) to
+# 127.0.0.1:PORT is answered by a CONNACK within a second. A TCP connect is
+# not enough: a node's port accepts connections before the node serves
+# them, which it does once it has joined the cluster.
+connack() {
+	local reply
+	reply=$(
+		exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+		printf '\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00' >&3
+		timeout 1 head -c 2 <&3 | od -An -tx1
+	) 2>/dev/null || return 1
+	[[ $reply == *"20 02"* ]]
+}
+
 running() { # node number
 	local f
 	f=$(pidfile "$1")
@@ -53,11 +67,12 @@ up() {
 		echo "n$i: pid $!, mqtt://127.0.0.1:$((mqtt_base + i)), link 127.0.0.1:$((link_base + i))"
 	done
 	# The nodes wait for each other (JetStream needs a majority): report
-	# when every MQTT port answers, within a minute.
+	# when every MQTT port answers a CONNECT, within a minute.
+	local end=$((SECONDS + 60))
 	for i in 1 2 3; do
 		local ok=
-		for _ in $(seq 600); do
-			if (exec 3<>"/dev/tcp/127.0.0.1/$((mqtt_base + i))") 2>/dev/null; then
+		while ((SECONDS < end)); do
+			if connack "$((mqtt_base + i))"; then
 				ok=1
 				break
 			fi

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -26,6 +28,7 @@ import (
 type benchResult struct {
 	Scenario    string  `json:"scenario"`
 	Broker      string  `json:"broker"`
+	SubBroker   string  `json:"sub_broker,omitempty"` // --sub-url: where the subscribers are
 	Protocol    string  `json:"protocol"`
 	QoS         int     `json:"qos"`
 	Size        int     `json:"size"`
@@ -78,6 +81,9 @@ type bench struct {
 
 // runBench is mqtt bench.
 func runBench(ctx context.Context, c *config, stdout, stderr io.Writer) error {
+	if c.subURL != "" && c.scenario == "conns" {
+		return usagef("Error: --sub-url is for the fanin, fanout, pairs, shared and latency scenarios.")
+	}
 	raiseFileLimit()
 	o, err := c.clientOptions()
 	if err != nil {
@@ -145,7 +151,11 @@ func (b *bench) dial(ctx context.Context, role string, i int) (*client.Client, e
 	if b.c.window > 0 {
 		o.MaxInflight = b.c.window
 	}
-	cl, err := client.Dial(ctx, b.c.serverURL(), o)
+	url := b.c.serverURL()
+	if role == "sub" && b.c.subURL != "" {
+		url = b.c.subURL
+	}
+	cl, err := client.Dial(ctx, url, o)
 	if err != nil {
 		var ce *client.ConnectError
 		if errors.As(err, &ce) {
@@ -279,6 +289,10 @@ func (b *bench) messages(ctx context.Context) (*benchResult, error) {
 			pubFlows[p] = append(pubFlows[p], g.flow)
 		}
 	}
+	var warm *warmup
+	if c.subURL != "" {
+		warm = newWarmup(b.run, l, len(l.pubTopics))
+	}
 	// Subscribers first, so that nothing published is missed.
 	for i, s := range l.subs {
 		st := s.stats
@@ -289,6 +303,9 @@ func (b *bench) messages(ctx context.Context) (*benchResult, error) {
 		}
 		all = append(all, cl)
 		h := func(m *client.Message) {
+			if warm != nil && warm.received(st, m.Payload) {
+				return
+			}
 			st.add(m.Payload, time.Now().UnixNano())
 			fl.recv.Add(1)
 		}
@@ -304,6 +321,11 @@ func (b *bench) messages(ctx context.Context) (*benchResult, error) {
 		}
 		all = append(all, cl)
 		pubs[i] = cl
+	}
+	if warm != nil {
+		if err := b.warmUp(ctx, pubs, l, warm); err != nil {
+			return nil, err
+		}
 	}
 
 	sent := make([]atomic.Uint64, len(pubs))
@@ -426,8 +448,8 @@ drain:
 	}
 	t := account(l.groups, sentBy)
 	res := &benchResult{
-		Scenario: c.scenario, Broker: c.serverURL(), Protocol: c.version.String(), QoS: int(c.qos), Size: c.size,
-		Publishers: len(pubs), Subscribers: len(l.subs), Window: c.window, Rate: rate, OpenLoop: c.openLoop,
+		Scenario: c.scenario, Broker: c.serverURL(), SubBroker: c.subURL, Protocol: c.version.String(), QoS: int(c.qos),
+		Size: c.size, Publishers: len(pubs), Subscribers: len(l.subs), Window: c.window, Rate: rate, OpenLoop: c.openLoop,
 		Duration: pubDur.Seconds(), Sent: totalSent(), PublishErrors: pubErrs.Load(),
 		Expected: t.expected, Received: t.received, Unique: t.unique, Lost: t.lost, Duplicates: t.dups, Foreign: t.foreign,
 	}
@@ -558,7 +580,7 @@ func (b *bench) conns(ctx context.Context) (*benchResult, error) {
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	start := time.Now()
-	workers := min(n, 64)
+	workers := min(n, max(c.concurrency, 1)) // CONNECTs in progress at once
 	stopProgress := make(chan struct{})
 	go func() {
 		t := time.NewTicker(time.Second)
@@ -664,7 +686,11 @@ func parseRSS(r io.Reader) (int64, error) {
 
 // printSummary writes the human-readable report.
 func printSummary(w io.Writer, r *benchResult) {
-	fmt.Fprintf(w, "scenario %s against %s (MQTT %s)\n", r.Scenario, r.Broker, r.Protocol)
+	if r.SubBroker != "" {
+		fmt.Fprintf(w, "scenario %s: publishers on %s, subscribers on %s (MQTT %s)\n", r.Scenario, r.Broker, r.SubBroker, r.Protocol)
+	} else {
+		fmt.Fprintf(w, "scenario %s against %s (MQTT %s)\n", r.Scenario, r.Broker, r.Protocol)
+	}
 	if r.Scenario == "conns" {
 		fmt.Fprintf(w, "connections %d open, %d failed, %.0f connects/s\n", r.Connections, r.ConnectErrors, r.ConnectRate)
 		if r.RSSAfterKB > 0 {
@@ -683,5 +709,156 @@ func printSummary(w io.Writer, r *benchResult) {
 	fmt.Fprintf(w, "throughput: sent %.0f msg/s, received %.0f msg/s, %.2f MB/s\n", r.SendRate, r.RecvRate, r.RecvMBps)
 	if l := r.Latency; l != nil {
 		fmt.Fprintf(w, "latency us: p50 %.0f  p90 %.0f  p99 %.0f  max %.0f  mean %.0f\n", l.P50, l.P90, l.P99, l.Max, l.Mean)
+	}
+}
+
+// setSubURL parses --sub-url scheme://host[:port][/path]: mqtt (port 1883),
+// mqtts (8883), ws (80) or wss (443); ws and wss may give the WebSocket
+// path (default /mqtt). The subscribers use the publishers' credentials
+// and TLS flags, so a user name in the URL is refused.
+func setSubURL(c *config, v string) error {
+	scheme, rest, ok := strings.Cut(v, "://")
+	scheme = strings.ToLower(scheme)
+	if !ok {
+		return usagef("Error: Invalid --sub-url %q (mqtt://host:port, mqtts://, ws:// or wss://).", v)
+	}
+	defaultPort := map[string]int{"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}[scheme]
+	if defaultPort == 0 {
+		return usagef("Error: Unsupported URL scheme in --sub-url: %q (mqtt, mqtts, ws or wss).", scheme)
+	}
+	authority, path, hasPath := strings.Cut(rest, "/")
+	if strings.Contains(authority, "@") {
+		return usagef("Error: --sub-url takes no user name or password: the subscribers use -u and -P, as the publishers.")
+	}
+	ws := scheme == "ws" || scheme == "wss"
+	if hasPath && path != "" && !ws {
+		return usagef("Error: Invalid --sub-url %q: only ws:// and wss:// take a path.", v)
+	}
+	host, port := authority, ""
+	if h, p, err := net.SplitHostPort(authority); err == nil {
+		host, port = h, p
+	} else if strings.HasPrefix(authority, "[") && strings.HasSuffix(authority, "]") {
+		host = authority[1 : len(authority)-1]
+	}
+	if host == "" {
+		return usagef("Error: Invalid --sub-url %q: no host given.", v)
+	}
+	n := defaultPort
+	if port != "" {
+		var err error
+		if n, err = strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return usagef("Error: Invalid port in --sub-url: %s", port)
+		}
+	}
+	c.subURL = scheme + "://" + net.JoinHostPort(host, strconv.Itoa(n))
+	if ws && hasPath {
+		c.subURL += "/" + path
+	}
+	return nil
+}
+
+// warmupPrefix starts the messages that check, before a run with
+// --sub-url, that the subscribers' broker receives what is published on
+// the publishers' broker. A bench message starts with its publisher index
+// (big-endian, stats.go), never with these bytes.
+const warmupPrefix = "mqtt-bench-warmup "
+
+// warmupTimeout bounds the wait for the subscribers' broker to receive
+// what is published on the publishers' broker (a variable for the tests).
+var warmupTimeout = 30 * time.Second
+
+// warmup is used when the subscribers are on another broker (--sub-url):
+// a cluster learns of a subscription made on another node some time after
+// the SUBACK, so before the measured run each publisher sends marked
+// messages until every group it publishes to has received one of them.
+type warmup struct {
+	prefix    []byte // warmupPrefix, the run id, a space; then the publisher index
+	groupOf   map[*subStats]int
+	seen      [][]atomic.Bool // by group, by publisher
+	pubGroups [][]int         // by publisher: the groups it publishes to
+}
+
+func newWarmup(run string, l layout, pubs int) *warmup {
+	w := &warmup{
+		prefix:    []byte(warmupPrefix + run + " "),
+		groupOf:   make(map[*subStats]int),
+		seen:      make([][]atomic.Bool, len(l.groups)),
+		pubGroups: make([][]int, pubs),
+	}
+	for gi, g := range l.groups {
+		w.seen[gi] = make([]atomic.Bool, pubs)
+		for _, s := range g.subs {
+			w.groupOf[s] = gi
+		}
+		for _, p := range g.pubs {
+			w.pubGroups[p] = append(w.pubGroups[p], gi)
+		}
+	}
+	return w
+}
+
+// payload is the warm-up message of publisher p.
+func (w *warmup) payload(p int) []byte {
+	return strconv.AppendInt(append([]byte(nil), w.prefix...), int64(p), 10)
+}
+
+// received reports whether a payload subscriber s received is a warm-up
+// message (not counted in the run), and records it.
+func (w *warmup) received(s *subStats, payload []byte) bool {
+	rest, ok := bytes.CutPrefix(payload, w.prefix)
+	if !ok {
+		return false
+	}
+	if p, err := strconv.Atoi(string(rest)); err == nil && p >= 0 && p < len(w.pubGroups) {
+		w.seen[w.groupOf[s]][p].Store(true)
+	}
+	return true
+}
+
+// done reports whether every group of publisher p has its warm-up message.
+func (w *warmup) done(p int) bool {
+	for _, g := range w.pubGroups[p] {
+		if !w.seen[g][p].Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// warmUp publishes warm-up messages at QoS 0 every 50 ms from the
+// publishers whose groups have not all received one, for warmupTimeout at
+// most.
+func (b *bench) warmUp(ctx context.Context, pubs []*client.Client, l layout, w *warmup) error {
+	start := time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		waiting := 0
+		for i, cl := range pubs {
+			if w.done(i) {
+				continue
+			}
+			waiting++
+			if err := cl.Publish(ctx, l.pubTopics[i], w.payload(i), client.PublishOptions{}); err != nil {
+				return &exitError{code: 1, msg: "Error: warm-up publish: " + strings.TrimPrefix(err.Error(), "client: ")}
+			}
+		}
+		if waiting == 0 {
+			b.progress("%s warm-up: the subscribers on %s receive from %s after %.2fs", b.c.scenario, b.c.subURL,
+				b.c.serverURL(), time.Since(start).Seconds())
+			if b.tty {
+				fmt.Fprintln(b.stderr)
+			}
+			return nil
+		}
+		if time.Since(start) > warmupTimeout {
+			return &exitError{code: 1, msg: fmt.Sprintf("Error: after %s, %d of %d publishers on %s still reach no subscriber on %s: are the two brokers one cluster?",
+				warmupTimeout, waiting, len(pubs), b.c.serverURL(), b.c.subURL)}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
 	}
 }

@@ -120,6 +120,11 @@ type config struct {
 	// pause while maxOutstanding messages are published but not received.
 	openLoop       bool
 	maxOutstanding int
+	// concurrency is how many CONNECTs conns keeps in progress at once.
+	concurrency int
+	// subURL is where the subscribers connect (--sub-url, bench.go);
+	// empty: the broker of -h/-p/-L, as the publishers.
+	subURL string
 }
 
 func defaultConfig(cmd string) *config {
@@ -143,6 +148,7 @@ func defaultConfig(cmd string) *config {
 		c.window = 64
 		c.drain = 5 * time.Second
 		c.maxOutstanding = 500
+		c.concurrency = 100
 	}
 	return c
 }
@@ -378,9 +384,13 @@ func buildOptions() map[string]*option {
 		}},
 		{names: []string{"--json"}, cmds: "bench", set: func(c *config, _ string) error { c.jsonOut = true; return nil }},
 		{names: []string{"--open-loop"}, cmds: "bench", set: func(c *config, _ string) error { c.openLoop = true; return nil }},
+		{names: []string{"--concurrency"}, arg: true, cmds: "bench", set: func(c *config, v string) error {
+			return setInt(&c.concurrency, v, "--concurrency", 1, 100000)
+		}},
 		{names: []string{"--max-outstanding"}, arg: true, cmds: "bench", set: func(c *config, v string) error {
 			return setInt(&c.maxOutstanding, v, "--max-outstanding", 1, 1<<30)
 		}},
+		{names: []string{"--sub-url"}, arg: true, cmds: "bench", set: setSubURL},
 	}
 	m := make(map[string]*option)
 	for _, o := range opts {

@@ -51,7 +51,8 @@ Usage: mqtt bench {fanin|fanout|pairs|shared|conns|latency} [options]
  fanout  : 1 publisher, --clients S subscribers (default 10).
  pairs   : --clients N publisher/subscriber pairs (default 10).
  shared  : --publishers P (default 4) publishers, --clients S members of one $share group (default 4).
- conns   : --clients C idle connections (default 1000): connect rate; with --pid PID, broker memory per connection.
+ conns   : --clients C idle connections (default 1000), --concurrency of them connecting at once (default 100):
+           connect rate; with --pid PID, broker memory per connection.
  latency : --clients N pairs (default 1) at a fixed --rate (default 1000 msg/s): latency percentiles.
 
  --duration : how long to publish (default 5s).   --qos : 0, 1 (default) or 2.   --size : payload bytes (>= 16, default 64).
@@ -61,6 +62,9 @@ Usage: mqtt bench {fanin|fanout|pairs|shared|conns|latency} [options]
    get are published but not yet received (default 500), so the run measures the rate the broker sustains
    without overrunning its queues (Mosquitto's default max_queued_messages is 1000).
  --open-loop : publish as fast as the window allows, whatever is received (the overload behaviour).
+ --sub-url URL : the subscribers connect to URL (mqtt://host:port, mqtts://, ws://, wss://), the publishers to
+   -h/-p/-L: with two nodes of a cluster, the run measures the hop between them. It starts once what each
+   publisher sends reaches its subscribers (a cluster learns of a subscription soon after the SUBACK).
  Exit status 3 when QoS 1/2 messages were lost.
 ` + connHelp(v311Default),
 }
