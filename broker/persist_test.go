@@ -15,13 +15,14 @@ import (
 
 // startStored starts a broker on the pebble store in dir; stop it with the
 // returned function (graceful shutdown, then the store is closed).
-func startStored(t *testing.T, dir string) (*brokertest.Server, func()) {
+// opts adjust the server's options after the store is set.
+func startStored(t *testing.T, dir string, opts ...func(*broker.Options)) (*brokertest.Server, func()) {
 	t.Helper()
 	st, err := pebble.Open(dir, pebble.Options{Sync: store.SyncAlways})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = st })
+	srv := brokertest.Start(t, append([]func(*broker.Options){func(o *broker.Options) { o.Store = st }}, opts...)...)
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -13,8 +14,17 @@ import (
 // (a parked goroutine cannot shrink below 4 KB). When a socket becomes
 // readable, the poller starts a goroutine that reads the burst of packets
 // and re-arms the socket (EPOLLONESHOT) once it has drained it.
+//
+// The epoll descriptor is itself registered with Go's network poller
+// (epfile): the dispatching goroutine parks there, as a goroutine reading a
+// socket does, instead of blocking an OS thread in epoll_wait. A blocked
+// thread hands its P back to the runtime only after sysmon notices (20 µs
+// and more), and on its return from the kernel it must win a P back before
+// it can start the burst goroutine: on one or two cores every burst paid
+// for both.
 type poller struct {
 	epfd     int
+	epfile   *os.File   // owns epfd: registered with the runtime's poller, closed only through it
 	wakeFD   int        // eventfd that stops run
 	mu       sync.Mutex // guards conns, closed; held across every epoll_ctl
 	conns    []*conn    // by descriptor number: 8 bytes a connection, where a map takes 30 or more
@@ -29,6 +39,12 @@ func newPoller() *poller {
 	if err != nil {
 		return nil
 	}
+	// Non-blocking, so that os.NewFile registers it with the runtime's
+	// poller (an epoll descriptor is readable while it has events ready).
+	if err := syscall.SetNonblock(epfd, true); err != nil {
+		syscall.Close(epfd)
+		return nil
+	}
 	r, _, errno := syscall.Syscall(syscall.SYS_EVENTFD2, 0, syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
 	if errno != 0 {
 		syscall.Close(epfd)
@@ -41,15 +57,69 @@ func newPoller() *poller {
 		syscall.Close(wake)
 		return nil
 	}
-	p := &poller{epfd: epfd, wakeFD: wake, done: make(chan struct{}), timers: idleTimers{base: time.Now()}}
+	// From here on epfd is closed through epfile only: closing the number
+	// behind the runtime's back while it is registered there would leave
+	// the runtime watching whatever file is given that number next.
+	p := &poller{epfd: epfd, epfile: os.NewFile(uintptr(epfd), "epoll"), wakeFD: wake,
+		done: make(chan struct{}), timers: idleTimers{base: time.Now()}}
 	go p.run()
 	return p
 }
 
 // run dispatches readiness events until stop.
+//
+// It parks in the runtime's poller (epfile's RawConn.Read) and harvests
+// with epoll_wait(0), which never blocks. No readiness is lost between the
+// two: the sockets' events wait in the epoll set until harvested, so a
+// harvest finds every event that arrived before it; and one that arrives
+// after a harvest found nothing marks epfd readable for the runtime, which
+// then wakes (or does not park) the Read. Each Read harvests before it
+// parks (RawConn.Read calls its function first), so what a full harvest
+// left behind is taken at once; a full harvest is also followed by another
+// without parking.
 func (p *poller) run() {
 	defer close(p.done)
 	events := make([]syscall.EpollEvent, 256)
+	var n int
+	var werr error
+	harvest := func(fd uintptr) bool {
+		n, werr = epollWaitNow(int(fd), events)
+		return n > 0 || werr != nil
+	}
+	rc, err := p.epfile.SyscallConn()
+	if err != nil {
+		p.runBlocking(events)
+		return
+	}
+	for {
+		if err := rc.Read(harvest); err != nil {
+			// Not pollable after all (the runtime refused the
+			// descriptor): block a thread in epoll_wait instead. epfile
+			// is closed only after run returns, so this is not a close.
+			p.runBlocking(events)
+			return
+		}
+		for {
+			if werr != nil {
+				return // EBADF, EINVAL: the set is gone
+			}
+			if p.dispatch(events[:n]) {
+				return
+			}
+			if n < len(events) {
+				break // drained: park again
+			}
+			n, werr = epollWaitNow(p.epfd, events)
+			if n == 0 && werr == nil {
+				break
+			}
+		}
+	}
+}
+
+// runBlocking is run without the runtime's poller: a thread blocks in
+// epoll_wait. epfd stays open until run returns (stop waits for it).
+func (p *poller) runBlocking(events []syscall.EpollEvent) {
 	for {
 		n, err := syscall.EpollWait(p.epfd, events, -1)
 		if err != nil {
@@ -58,19 +128,46 @@ func (p *poller) run() {
 			}
 			return
 		}
-		for i := range n {
-			fd := events[i].Fd
-			if int(fd) == p.wakeFD {
-				return
-			}
-			p.mu.Lock()
-			c := p.connLocked(fd)
-			p.mu.Unlock()
-			if c != nil {
-				c.pollReady()
-			}
+		if p.dispatch(events[:n]) {
+			return
 		}
 	}
+}
+
+// epollWaitNow harvests the events ready in epfd without blocking. An
+// interrupted call (EINTR) is made again: returning nothing for it could
+// park run while events wait in the set, with no new edge to wake it.
+func epollWaitNow(epfd int, events []syscall.EpollEvent) (int, error) {
+	for {
+		n, err := syscall.EpollWait(epfd, events, 0)
+		if err == syscall.EINTR || err == syscall.EAGAIN {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
+}
+
+// dispatch starts a burst for each ready connection. It reports true when
+// stop's eventfd is among the events: run returns (the sockets' events of
+// the same harvest are dropped with the set; their connections are closed
+// by the shutdown).
+func (p *poller) dispatch(events []syscall.EpollEvent) (stop bool) {
+	for i := range events {
+		fd := events[i].Fd
+		if int(fd) == p.wakeFD {
+			return true
+		}
+		p.mu.Lock()
+		c := p.connLocked(fd)
+		p.mu.Unlock()
+		if c != nil {
+			c.pollReady()
+		}
+	}
+	return false
 }
 
 // stop ends run and releases the epoll set. The sockets still in it (a
@@ -97,7 +194,7 @@ func (p *poller) stop() {
 	}
 	p.conns = nil
 	p.closed = true
-	syscall.Close(p.epfd)
+	p.epfile.Close() // deregisters epfd from the runtime's poller, then closes it
 	syscall.Close(p.wakeFD)
 }
 
