@@ -211,6 +211,14 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 
 	// Take over or resume the session [MQTT-3.1.4-2..4].
 	srv := c.srv
+	if err := srv.beforeSession(&c.info, cp.CleanStart); err != nil {
+		// Another server holds the client id and could not hand it over.
+		rc := packet.ServerUnavailable
+		if code, ok := errors.AsType[packet.ReasonCode](err); ok && code.IsError() {
+			rc = code
+		}
+		return c.refuse(rc, err)
+	}
 	srv.sessMu.Lock()
 	old := srv.sessions[id]
 	var oldConn *conn

@@ -195,6 +195,8 @@ type hooks struct {
 	deliver []DeliveryHook
 	discon  []DisconnectHook
 	methods []AuthMethodHook
+	replica []ReplicaHook
+	connect []ConnectHook
 
 	events chan deliveryEvent // to the DeliveryHooks; nil without one
 	lost   atomic.Int64
@@ -225,7 +227,8 @@ func (s *Server) AddHook(h any) error {
 	}
 	hk := &s.hooks
 	n += addAs(&hk.authn, h) + addAs(&hk.authz, h) + addAs(&hk.publish, h) + addAs(&hk.session, h) +
-		addAs(&hk.subs, h) + addAs(&hk.discon, h) + addAs(&hk.methods, h)
+		addAs(&hk.subs, h) + addAs(&hk.discon, h) + addAs(&hk.methods, h) + addAs(&hk.replica, h) +
+		addAs(&hk.connect, h)
 	if v, ok := h.(DeliveryHook); ok {
 		if hk.events == nil {
 			hk.events = make(chan deliveryEvent, deliveryHookBuffer)

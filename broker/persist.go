@@ -167,6 +167,14 @@ func (srv *Server) storeApply(b *store.Batch, lazy bool) error {
 	} else {
 		err = srv.opts.Store.Apply(b)
 	}
+	if err == nil && len(srv.hooks.replica) > 0 {
+		// Not a disk's failure: noteApply does not see it.
+		if rerr := srv.replicate(b, lazy); rerr != nil {
+			srv.stats.storeWrites.Add(1)
+			srv.stats.storeNanos.Add(int64(time.Since(start)))
+			return rerr
+		}
+	}
 	srv.stats.storeWrites.Add(1)
 	srv.stats.storeNanos.Add(int64(time.Since(start)))
 	srv.noteApply(err)

@@ -35,6 +35,7 @@ type session struct {
 	expiryTimer *time.Timer
 	will        *pendingWill // a will waiting for its delay (will.go)
 	nheld       int          // in-flight deliveries held until their store write is applied (outMsg.held)
+	handoffHeld int          // held deliveries of a session handed over, not released yet (replica.go)
 	nextID      uint16
 	restored    bool // info comes from the store: no connection since the restart (persist.go)
 	persistent  bool // kept after disconnect
@@ -295,6 +296,13 @@ func (s *session) releaseLocked(om *outMsg, b *store.Batch) {
 		return
 	}
 	om.held = false
+	if s.handoffHeld > 0 {
+		// Handed over (HandOver): its entry, now written, is the new
+		// owner's to import; it leaves this server's store with the
+		// session's deletion.
+		s.handoffHeld--
+		return
+	}
 	if s.ended || !s.stored() {
 		s.orphanLocked(om, b) // ended or no longer stored meanwhile
 	}
@@ -731,6 +739,14 @@ func (srv *Server) expireSession(s *session) {
 // With onlyOffline it does nothing if a connection has (re)attached to s. It
 // reports whether it ended the session.
 func (srv *Server) endSession(s *session, onlyOffline bool) bool {
+	return srv.endSessionAs(s, onlyOffline, false)
+}
+
+// endSessionAs is endSession; handedOver ends s on this server only, for
+// another that resumes it (HandOver): no will (a delayed one is cancelled:
+// the client connected elsewhere before its delay [MQTT-3.1.3-9]), and its
+// deletion from the store is not replicated (store.Batch.Local).
+func (srv *Server) endSessionAs(s *session, onlyOffline, handedOver bool) bool {
 	srv.sessMu.Lock()
 	s.mu.Lock()
 	if s.ended || (onlyOffline && s.conn != nil) {
@@ -744,7 +760,12 @@ func (srv *Server) endSession(s *session, onlyOffline bool) bool {
 		owner = *s.info
 	}
 	owner.ClientID = s.id
-	will := s.takeWillLocked() // the session ends: its will goes now [MQTT-3.1.2-8]
+	var will *pendingWill
+	if handedOver {
+		s.cancelWillLocked()
+	} else {
+		will = s.takeWillLocked() // the session ends: its will goes now [MQTT-3.1.2-8]
+	}
 	// A session replaced by a new one of the same id (clean start) is
 	// deleted from the store by the CONNECT that replaced it.
 	stored := s.onDisk && srv.sessions[s.id] == s
@@ -760,6 +781,18 @@ func (srv *Server) endSession(s *session, onlyOffline bool) bool {
 		delete(srv.sessions, s.id)
 	}
 	redo := s.sharedLeftLocked()
+	if handedOver {
+		for _, om := range s.queue[s.qhead:] {
+			if om.held {
+				s.handoffHeld++
+			}
+		}
+		for _, om := range s.order {
+			if om != nil && om.held {
+				s.handoffHeld++
+			}
+		}
+	}
 	s.queue, s.inflight, s.order, s.inbound = nil, nil, nil, nil
 	s.inboundN.Store(0)
 	srv.queuedBytes.Add(-s.queuedBytes)
@@ -774,7 +807,7 @@ func (srv *Server) endSession(s *session, onlyOffline bool) bool {
 		srv.publishWill(will.w, will.info, will.restored)
 	}
 	if stored {
-		var b store.Batch
+		b := store.Batch{Local: handedOver}
 		b.DeleteSession(s.id)
 		srv.applyNow(&b)
 	}

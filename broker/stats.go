@@ -14,7 +14,10 @@ type stats struct {
 	authFailed   atomic.Int64
 	storeWrites  atomic.Int64 // store batches applied
 	storeNanos   atomic.Int64 // time spent applying them
-	closed       connStats    // folded from closed connections
+	// Store writes a ReplicaHook failed (a cluster that could not copy a
+	// persistent session's change: cut off from the majority).
+	replicaFailures atomic.Int64
+	closed          connStats // folded from closed connections
 
 	// Session gauges, kept by session.syncStatsLocked wherever a session's
 	// connection, window or queue changes, so that Stats reads them without
@@ -121,6 +124,7 @@ type Stats struct {
 	PublishSentQoS      [3]int64
 	StoreWrites         int64   // store batches applied
 	StoreWriteSeconds   float64 // time spent applying them
+	ReplicaFailures     int64   // store writes a ReplicaHook failed to copy (replica.go)
 	Subscriptions       int64
 	Retained            int64
 	Inflight            int64
@@ -172,6 +176,7 @@ func (s *Server) Stats() Stats {
 		out.PublishSent += out.PublishSentQoS[q]
 	}
 	out.StoreWrites = s.stats.storeWrites.Load()
+	out.ReplicaFailures = s.stats.replicaFailures.Load()
 	out.StoreWriteSeconds = float64(s.stats.storeNanos.Load()) / 1e9
 	out.Subscriptions = int64(s.subs.Len())
 	out.Retained = int64(s.retained.len())

@@ -65,6 +65,11 @@ type Batch struct {
 	// collects: deliveries that must wait for the batch go out once that
 	// connection has applied it.)
 	Owner any
+
+	// Local marks a batch for this store only: a server's ReplicaHooks
+	// (copies of the sessions kept elsewhere, a cluster) do not get it. The
+	// store ignores it and Reset keeps it.
+	Local bool
 }
 
 // Ops returns the batch's changes in order. The slice is the batch's own.

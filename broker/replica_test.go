@@ -1,0 +1,189 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mqttd/mqttd/broker"
+	"github.com/mqttd/mqttd/internal/brokertest"
+	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
+	"github.com/mqttd/mqttd/store/mem"
+)
+
+// replicaRecorder is a ReplicaHook that records the client ids of the
+// batches it copies and fails while failing is set.
+type replicaRecorder struct {
+	failing atomic.Bool
+	mu      sync.Mutex
+	entries int // queue entries copied
+	local   int // batches seen marked Local (must stay 0)
+}
+
+func (r *replicaRecorder) Replicate(b *store.Batch, lazy bool) error {
+	if b.Local {
+		r.mu.Lock()
+		r.local++
+		r.mu.Unlock()
+	}
+	if r.failing.Load() {
+		return errors.New("replica unreachable")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, op := range b.Ops() {
+		if op.Kind == store.OpPutQueueEntry {
+			r.entries++
+		}
+	}
+	return nil
+}
+
+func persistent(id string) *packet.Connect {
+	return &packet.Connect{Version: packet.V5, ClientID: id, Props: &packet.Properties{SessionExpiry: packet.Ptr[uint32](600)}}
+}
+
+// TestReplicaHookWithholdsAcknowledgement: a QoS 1 message bound for a
+// persistent session is acknowledged only once the ReplicaHook copied it
+// [MQTT-4.3.2-2]; while the hook fails, the publisher gets no PUBACK (the
+// connection closes, the client sends it again), and the failure is not
+// taken for a failing disk.
+func TestReplicaHookWithholdsAcknowledgement(t *testing.T) {
+	rec := &replicaRecorder{}
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = mem.New(); o.Hooks = []any{rec} })
+	sub, _ := brokertest.DialConnect(t, srv.Addr, persistent("rep-sub"))
+	sub.Subscribe(1, 1, "rep/t")
+	sub.Send(&packet.Disconnect{})
+	sub.ExpectClosed()
+
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "rep-pub", CleanStart: true})
+	if rc := pub.Publish(&packet.Publish{Topic: "rep/t", QoS: 1, PacketID: 1, Payload: []byte("a")}); rc != packet.Success {
+		t.Fatalf("PUBACK %v", rc)
+	}
+	rec.mu.Lock()
+	copied := rec.entries
+	rec.mu.Unlock()
+	if copied != 1 {
+		t.Fatalf("queue entries copied: %d, want 1", copied)
+	}
+
+	rec.failing.Store(true)
+	pub.Send(&packet.Publish{Topic: "rep/t", QoS: 1, PacketID: 2, Payload: []byte("b")})
+	for _, p := range pub.ExpectClosed() {
+		if _, ok := p.(*packet.Puback); ok {
+			t.Fatal("PUBACK for a message its replica did not take")
+		}
+	}
+	if st := srv.Server.Stats(); st.ReplicaFailures == 0 {
+		t.Fatal("replica failure not counted")
+	}
+	rec.failing.Store(false)
+	pub2, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "rep-pub2", CleanStart: true})
+	if rc := pub2.Publish(&packet.Publish{Topic: "rep/t", QoS: 1, PacketID: 3, Payload: []byte("c")}); rc != packet.Success {
+		t.Fatalf("after the replica is back: PUBACK %v (a replica failure must not refuse as a full disk does)", rc)
+	}
+}
+
+// refusingHook is a ConnectHook that refuses one client id.
+type refusingHook struct{ id string }
+
+func (h refusingHook) BeforeSession(ctx context.Context, c *broker.ClientInfo, clean bool) error {
+	if c.ClientID == h.id {
+		return packet.ServerBusy
+	}
+	return nil
+}
+
+// TestConnectHookRefuses: a ConnectHook's error refuses the CONNECT with
+// its reason code [MQTT-3.2.2-7]; other clients connect.
+func TestConnectHookRefuses(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Hooks = []any{refusingHook{"held-elsewhere"}} })
+	c := brokertest.Dial(t, srv.Addr, packet.V5)
+	c.Send(&packet.Connect{Version: packet.V5, ClientID: "held-elsewhere", CleanStart: true})
+	if ack, ok := c.Recv().(*packet.Connack); !ok || ack.ReasonCode != packet.ServerBusy {
+		t.Fatalf("CONNACK %v, want Server busy", ack)
+	}
+	c.ExpectClosed()
+	_, ack := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "other", CleanStart: true})
+	if ack.ReasonCode != packet.Success {
+		t.Fatalf("other client: %v", ack.ReasonCode)
+	}
+}
+
+// TestImportAndHandOver: a session imported with a subscription, a
+// message in flight and a queued one is resumed by the next CONNECT with
+// session present [MQTT-3.2.2-3]; the in-flight message is sent again
+// first with DUP [MQTT-4.4.0-1], then the queued one. HandOver then takes
+// the client over (DISCONNECT 0x8E [MQTT-3.1.4-3]) and removes the
+// session from this server with a store write its replicas do not get.
+func TestImportAndHandOver(t *testing.T) {
+	rec := &replicaRecorder{}
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = mem.New(); o.Hooks = []any{rec} })
+	msg := func(id uint64, payload string) *store.Message {
+		return &store.Message{ID: id, Received: time.Now(),
+			Publish: &packet.Publish{Topic: "imp/t", QoS: 1, PacketID: 1, Payload: []byte(payload)}}
+	}
+	st := &store.SessionState{
+		Session: &store.Session{ClientID: "imported", Version: packet.V5, ExpiryInterval: 600,
+			DisconnectedAt: time.Now()},
+		Subscriptions: []*store.Subscription{{ClientID: "imported", Sub: packet.Subscription{Filter: "imp/#", QoS: 1}}},
+		Queue: []*store.QueueEntry{
+			{ClientID: "imported", Seq: 7, MessageID: 70, QoS: 1, PacketID: 5, State: store.PublishSent},
+			{ClientID: "imported", Seq: 8, MessageID: 80, QoS: 1, State: store.Queued},
+		},
+	}
+	if err := srv.Server.ImportSession(st, map[uint64]*store.Message{70: msg(70, "first"), 80: msg(80, "second")}); err != nil {
+		t.Fatal(err)
+	}
+	c, ack := brokertest.DialConnect(t, srv.Addr, persistent("imported"))
+	if !ack.SessionPresent {
+		t.Fatal("imported session not present")
+	}
+	p := c.ExpectPublish()
+	if string(p.Payload) != "first" || !p.Dup || p.PacketID != 5 {
+		t.Fatalf("first: %s", brokertest.Describe(p))
+	}
+	c.Ack(p)
+	if p := c.ExpectPublish(); string(p.Payload) != "second" {
+		t.Fatalf("second: %s", brokertest.Describe(p))
+	} else {
+		c.Ack(p)
+	}
+	// The imported subscription routes.
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "imp-pub", CleanStart: true})
+	pub.Publish(&packet.Publish{Topic: "imp/x", QoS: 1, PacketID: 1, Payload: []byte("third")})
+	if p := c.ExpectPublish(); string(p.Payload) != "third" {
+		t.Fatalf("third: %s", brokertest.Describe(p))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	had, err := srv.Server.HandOver(ctx, "imported", true)
+	if !had || err != nil {
+		t.Fatalf("HandOver: %v %v", had, err)
+	}
+	got := c.ExpectClosed()
+	if len(got) == 0 {
+		t.Fatal("no DISCONNECT")
+	}
+	if d, ok := got[len(got)-1].(*packet.Disconnect); !ok || d.ReasonCode != packet.SessionTakenOver {
+		t.Fatalf("[MQTT-3.1.4-3] got %v, want DISCONNECT 0x8E", got)
+	}
+	if _, ok := srv.Server.ClientDetail("imported"); ok {
+		t.Fatal("session still here after HandOver")
+	}
+	rec.mu.Lock()
+	local := rec.local
+	rec.mu.Unlock()
+	if local != 0 {
+		t.Fatalf("%d Local batches given to the ReplicaHook", local)
+	}
+	_, ack = brokertest.DialConnect(t, srv.Addr, persistent("imported"))
+	if ack.SessionPresent {
+		t.Fatal("session present after it was handed over")
+	}
+}
