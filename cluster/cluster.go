@@ -18,8 +18,11 @@
 //   - Retained messages go to every node and into a JetStream key-value
 //     bucket, read when a node starts.
 //   - A client id is owned by one node (a key-value entry per id, changed
-//     by compare-and-set); a node taking a client over asks the owner to
-//     disconnect its client with reason 0x8E.
+//     by compare-and-set), claimed before CONNACK; a node taking a client
+//     over asks the owner to disconnect its client with reason 0x8E.
+//   - Persistent sessions are copied into a replicated bucket as the broker
+//     stores them, and move with their client to the node it connects to
+//     (sessions.go).
 package cluster
 
 import (
@@ -102,8 +105,11 @@ type Node struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 
-	retained jetstream.KeyValue
-	owners   jetstream.KeyValue
+	retained   jetstream.KeyValue
+	owners     jetstream.KeyValue
+	sessions   jetstream.KeyValue // persistent sessions (sessions.go)
+	sessStream jetstream.Stream   // the stream behind sessions
+	sessPrefix string             // subject prefix of the keys of sessions
 
 	mu      sync.Mutex
 	clients map[string]map[string]struct{} // client id → filters (without $share/group/)
@@ -131,6 +137,10 @@ type Node struct {
 	forwardedIn  atomic.Int64
 	takeoversOut atomic.Int64    // clients this node asked another node to disconnect
 	takeoversIn  atomic.Int64    // clients this node disconnected for another
+	sessionsIn   atomic.Int64    // sessions this node imported from another (sessions.go)
+	linksUp      atomic.Int32    // links to other nodes, as watchLinks last saw them
+	arrived      atomic.Int64    // messages receive took from inbound
+	settled      atomic.Int64    // of those, published to the broker or dropped (drainInbound)
 	dropped      atomic.Int64    // inbound messages that could not be decoded or published
 	overload     [2]atomic.Int64 // inbound messages dropped past InboundBytes: QoS 0, QoS 1 and 2
 	ncDropped    int64           // NATS drops counted by subscriptions since unsubscribed (under mu)
@@ -164,7 +174,13 @@ type kvOp struct {
 
 type ownOp struct {
 	id    string
-	claim bool // false: release
+	claim bool // claim the id (again, after a failure); with neither claim nor owned: release it
+
+	// owned: BeforeSession claimed the id at revision rev; unanswered
+	// names the former owner if it did not answer.
+	owned      bool
+	rev        uint64
+	unanswered string
 }
 
 const ownerWorkers = 4
@@ -399,6 +415,16 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.owners = &timedKV{KeyValue: n.owners, lat: &n.kvLatency, prefix: kvOwnerGet}
+	n.sessions, err = n.bucket(ctx, jetstream.KeyValueConfig{Bucket: bucketSessions, Replicas: replicas,
+		Storage: jetstream.FileStorage, LimitMarkerTTL: sessionMarkerTTL,
+		Description: "mqttd persistent sessions: records by client id"})
+	if err != nil {
+		return err
+	}
+	if n.sessStream, err = js.Stream(ctx, "KV_"+bucketSessions); err != nil {
+		return fmt.Errorf("cluster: jetstream stream of %s: %w", bucketSessions, err)
+	}
+	n.sessPrefix = "$KV." + bucketSessions + "."
 
 	n.inbound = make(chan *nats.Msg, inboundBuffer)
 	// Live retained messages first, then the bucket: a retained message set
@@ -434,8 +460,11 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.wg.Add(1)
 	go n.watchLinks()
-	// The interest of the subscriptions the broker already holds: those of
-	// the sessions it restored from its store were reported by no event.
+	// Sessions restored from the broker's store that another node took
+	// over meanwhile go; then the interest of the subscriptions the broker
+	// still holds: those of the sessions it restored were reported by no
+	// event.
+	n.reconcileSessions(ctx)
 	n.walkSubscriptions()
 	n.mu.Lock()
 	for f, in := range n.refs {
@@ -607,6 +636,7 @@ func (n *Node) receive() {
 		case <-n.done:
 			return
 		case msg := <-n.inbound:
+			n.arrived.Add(1)
 			n.enqueue(msg)
 		}
 	}
@@ -630,6 +660,7 @@ func (n *Node) enqueue(msg *nats.Msg) {
 	if q.bytes+size > limit && len(q.msgs) > q.head {
 		q.mu.Unlock()
 		n.overload[min(qos, 1)].Add(1)
+		n.settled.Add(1)
 		return
 	}
 	q.msgs = append(q.msgs, msg)
@@ -887,6 +918,7 @@ func (n *Node) publishLoop() {
 			continue
 		}
 		n.publishFromCluster(m.Data)
+		n.settled.Add(1)
 	}
 }
 
@@ -1257,12 +1289,17 @@ func (n *Node) OnSession(c *broker.ClientInfo, e broker.SessionEvent) {
 		}
 		n.mu.Unlock()
 	}
-	if id == "" || !n.running() {
-		return
+	if id == "" || !n.running() || e != broker.SessionEnded {
+		return // claims are made by BeforeSession, before CONNACK
 	}
-	op := ownOp{id: id, claim: e != broker.SessionEnded}
+	n.queueOwn(ownOp{id: id})
+}
+
+// queueOwn hands op to the owner worker of its client id (one worker per
+// id keeps each id's operations in order).
+func (n *Node) queueOwn(op ownOp) {
 	h := fnv.New32a()
-	h.Write([]byte(id))
+	h.Write([]byte(op.id))
 	select {
 	case n.ownq[h.Sum32()%ownerWorkers] <- op:
 	case <-n.done:
@@ -1292,7 +1329,7 @@ func (n *Node) ownerWorker(q chan ownOp) {
 			delete(pending, id)
 			return
 		}
-		rev, former, err := n.claim(id)
+		rev, _, former, err := n.claim(id)
 		select {
 		case <-n.done:
 			return // closing: the failure says nothing
@@ -1335,15 +1372,28 @@ func (n *Node) ownerWorker(q chan ownOp) {
 					delete(unasked, id) // another node took it over since
 					continue
 				}
-				if !n.askDisconnect(former, id) {
+				if !n.ask(former, id, reqRelease) {
 					break
 				}
 				n.log.Info("cluster: former owner answered the takeover", "client", id, "owner", former)
 				delete(unasked, id)
 			}
 		case op := <-q:
+			if op.owned {
+				owned[op.id] = op.rev
+				delete(pending, op.id)
+				delete(unasked, op.id)
+				if op.unanswered != "" {
+					n.log.Warn("cluster: client id taken over from a node that did not answer: it is asked "+
+						"again until it does", "client", op.id, "owner", op.unanswered)
+					unasked[op.id] = op.unanswered
+				}
+				continue
+			}
 			if op.claim {
-				claim(op.id)
+				if !pending[op.id] {
+					pending[op.id] = true
+				}
 				continue
 			}
 			delete(pending, op.id)
@@ -1374,6 +1424,7 @@ func (n *Node) watchLinks() {
 	tick := time.NewTicker(linkWatchInterval)
 	defer tick.Stop()
 	up := linkNames(n.ns)
+	n.linksUp.Store(int32(len(up)))
 	for {
 		select {
 		case <-n.done:
@@ -1393,6 +1444,7 @@ func (n *Node) watchLinks() {
 			}
 		}
 		up = now
+		n.linksUp.Store(int32(len(up)))
 	}
 }
 
@@ -1429,7 +1481,7 @@ const claimRetry = time.Second
 // compare-and-set write, even one naming this node (which may be an old
 // entry of this node, since taken over), and a failed write reads again
 // after a short pause until claimTimeout.
-func (n *Node) claim(id string) (rev uint64, unanswered string, err error) {
+func (n *Node) claim(id string) (rev uint64, former, unanswered string, err error) {
 	key := ownerKey(id)
 	deadline := time.Now().Add(claimTimeout)
 	var asked uint64 // revision of the entry whose owner was last asked to let go
@@ -1439,12 +1491,13 @@ func (n *Node) claim(id string) (rev uint64, unanswered string, err error) {
 		e, err = n.owners.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			unanswered = "" // the former owner released it
+			unanswered, former = "", "" // the former owner released it
 			rev, err = n.owners.Create(ctx, key, []byte(n.cfg.Node))
 		case err == nil:
-			if owner := string(e.Value()); owner != n.cfg.Node && e.Revision() != asked {
+			former = string(e.Value())
+			if owner := former; owner != n.cfg.Node && e.Revision() != asked {
 				unanswered = ""
-				if !n.askDisconnect(owner, id) {
+				if !n.ask(owner, id, reqTakeover) {
 					unanswered = owner
 				}
 				asked = e.Revision()
@@ -1455,15 +1508,15 @@ func (n *Node) claim(id string) (rev uint64, unanswered string, err error) {
 		}
 		cancel()
 		if err == nil || !casConflict(err) {
-			return rev, unanswered, err
+			return rev, former, unanswered, err
 		}
 		if time.Now().After(deadline) {
-			return 0, "", errors.New("too many concurrent claims")
+			return 0, "", "", errors.New("too many concurrent claims")
 		}
 		// Another node wrote first, or the read was behind: read again.
 		select {
 		case <-n.done:
-			return 0, "", broker.ErrServerClosed
+			return 0, "", "", broker.ErrServerClosed
 		case <-time.After(time.Duration(min(attempt+1, 25)) * 2 * time.Millisecond):
 		}
 	}
@@ -1486,31 +1539,6 @@ func (n *Node) release(id string, rev uint64) {
 	defer cancel()
 	if err := n.owners.Delete(ctx, ownerKey(id), jetstream.LastRevision(rev)); err != nil && !casConflict(err) {
 		n.log.Debug("cluster: release client id", "client", id, "err", err)
-	}
-}
-
-// askDisconnect asks node owner to disconnect its client id and reports
-// whether it answered.
-func (n *Node) askDisconnect(owner, id string) bool {
-	n.takeoversOut.Add(1)
-	_, err := n.nc.Request(subjControl+"."+encodeLevel(owner)+".takeover", []byte(id), 2*time.Second)
-	if err != nil {
-		n.log.Debug("cluster: owner did not answer a takeover", "client", id, "owner", owner, "err", err)
-		return false
-	}
-	return true
-}
-
-// onTakeoverRequest disconnects a local client another node took over:
-// v5 clients are sent DISCONNECT 0x8E [MQTT-3.1.4-3].
-func (n *Node) onTakeoverRequest(msg *nats.Msg) {
-	id := string(msg.Data)
-	if n.srv.Disconnect(id, packet.SessionTakenOver) {
-		n.takeoversIn.Add(1)
-		n.log.Info("cluster: client taken over by another node", "client", id)
-	}
-	if err := msg.Respond([]byte("ok")); err != nil {
-		n.log.Debug("cluster: takeover answer", "client", id, "err", err)
 	}
 }
 

@@ -1,0 +1,616 @@
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mqttd/mqttd/broker"
+	"github.com/mqttd/mqttd/store"
+)
+
+// Persistent sessions in the cluster.
+//
+// Every store write of the broker reaches Replicate (broker.ReplicaHook)
+// before the acknowledgements that depend on it leave, and is copied into
+// the replicated bucket mqttd_sessions, one key per record, all of a client
+// under one token of the key (C, the client id encoded):
+//
+//	s.C._          the session (store.Session, with the will still owed)
+//	u.C.H          a subscription (H: its group and filter encoded)
+//	q.C.N.S        a queue entry of node N numbered S (store.QueueEntry)
+//	b.C.N.S        the message that entry names (store.Message)
+//	i.C.P          an inbound QoS 2 packet id awaiting PUBREL
+//
+// A deleted record leaves a marker that expires (sessionMarkerTTL); a
+// session's end purges every key of C at once. So a node that did not
+// hold a session (or whose holder died) rebuilds it from the bucket.
+//
+// A CONNECT asks BeforeSession (broker.ConnectHook) first: it makes this
+// node the owner of the client id (claim), and when another node held the
+// session it moves it here, without losing what was routed to it meanwhile:
+//
+//  1. the owner disconnects its client (request "takeover") and keeps the
+//     session, which goes on queueing;
+//  2. this node installs the session's subscriptions from the bucket
+//     (broker.ImportSession): from now on what matches is queued here too;
+//  3. the former owner lets the session go (request "release",
+//     broker.HandOver), its last writes in the bucket;
+//  4. this node reads the rest of the session from the bucket (the queue
+//     entries other nodes wrote), imports it in front of what it queued
+//     itself since 2, and deletes the other nodes' entries.
+//
+// A message routed between 2 and 3 is queued on both nodes, so it may be
+// delivered twice (at least once, never lost). When the owner does not
+// answer (it died, or it is cut off) steps 1 to 3 are skipped: the bucket
+// holds everything that was acknowledged to a publisher.
+
+const bucketSessions = "mqttd_sessions"
+
+// sessionMarkerTTL is how long the marker of a deleted record stays.
+const sessionMarkerTTL = time.Minute
+
+// replicaTimeout bounds the copy of one store write.
+const replicaTimeout = 5 * time.Second
+
+// clientToken is the key token of a client id: base64url, or a hash for
+// ids too long for a subject token.
+func clientToken(id string) string {
+	if len(id) > 180 {
+		h := sha256.Sum256([]byte(id))
+		return "h" + hex.EncodeToString(h[:])
+	}
+	return "c" + base64.RawURLEncoding.EncodeToString([]byte(id))
+}
+
+func nodeToken(node string) string { return base64.RawURLEncoding.EncodeToString([]byte(node)) }
+
+func subKey(id, group, filter string) string {
+	return "u." + clientToken(id) + "." + base64.RawURLEncoding.EncodeToString([]byte(group+"\x00"+filter))
+}
+
+func (n *Node) entryKey(kind, id string, seq uint64) string {
+	return kind + "." + clientToken(id) + "." + nodeToken(n.cfg.Node) + "." + strconv.FormatUint(seq, 10)
+}
+
+// Replicate copies a store batch into the bucket (broker.ReplicaHook):
+// every record is published at once, and Replicate waits for JetStream's
+// acknowledgements unless nothing waits for the batch (lazy).
+func (n *Node) Replicate(b *store.Batch, lazy bool) error {
+	if !n.running() || n.sessions == nil {
+		return nil
+	}
+	if !n.haveMajority() {
+		return errCutOff
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
+	defer cancel()
+	var futs []jetstream.PubAckFuture
+	var firstErr error
+	put := func(key string, v any) {
+		body, err := json.Marshal(v)
+		if err != nil {
+			firstErr = cmpErr(firstErr, err)
+			return
+		}
+		f, err := n.js.PublishAsync(n.sessPrefix+key, body)
+		if err != nil {
+			firstErr = cmpErr(firstErr, err)
+			return
+		}
+		futs = append(futs, f)
+	}
+	del := func(key string) {
+		f, err := n.js.PublishMsgAsync(n.deleteMarker(key), jetstream.WithMsgTTL(sessionMarkerTTL))
+		if err != nil {
+			firstErr = cmpErr(firstErr, err)
+			return
+		}
+		futs = append(futs, f)
+	}
+	wait := func() error {
+		for _, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				firstErr = cmpErr(firstErr, err)
+			case <-ctx.Done():
+				firstErr = cmpErr(firstErr, ctx.Err())
+			}
+		}
+		futs = futs[:0]
+		return firstErr
+	}
+	var bodies map[uint64]*store.Message
+	ops := b.Ops()
+	for i := range ops {
+		op := &ops[i]
+		switch op.Kind {
+		case store.OpPutSession:
+			put("s."+clientToken(op.Session.ClientID)+"._", op.Session)
+		case store.OpDeleteSession:
+			// Everything of the client, once what came before is in.
+			if err := wait(); err != nil {
+				return err
+			}
+			if err := n.purgeSession(ctx, op.ClientID); err != nil {
+				return err
+			}
+		case store.OpPutSubscription:
+			put(subKey(op.Subscription.ClientID, op.Subscription.Group, op.Subscription.Sub.Filter), op.Subscription)
+		case store.OpDeleteSubscription:
+			del(subKey(op.ClientID, op.Group, op.Filter))
+		case store.OpPutMessage:
+			if bodies == nil {
+				bodies = make(map[uint64]*store.Message)
+			}
+			bodies[op.Message.ID] = op.Message
+		case store.OpPutQueueEntry:
+			e := op.Entry
+			if m := bodies[e.MessageID]; m != nil {
+				// A new entry: its message with it (a change of state
+				// comes without one).
+				put(n.entryKey("b", e.ClientID, e.Seq), m)
+			}
+			put(n.entryKey("q", e.ClientID, e.Seq), e)
+		case store.OpDeleteQueueEntry:
+			del(n.entryKey("q", op.ClientID, op.Seq))
+			del(n.entryKey("b", op.ClientID, op.Seq))
+		case store.OpPutInbound:
+			put("i."+clientToken(op.ClientID)+"."+strconv.Itoa(int(op.PacketID)), op.PacketID)
+		case store.OpDeleteInbound:
+			del("i." + clientToken(op.ClientID) + "." + strconv.Itoa(int(op.PacketID)))
+		}
+	}
+	if lazy {
+		// Nothing waits for it; JetStream's answers are not awaited.
+		return firstErr
+	}
+	return wait()
+}
+
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+// deleteMarker is the record that deletes key: a purge of the key's
+// earlier values (a roll-up of its subject), which itself expires.
+func (n *Node) deleteMarker(key string) *nats.Msg {
+	m := nats.NewMsg(n.sessPrefix + key)
+	m.Header.Set("KV-Operation", "PURGE")
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	return m
+}
+
+// purgeSession removes every record of client id from the bucket.
+func (n *Node) purgeSession(ctx context.Context, id string) error {
+	if err := n.sessStream.Purge(ctx, jetstream.WithPurgeSubject(n.sessPrefix+"*."+clientToken(id)+".>")); err != nil {
+		return fmt.Errorf("cluster: delete the session of %q: %w", id, err)
+	}
+	return nil
+}
+
+// errCutOff refuses a persistent session's write while the node is cut
+// off from the majority: JetStream could not take it, and what it would
+// acknowledge could be lost with this node.
+var errCutOff = errors.New("cluster: cut off from the majority of the nodes: persistent sessions' writes refused")
+
+// haveMajority reports whether this node and the nodes it has a link to
+// are a majority of the cluster (as watchLinks last saw the links).
+func (n *Node) haveMajority() bool {
+	size := len(n.peersNotSelf()) + 1
+	return (int(n.linksUp.Load())+1)*2 > size
+}
+
+// replicated is a session read from the bucket.
+type replicated struct {
+	state   *store.SessionState
+	msgs    map[uint64]*store.Message
+	foreign []string // keys of the queue entries and messages other nodes wrote
+}
+
+// fetchSession reads client id's session from the bucket: only the session
+// record and its subscriptions with subsOnly, and then only the queue
+// entries other nodes wrote (this node's own are in its broker). nil when
+// the bucket has no session for id.
+func (n *Node) fetchSession(ctx context.Context, id string, subsOnly bool) (*replicated, error) {
+	tok := clientToken(id)
+	keys := []string{"*." + tok + ".>"}
+	if subsOnly {
+		keys = []string{"s." + tok + "._", "u." + tok + ".>"}
+	}
+	w, err := n.sessions.WatchFiltered(ctx, keys, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("cluster: read the session of %q: %w", id, err)
+	}
+	defer w.Stop()
+	self := nodeToken(n.cfg.Node)
+	r := &replicated{state: &store.SessionState{}, msgs: make(map[uint64]*store.Message)}
+	type slot struct {
+		e *store.QueueEntry
+		m *store.Message
+	}
+	slots := make(map[string]*slot) // by "N.S"
+	bad := 0
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster: read the session of %q: %w", id, ctx.Err())
+		case v, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("cluster: read the session of %q: watcher stopped", id)
+			}
+			e = v
+		}
+		if e == nil {
+			break // every current record read
+		}
+		if e.Operation() != jetstream.KeyValuePut {
+			continue
+		}
+		parts := strings.SplitN(e.Key(), ".", 4)
+		var err error
+		switch parts[0] {
+		case "s":
+			var s store.Session
+			if err = json.Unmarshal(e.Value(), &s); err == nil {
+				r.state.Session = &s
+			}
+		case "u":
+			var s store.Subscription
+			if err = json.Unmarshal(e.Value(), &s); err == nil {
+				r.state.Subscriptions = append(r.state.Subscriptions, &s)
+			}
+		case "i":
+			var pid uint16
+			if err = json.Unmarshal(e.Value(), &pid); err == nil {
+				r.state.Inbound = append(r.state.Inbound, pid)
+			}
+		case "q", "b":
+			if len(parts) != 4 || parts[2] == self {
+				continue
+			}
+			r.foreign = append(r.foreign, e.Key())
+			k := parts[2] + "." + parts[3]
+			sl := slots[k]
+			if sl == nil {
+				sl = &slot{}
+				slots[k] = sl
+			}
+			if parts[0] == "q" {
+				var q store.QueueEntry
+				if err = json.Unmarshal(e.Value(), &q); err == nil {
+					sl.e = &q
+				}
+			} else {
+				var m store.Message
+				if err = json.Unmarshal(e.Value(), &m); err == nil {
+					sl.m = &m
+				}
+			}
+		}
+		if err != nil {
+			bad++
+		}
+	}
+	if bad > 0 {
+		n.log.Warn("cluster: unreadable records of a session skipped", "client", id, "records", bad)
+	}
+	if r.state.Session == nil {
+		return nil, nil
+	}
+	var next uint64
+	for _, sl := range slots {
+		if sl.e == nil || sl.m == nil {
+			continue // half written by a node that died: never acknowledged
+		}
+		next++
+		sl.e.MessageID, sl.m.ID = next, next
+		r.msgs[next] = sl.m
+		r.state.Queue = append(r.state.Queue, sl.e)
+	}
+	slices.Sort(r.state.Inbound)
+	r.state.Session.ClientID = id
+	return r, nil
+}
+
+// fetchRetrying is fetchSession, tried again (each try bounded) while
+// JetStream elects a new leader for the bucket, until ctx ends.
+func (n *Node) fetchRetrying(ctx context.Context, id string, subsOnly bool) (*replicated, error) {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		r, err := n.fetchSession(tctx, id, subsOnly)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return r, err
+		}
+		n.log.Debug("cluster: read a session: trying again", "client", id, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-n.done:
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// dropForeign deletes the records other nodes wrote for a session this
+// node imported (it wrote them again as its own).
+func (n *Node) dropForeign(ctx context.Context, keys []string) error {
+	var futs []jetstream.PubAckFuture
+	for _, k := range keys {
+		f, err := n.js.PublishMsgAsync(n.deleteMarker(k), jetstream.WithMsgTTL(sessionMarkerTTL))
+		if err != nil {
+			return err
+		}
+		futs = append(futs, f)
+	}
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Requests to the owner of a client id (subject ctl.<node>.takeover).
+const (
+	reqTakeover = "takeover" // disconnect the client, keep its session
+	reqRelease  = "release"  // let the session go to the asking node
+	reqEnd      = "end"      // end the session everywhere (a clean start)
+	reqSync     = "sync"     // answer: what this node sent before has reached the asked one
+)
+
+type ownerRequest struct {
+	ID string `json:"id"`
+	Op string `json:"op"`
+}
+
+// ask sends request op about client id to node owner and reports whether
+// it answered.
+func (n *Node) ask(owner, id, op string) bool {
+	if op == reqTakeover {
+		n.takeoversOut.Add(1)
+	}
+	body, _ := json.Marshal(ownerRequest{ID: id, Op: op})
+	msg, err := n.nc.Request(subjControl+"."+encodeLevel(owner)+".takeover", body, askTimeout)
+	if err != nil {
+		n.log.Debug("cluster: owner did not answer", "client", id, "owner", owner, "request", op, "err", err)
+		return false
+	}
+	if s := string(msg.Data); s != "ok" {
+		n.log.Warn("cluster: owner could not do what was asked", "client", id, "owner", owner, "request", op,
+			"err", s)
+	}
+	return true
+}
+
+// askTimeout bounds one request to another node; it covers the owner's
+// wait for its client's connection to end (takeoverWait).
+const askTimeout = 5 * time.Second
+
+// takeoverWait bounds the owner's wait for its client's connection to end.
+const takeoverWait = 3 * time.Second
+
+// onTakeoverRequest does what another node asks of a client id this node
+// owns: disconnect its client (v5: DISCONNECT 0x8E [MQTT-3.1.4-3]), let the
+// session go, or end it.
+func (n *Node) onTakeoverRequest(msg *nats.Msg) {
+	var r ownerRequest
+	if err := json.Unmarshal(msg.Data, &r); err != nil || r.ID == "" {
+		r = ownerRequest{ID: string(msg.Data), Op: reqTakeover}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), takeoverWait)
+	defer cancel()
+	var had bool
+	var err error
+	switch r.Op {
+	case reqSync:
+	case reqRelease:
+		// What the other nodes sent before they knew the asking node's
+		// interest reaches the session before it goes.
+		n.syncInterest()
+		n.drainInbound(ctx)
+		had, err = n.srv.HandOver(ctx, r.ID, true)
+	case reqEnd:
+		had, err = n.srv.HandOver(ctx, r.ID, false)
+	default:
+		had, err = n.srv.TakeOver(ctx, r.ID)
+	}
+	if had && r.Op == reqTakeover {
+		n.takeoversIn.Add(1)
+	}
+	if had {
+		n.log.Info("cluster: client taken over by another node", "client", r.ID, "request", r.Op, "err", err)
+	}
+	answer := "ok"
+	if err != nil {
+		answer = err.Error()
+	}
+	if err := msg.Respond([]byte(answer)); err != nil {
+		n.log.Debug("cluster: takeover answer", "client", r.ID, "err", err)
+	}
+}
+
+// BeforeSession makes this node the owner of the connecting client's id
+// and brings its session here from the node that held it
+// (broker.ConnectHook): see the top of this file. While the node is cut
+// off from the majority the claim fails: the client is served with what
+// this node holds, and the claim is tried again until the link is back.
+func (n *Node) BeforeSession(ctx context.Context, c *broker.ClientInfo, cleanStart bool) error {
+	id := c.ClientID
+	if id == "" || !n.running() {
+		return nil
+	}
+	if !n.haveMajority() {
+		n.log.Warn("cluster: cut off from the majority: client served from this node's own state; its "+
+			"ownership is claimed when the link is back", "client", id)
+		n.queueOwn(ownOp{id: id, claim: true})
+		return nil
+	}
+	rev, former, unanswered, err := n.claim(id)
+	for err != nil && ctx.Err() == nil && n.haveMajority() {
+		// JetStream is electing a leader (a node just died): the session
+		// may be in the bucket, so the claim waits for it rather than start
+		// the client with nothing.
+		select {
+		case <-ctx.Done():
+		case <-n.done:
+			return broker.ErrServerClosed
+		case <-time.After(200 * time.Millisecond):
+		}
+		rev, former, unanswered, err = n.claim(id)
+	}
+	if err != nil {
+		if n.haveMajority() {
+			n.log.Warn("cluster: client id ownership not recorded: CONNECT refused, the client may try "+
+				"again", "client", id, "err", err)
+			return fmt.Errorf("cluster: claim of %q: %w", id, err)
+		}
+		n.log.Warn("cluster: client id ownership not recorded: the session is served from this node's "+
+			"own state, and the claim is tried again", "client", id, "err", err)
+		n.queueOwn(ownOp{id: id, claim: true})
+		return nil
+	}
+	n.queueOwn(ownOp{id: id, rev: rev, owned: true, unanswered: unanswered})
+	other := former != "" && former != n.cfg.Node
+	if cleanStart {
+		// [MQTT-3.1.2-4] the session there ends; here the broker starts
+		// a new one.
+		if other && unanswered == "" {
+			n.ask(former, id, reqEnd)
+			return nil
+		}
+		if other {
+			return n.purgeSession(ctx, id)
+		}
+		return nil
+	}
+	if !other {
+		if _, ok := n.srv.ClientDetail(id); ok || former == "" {
+			return nil // this node's own session, or a new client id
+		}
+		// This node owns the id but has no session: an earlier CONNECT
+		// claimed it and could not import it. The bucket has it.
+	}
+	if other && unanswered == "" {
+		// Steps 2 and 3: the subscriptions first, then the release.
+		r, err := n.fetchRetrying(ctx, id, true)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			if err := n.srv.ImportSession(r.state, nil); err != nil && !errors.Is(err, broker.ErrSessionBusy) {
+				return err
+			}
+			n.syncInterest()
+		}
+		if !n.ask(former, id, reqRelease) {
+			n.log.Warn("cluster: former owner did not let the session go: what it queued since is read "+
+				"from the cluster", "client", id, "owner", former)
+		}
+	}
+	r, err := n.fetchRetrying(ctx, id, false)
+	if err != nil || r == nil {
+		return err
+	}
+	if err := n.srv.ImportSession(r.state, r.msgs); err != nil {
+		if errors.Is(err, broker.ErrSessionBusy) {
+			return nil // a connection of this node resumed it meanwhile
+		}
+		return err
+	}
+	n.sessionsIn.Add(1)
+	if err := n.dropForeign(ctx, r.foreign); err != nil {
+		n.log.Warn("cluster: records of the former owner not deleted: a later takeover may deliver "+
+			"them again", "client", id, "err", err)
+	}
+	return nil
+}
+
+// syncInterest returns once every node this node has a link to knows the
+// interest it holds now: a round trip to each, sent after the
+// subscriptions on the same link (a link delivers in order). Then the
+// former owner of a session may let it go: whatever any node publishes for
+// it from then on comes here.
+func (n *Node) syncInterest() {
+	if err := n.nc.Flush(); err != nil {
+		n.log.Debug("cluster: flush", "err", err)
+	}
+	body, _ := json.Marshal(ownerRequest{ID: "-", Op: reqSync})
+	var wg sync.WaitGroup
+	for peer := range linkNames(n.ns) {
+		wg.Go(func() {
+			if _, err := n.nc.Request(subjControl+"."+encodeLevel(peer)+".takeover", body, askTimeout); err != nil {
+				n.log.Debug("cluster: sync with a node", "peer", peer, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// drainInbound returns once every message from the cluster that arrived
+// before the call is published to the broker (or dropped), or when ctx
+// ends.
+func (n *Node) drainInbound(ctx context.Context) {
+	target := n.arrived.Load() + int64(len(n.inbound))
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for n.settled.Load() < target {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.done:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// reconcileSessions lets go, at Start, the sessions the broker restored
+// from its store that another node owns now (it took the client over while
+// this node was down or cut off): their state is in the bucket.
+func (n *Node) reconcileSessions(ctx context.Context) {
+	dropped := 0
+	cursor := ""
+	for {
+		page, next := n.srv.ClientsPage(broker.ClientFilter{}, cursor, 0, 500)
+		for _, cs := range page {
+			e, err := n.owners.Get(ctx, ownerKey(cs.ID))
+			if err != nil || string(e.Value()) == n.cfg.Node {
+				continue
+			}
+			if had, _ := n.srv.HandOver(ctx, cs.ID, true); had {
+				dropped++
+			}
+		}
+		if next == "" || len(page) == 0 {
+			break
+		}
+		cursor = next
+	}
+	if dropped > 0 {
+		n.log.Info("cluster: sessions another node took over while this one was away let go", "sessions", dropped)
+	}
+}
