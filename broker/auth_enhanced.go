@@ -85,7 +85,7 @@ func (c *conn) startEnhancedAuth(cp *packet.Connect, assigned bool) error {
 		c.srv.stats.authFailed.Add(1)
 		return c.refuse(packet.BadAuthenticationMethod, fmt.Errorf("authentication method %q is not supported", method))
 	}
-	c.authMethod = method
+	c.authState = &authState{authMethod: method}
 	ex, out, done, err := h.Start(&c.info, cp.Props.AuthData)
 	if err != nil {
 		c.srv.stats.authFailed.Add(1)
@@ -139,7 +139,7 @@ func (c *conn) handleConnectAuth(fh packet.FixedHeader, body []byte) error {
 // method of the CONNECT [MQTT-4.12.1-1], and its continuation (0x18). A
 // failure ends the connection with DISCONNECT [MQTT-4.12.1-2].
 func (c *conn) handleAuth(p *packet.Auth) error {
-	if c.authMethod == "" {
+	if c.authState == nil || c.authMethod == "" {
 		return errors.Join(packet.ProtocolError, errors.New("AUTH without an authentication method at CONNECT")) // [MQTT-4.12.0-7]
 	}
 	if p.Props == nil || p.Props.AuthMethod != c.authMethod {

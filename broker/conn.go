@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/mqttd/mqttd/packet"
 	"github.com/mqttd/mqttd/store"
@@ -23,9 +24,12 @@ import (
 //
 // An idle connection is mostly this struct (docs/operations.md counts its
 // bytes): what only a read burst needs (burst) or only a running writer
-// (out) is taken from a pool while in use, a polled connection has no
-// timer of its own (idleTimers) and no goroutine, and the fields are ordered
-// so that the struct fills its allocation size class.
+// (out) is taken from a pool while in use, what only enhanced
+// authentication needs (authState) is allocated by it, a polled connection
+// has no timer of its own (idleTimers) and no goroutine, and the fields are
+// ordered by alignment (words, then 4-byte, then 1-byte fields) so that no
+// padding pushes the struct into a larger allocation size class (480 bytes
+// on 64-bit platforms; checked below).
 type conn struct {
 	srv      *Server
 	nc       net.Conn
@@ -39,13 +43,51 @@ type conn struct {
 	burst *burstState
 
 	// read loop
-	sess        *session
-	info        ClientInfo
-	will        *packet.Will
-	keepAlive   time.Duration
-	aliases     map[uint16]string // v5 inbound topic aliases
-	inAcks      int               // PUBACK/PUBCOMP waiting in pendAcks (receive maximum)
-	pubRate     *tokenBucket      // MaxPublishRate (ratelimit.go); nil until the first PUBLISH
+	sess      *session
+	info      ClientInfo // shared with sess while connected (finishConnect, releaseInfo)
+	will      *packet.Will
+	keepAlive time.Duration
+	aliases   map[uint16]string // v5 inbound topic aliases
+	inAcks    int               // PUBACK/PUBCOMP waiting in pendAcks (receive maximum)
+	pubRate   *tokenBucket      // MaxPublishRate (ratelimit.go); nil until the first PUBLISH
+	// v5 enhanced authentication (auth_enhanced.go), read loop: nil unless
+	// the CONNECT named an Authentication Method. Its fields are promoted:
+	// read them only once authState is known to be set.
+	*authState
+
+	// set during CONNECT before the session is attached; read under session.mu
+	recvMax    int // client's receive maximum (v5), our send window
+	maxOutSize int // largest packet the client accepts (v5); 0 = no limit
+	// Outbound topic aliases (TopicAliasLRU), and the properties of the
+	// PUBLISH being encoded with one; guarded by outMu.
+	aliasOut *aliasTable // nil unless the client allows aliases and the policy is on
+
+	// guarded by outMu (see below)
+	out *outBufs // encoded packets waiting to be written; nil when none wait and no writer runs
+	// outBytes is the backlog in bytes: every packet queued (PUBLISH of any
+	// QoS and control packets), counted from when it is queued until the
+	// write that carries it has completed (writeLoop subtracts what was
+	// written), so it includes the batch being written. See backlogFullLocked.
+	outBytes   int
+	backlogSub *session // its queued QoS 1/2 wait for the backlog to drain (drainedLocked)
+	writerWG   sync.WaitGroup
+	killTimer  *time.Timer // closeWithin: closes nc if the backlog is not written in time
+
+	closed atomic.Pointer[closeState] // why the connection ends; set once (closereason.go)
+
+	// The keep-alive or connect deadline of a polled connection, in
+	// idleTimers' clock (0: none), and its index in idleTimers' heap + 1
+	// (0: not in it).
+	due    atomic.Int64
+	dueIdx atomic.Int32
+
+	fd        int32
+	polled    atomic.Bool // 4 bytes, as atomic.Int32
+	connected atomic.Bool
+	pollMu    sync.Mutex // guards pollState, closeReq
+	outMu     sync.Mutex
+
+	// read loop
 	version     packet.Version
 	cleanExit   bool // DISCONNECT received: no will
 	problemInfo bool // v5: client accepts reason strings
@@ -58,48 +100,32 @@ type conn struct {
 	pollState uint8 // guarded by pollMu
 	closeReq  bool  // guarded by pollMu
 
-	// guarded by outMu (see below)
+	// guarded by outMu
 	writing    bool // a writer goroutine is running
 	closeAfter bool // close nc once the backlog is written
 	dead       bool // nc is closed; output is dropped
 
-	polled atomic.Bool
-	fd     int32
-	pollMu sync.Mutex // guards pollState, closeReq
-	// The keep-alive or connect deadline of a polled connection, in
-	// idleTimers' clock (0: none), and its index in idleTimers' heap + 1
-	// (0: not in it).
-	due    atomic.Int64
-	dueIdx atomic.Int32
+	stats connStats
+}
 
-	connected atomic.Bool
-
-	// v5 enhanced authentication (auth_enhanced.go); read loop
+// authState is a connection's v5 enhanced authentication (auth_enhanced.go):
+// allocated when a CONNECT names an Authentication Method, kept for
+// re-authentication. Read loop only.
+type authState struct {
 	authMethod     string       // the CONNECT's Authentication Method
 	authEx         AuthExchange // exchange in progress
 	pendingConnect *connectAuth // CONNECT waiting for its exchange
+}
 
-	// set during CONNECT before the session is attached; read under session.mu
-	recvMax    int // client's receive maximum (v5), our send window
-	maxOutSize int // largest packet the client accepts (v5); 0 = no limit
-	// Outbound topic aliases (TopicAliasLRU), and the properties of the
-	// PUBLISH being encoded with one; guarded by outMu.
-	aliasOut *aliasTable // nil unless the client allows aliases and the policy is on
+// The size class conn must fit (see above): a field that grows it past 480
+// bytes on a 64-bit platform fails to compile here; reorder or move a rarely
+// used field out (as authState) rather than raise the bound lightly, it is
+// paid by every connection.
+var _ = [1]struct{}{}[unsafe.Sizeof(conn{})/481]
 
-	outMu sync.Mutex
-	out   *outBufs // encoded packets waiting to be written; nil when none wait and no writer runs
-	// outBytes is the backlog in bytes: every packet queued (PUBLISH of any
-	// QoS and control packets), counted from when it is queued until the
-	// write that carries it has completed (writeLoop subtracts what was
-	// written), so it includes the batch being written. See backlogFullLocked.
-	outBytes   int
-	backlogSub *session // its queued QoS 1/2 wait for the backlog to drain (drainedLocked)
-	writerWG   sync.WaitGroup
-	killTimer  *time.Timer // closeWithin: closes nc if the backlog is not written in time
-
-	closed atomic.Pointer[closeState] // why the connection ends; set once (closereason.go)
-
-	stats connStats
+// authPending reports whether a CONNECT waits for its AUTH exchange.
+func (c *conn) authPending() bool {
+	return c.authState != nil && c.pendingConnect != nil
 }
 
 // burstState is what one read burst collects for the store (conn.burst):
@@ -395,7 +421,7 @@ func (c *conn) releaseHeld() {
 func (c *conn) readPacket(br *bufio.Reader) error {
 	limit := c.srv.opts.MaxPacketSize
 	if !c.connected.Load() {
-		if c.pendingConnect == nil {
+		if !c.authPending() {
 			first, err := br.Peek(1)
 			if err != nil {
 				return c.readErr(err)
@@ -423,7 +449,7 @@ func (c *conn) readPacket(br *bufio.Reader) error {
 	c.stats.msgsIn.Add(1)
 	c.stats.bytesIn.Add(int64(size))
 	if !c.connected.Load() {
-		if c.pendingConnect != nil {
+		if c.authPending() {
 			// Enhanced authentication in progress (auth_enhanced.go).
 			if err := c.handleConnectAuth(fh, body); err != nil {
 				return err
@@ -941,6 +967,7 @@ func disconnectCode(err error) (packet.ReasonCode, bool) {
 // become a DISCONNECT (v5) or a plain close (3.x), the will is published and
 // the session detached.
 func (c *conn) teardown(err error) {
+	c.releaseInfo()
 	cs := c.setClose(causeOf(err, c.cleanExit), err)
 	c.srv.closes[cs.cause].Add(1)
 	c.emitEnd(cs)
@@ -982,4 +1009,24 @@ func (c *conn) teardown(err error) {
 	// its connection end finds its session offline (or ended) when it
 	// connects again, and the counters already say so.
 	c.disconnect(err)
+}
+
+// releaseInfo gives the session a copy of its own of the identity that owns
+// it if it still shares this connection's (finishConnect shares c.info
+// rather than copying it: one ClientInfo per connected client). The session
+// outlives the connection and must not keep it reachable; a session taken
+// over meanwhile holds its new owner's and is left alone. The copy has the
+// same contents (c.info does not change once connected), so a pointer to
+// either read before the swap stays valid; authGen is unchanged.
+func (c *conn) releaseInfo() {
+	s := c.sess
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.info == &c.info {
+		info := c.info
+		s.info = &info
+	}
+	s.mu.Unlock()
 }

@@ -138,7 +138,9 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	// Authentication is done: the password is not kept, nor anything that
 	// aliases the CONNECT body (which holds it).
 	c.info.Password = nil
-	c.authMethod = strings.Clone(c.authMethod)
+	if c.authState != nil {
+		c.authMethod = strings.Clone(c.authMethod)
+	}
 
 	// Keep alive: 3.x clients asking for more than max_keepalive are refused
 	// (they cannot be told another value, as Mosquitto); 5.0 clients are told
@@ -202,7 +204,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 			// Response Information only when asked for [MQTT-3.1.2-28].
 			props.ResponseInfo = opts.ResponseInformation(&c.info)
 		}
-		if c.authMethod != "" {
+		if c.authState != nil && c.authMethod != "" {
 			// Same method as CONNECT on the successful CONNACK [MQTT-4.12.0-5].
 			props.AuthMethod, props.AuthData = c.authMethod, authData
 		}
@@ -250,8 +252,12 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	sess.mu.Lock()
 	sess.persistent = persistent
 	sess.expiry = expiry
-	info := c.info // the session's own copy of the identity that owns it now
-	sess.info = &info
+	// The identity that owns the session now. While connected the session
+	// shares the connection's ClientInfo (its password was dropped above,
+	// and nothing changes it once the client is connected); teardown gives
+	// the session a copy of its own (releaseInfo): it outlives the
+	// connection and must not keep it reachable.
+	sess.info = &c.info
 	sess.authGen++ // read checks made for the previous owner are stale
 	sess.restored = false
 	c.sess = sess
@@ -269,7 +275,12 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 		srv.sessMu.Unlock()
 		if err := srv.storeApply(b, false); err != nil {
 			srv.log.Error("store write failed", "client", id, "err", err)
-			srv.endSession(sess, true)
+			if sess != old {
+				// A new session: nothing of it is kept. A resumed one
+				// stays as it was (offline, its queue intact) for the
+				// client's next try; ending it would delete what it holds.
+				srv.endSession(sess, true)
+			}
 			srv.abandonTakeover(old, sess, oldConn)
 			return c.refuse(packet.ServerUnavailable, err)
 		}
@@ -287,7 +298,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	// in-flight messages are checked against the new owner's read access
 	// before anything is sent (a client id is no credential; whatever the
 	// authentication method, the identity it established decides).
-	ok, dropped, redo := sess.reauthorizeLocked(&info, c.batch())
+	ok, dropped, redo := sess.reauthorizeLocked(&c.info, c.batch())
 	if !ok {
 		sess.mu.Unlock()
 		srv.redistribute(redo)

@@ -79,8 +79,17 @@ func TestSecurityPasswordNotKept(t *testing.T) {
 			sess.mu.Lock()
 			info := sess.info
 			sess.mu.Unlock()
+			if info != &c.info {
+				t.Error("the connected session has a ClientInfo of its own: two per client")
+			}
+			// Once the connection ends the session has its own copy (it
+			// outlives the connection and keeps no part of it).
+			c.releaseInfo()
+			sess.mu.Lock()
+			info = sess.info
+			sess.mu.Unlock()
 			if info == &c.info {
-				t.Error("the session shares the connection's ClientInfo instead of its own copy")
+				t.Error("the session still shares the ended connection's ClientInfo")
 			}
 			if info.Password != nil {
 				t.Errorf("session keeps the password %q", info.Password)
