@@ -300,11 +300,14 @@ func (srv *Server) HandOver(ctx context.Context, clientID string, keep bool) (bo
 			// were not done yet are done before the new owner reads it.
 			tick := time.NewTicker(time.Millisecond)
 			defer tick.Stop()
-			for {
+			for waited := false; ; waited = true {
 				s.mu.Lock()
 				left := s.handoffHeld
 				s.mu.Unlock()
 				if left == 0 {
+					if waited {
+						srv.dropHandedOver(clientID)
+					}
 					break
 				}
 				select {
@@ -319,6 +322,25 @@ func (srv *Server) HandOver(ctx context.Context, clientID string, keep bool) (bo
 		srv.endSession(s, true)
 	}
 	return true, nil
+}
+
+// dropHandedOver deletes from this server's store (only) what the held
+// deliveries of a session handed over wrote after its deletion, unless a
+// new session of the id exists here by now. Server.sessMu is held across
+// the write so that none is created meanwhile; it is rare (a handover that
+// found deliveries held) and short.
+func (srv *Server) dropHandedOver(clientID string) {
+	if srv.opts.Store == nil {
+		return
+	}
+	srv.sessMu.Lock()
+	defer srv.sessMu.Unlock()
+	if srv.sessions[clientID] != nil {
+		return
+	}
+	b := store.Batch{Local: true}
+	b.DeleteSession(clientID)
+	srv.applyNow(&b)
 }
 
 // TakeOver ends the connection of clientID for another server that takes
