@@ -187,3 +187,36 @@ func TestImportAndHandOver(t *testing.T) {
 		t.Fatal("session present after it was handed over")
 	}
 }
+
+// TestResumeSurvivesFailedConnectWrite: when the store write of a CONNECT
+// that resumes a session fails, the CONNECT is refused (Server
+// unavailable) and the session stays as it was, its queued message
+// included: the client's next try resumes it [MQTT-3.1.2-4].
+func TestResumeSurvivesFailedConnectWrite(t *testing.T) {
+	fs := &fullStore{st: mem.New()}
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = fs })
+	sub, _ := brokertest.DialConnect(t, srv.Addr, persistent("resumer"))
+	sub.Subscribe(1, 1, "res/t")
+	sub.Send(&packet.Disconnect{})
+	sub.ExpectClosed()
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "res-pub", CleanStart: true})
+	if rc := pub.Publish(&packet.Publish{Topic: "res/t", QoS: 1, PacketID: 1, Payload: []byte("kept")}); rc != packet.Success {
+		t.Fatalf("PUBACK %v", rc)
+	}
+
+	fs.full.Store(true)
+	c := brokertest.Dial(t, srv.Addr, packet.V5)
+	c.Send(persistent("resumer"))
+	if ack, ok := c.Recv().(*packet.Connack); !ok || ack.ReasonCode != packet.ServerUnavailable {
+		t.Fatalf("CONNACK %v, want Server unavailable", ack)
+	}
+	c.ExpectClosed()
+	fs.full.Store(false)
+	back, ack := brokertest.DialConnect(t, srv.Addr, persistent("resumer"))
+	if !ack.SessionPresent {
+		t.Fatal("[MQTT-3.1.2-4] the session was lost with the failed write")
+	}
+	if p := back.ExpectPublish(); string(p.Payload) != "kept" {
+		t.Fatalf("got %s", brokertest.Describe(p))
+	}
+}
