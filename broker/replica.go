@@ -365,8 +365,13 @@ func (srv *Server) takeOver(ctx context.Context, clientID string) (*session, err
 	if c != nil {
 		srv.log.Info("client taken over by another server", "client", clientID, "remote", c.remote,
 			"listener", c.listener)
+		ch := make(chan struct{})
+		srv.detachWaiters.Store(s, ch)
+		defer srv.detachWaiters.CompareAndDelete(s, ch)
 		c.takenOver()
-		tick := time.NewTicker(5 * time.Millisecond)
+		// Woken by the detach (notifyDetach); the ticker covers a detach
+		// of another connection of s that took the wake-up.
+		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			s.mu.Lock()
@@ -378,9 +383,17 @@ func (srv *Server) takeOver(ctx context.Context, clientID string) (*session, err
 			select {
 			case <-ctx.Done():
 				return s, fmt.Errorf("broker: handing %q over: %w", clientID, ctx.Err())
+			case <-ch:
 			case <-tick.C:
 			}
 		}
 	}
 	return s, nil
+}
+
+// notifyDetach wakes a TakeOver waiting for a connection of s to end.
+func (srv *Server) notifyDetach(s *session) {
+	if ch, ok := srv.detachWaiters.LoadAndDelete(s); ok {
+		close(ch.(chan struct{}))
+	}
 }

@@ -32,6 +32,8 @@ type Server struct {
 	conns     map[*conn]struct{}
 	closing   bool
 	wg        sync.WaitGroup // every goroutine the server starts
+
+	detachWaiters sync.Map // *session → chan struct{}: TakeOver waits for its connection's detach (replica.go)
 	done      chan struct{}  // closed when Shutdown begins
 
 	sessMu   sync.Mutex // guards sessions

@@ -663,6 +663,7 @@ func (s *session) filterLocked(gen uint64, allowed map[string]bool, b *store.Bat
 // connection's will to publish (nil for none): at once, or after its delay
 // unless the session ends first or a new connection resumes it.
 func (s *session) detach(c *conn, w *packet.Will) {
+	defer s.srv.notifyDetach(s)
 	s.mu.Lock()
 	if s.conn != c {
 		// Taken over: the new connection owns the session. A delayed will
