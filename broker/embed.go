@@ -25,6 +25,51 @@ var ErrSysTopic = errors.New("broker: $SYS topics are the server's own")
 // m with an empty payload clears the retained message of its topic. m must
 // not be changed afterwards.
 func (s *Server) Publish(m *Message) error {
+	if err := s.checkEmbedded(m); err != nil {
+		return err
+	}
+	b := s.heldBatch() // deliveries to persistent sessions wait for it (persist.go)
+	_, routed := s.publish(m, nil, b)
+	if err := s.applyHeld(b); err != nil {
+		return fmt.Errorf("broker: publish: %w", err)
+	}
+	if !routed {
+		return ErrServerClosed // closing since the check above
+	}
+	return nil
+}
+
+// PublishAll publishes ms in order, as Publish does each, with one store
+// write for all of them (and one wait for the ReplicaHooks): a burst of
+// messages from elsewhere (a cluster's link) costs one sync, as a
+// client's burst does. The result has one error per message, nil for
+// each one routed; a message refused by the checks of Publish does not
+// stop the others. The deliveries to persistent sessions wait for the
+// write.
+func (s *Server) PublishAll(ms []*Message) []error {
+	errs := make([]error, len(ms))
+	b := s.heldBatch()
+	for i, m := range ms {
+		if errs[i] = s.checkEmbedded(m); errs[i] != nil {
+			continue
+		}
+		if _, routed := s.publish(m, nil, b); !routed {
+			errs[i] = ErrServerClosed
+		}
+	}
+	if err := s.applyHeld(b); err != nil {
+		for i := range errs {
+			if errs[i] == nil && (ms[i].QoS > 0 || ms[i].Retain) {
+				errs[i] = fmt.Errorf("broker: publish: %w", err)
+			}
+		}
+	}
+	return errs
+}
+
+// checkEmbedded checks a message published by Publish or PublishAll and
+// prepares it.
+func (s *Server) checkEmbedded(m *Message) error {
 	if err := topic.ValidateName(m.Topic); err != nil {
 		return err
 	}
@@ -43,14 +88,6 @@ func (s *Server) Publish(m *Message) error {
 	m.From = ""
 	if m.Props != nil && m.Props.MessageExpiry != nil && m.Created.IsZero() {
 		m.Created = time.Now()
-	}
-	b := s.heldBatch() // deliveries to persistent sessions wait for it (persist.go)
-	_, routed := s.publish(m, nil, b)
-	if err := s.applyHeld(b); err != nil {
-		return fmt.Errorf("broker: publish: %w", err)
-	}
-	if !routed {
-		return ErrServerClosed // closing since the check above
 	}
 	return nil
 }

@@ -220,3 +220,48 @@ func TestResumeSurvivesFailedConnectWrite(t *testing.T) {
 		t.Fatalf("got %s", brokertest.Describe(p))
 	}
 }
+
+// TestPublishAllOneWrite: PublishAll routes a burst in order with one
+// store write (one copy by the ReplicaHooks) for all of it; a message the
+// checks refuse gets its own error and does not stop the others; an
+// offline persistent subscriber gets the rest in order [MQTT-4.6.0-6].
+func TestPublishAllOneWrite(t *testing.T) {
+	rec := &replicaRecorder{}
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = mem.New(); o.Hooks = []any{rec} })
+	sub, _ := brokertest.DialConnect(t, srv.Addr, persistent("burst-sub"))
+	sub.Subscribe(1, 1, "burst/#")
+	sub.Send(&packet.Disconnect{})
+	sub.ExpectClosed()
+	writes := srv.Server.Stats().StoreWrites
+	ms := []*broker.Message{
+		{Topic: "burst/1", QoS: 1, Payload: []byte("1")},
+		{Topic: "burst/+", QoS: 1, Payload: []byte("bad")},
+		{Topic: "burst/2", QoS: 1, Payload: []byte("2")},
+		{Topic: "burst/3", QoS: 0, Payload: []byte("3")},
+		{Topic: "burst/4", QoS: 1, Payload: []byte("4")},
+	}
+	errs := srv.Server.PublishAll(ms)
+	for i, err := range errs {
+		if (err != nil) != (i == 1) {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if n := srv.Server.Stats().StoreWrites - writes; n != 1 {
+		t.Fatalf("store writes for the burst: %d, want 1", n)
+	}
+	rec.mu.Lock()
+	entries := rec.entries
+	rec.mu.Unlock()
+	if entries != 3 {
+		t.Fatalf("queue entries copied: %d, want 3", entries)
+	}
+	back, _ := brokertest.DialConnect(t, srv.Addr, persistent("burst-sub"))
+	for _, want := range []string{"1", "2", "4"} {
+		p := back.ExpectPublish()
+		if string(p.Payload) != want {
+			t.Fatalf("got %s, want %s", brokertest.Describe(p), want)
+		}
+		back.Ack(p)
+	}
+	back.ExpectNothing(100 * time.Millisecond)
+}
