@@ -33,8 +33,8 @@ type Server struct {
 	closing   bool
 	wg        sync.WaitGroup // every goroutine the server starts
 
-	detachWaiters sync.Map // *session → chan struct{}: TakeOver waits for its connection's detach (replica.go)
-	done      chan struct{}  // closed when Shutdown begins
+	detachWaiters sync.Map      // *session → chan struct{}: TakeOver waits for its connection's detach (replica.go)
+	done          chan struct{} // closed when Shutdown begins
 
 	sessMu   sync.Mutex // guards sessions
 	sessions map[string]*session
