@@ -99,6 +99,10 @@ func (s *Server) publish(m *Message, from *session, b *store.Batch) (n int, rout
 		targetPool.Put(multi)
 	}
 	for k, members := range groups {
+		if s.routeSharedHooks(m, k) { // a cluster picks the member (shared_hook.go)
+			n++
+			continue
+		}
 		n += s.deliverShared(k, members, m, b)
 	}
 	return n, true
@@ -269,6 +273,8 @@ func (s *Server) redistribute(redo []shareRedo) {
 		}
 		if len(members) > 0 {
 			s.deliverShared(r.key, members, r.msg, b)
+		} else {
+			s.offerSharedHooks(r.msg, r.key) // members elsewhere, in a cluster (shared_hook.go)
 		}
 	}
 	s.applyHeld(b)
