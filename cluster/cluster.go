@@ -11,6 +11,9 @@
 //     broker routes them (after a listener's mount point), from the
 //     subscription events and, at Start, from the sessions the broker
 //     already holds (restored from its store).
+//   - A shared subscription group gets each message once in the cluster,
+//     wherever its members are (shared.go): the nodes with members hold
+//     NATS queue subscriptions in one queue group per group and filter.
 //   - Messages from the cluster wait in a queue bounded by bytes; a node
 //     that falls behind asks the others to hold their QoS 1 and 2 messages
 //     (back-pressure on the publishers, bounded in time), and counts and
@@ -85,6 +88,11 @@ type Config struct {
 	// message waits while another node says it is congested (default 5 s);
 	// see congestion.
 	BackPressureWait time.Duration
+	// AdoptAfter is how long the link to a node must stay lost before the
+	// nodes of the majority adopt its persistent sessions (default 15 s):
+	// they queue its clients' messages again, and publish the wills it
+	// owed (sessions.go).
+	AdoptAfter time.Duration
 }
 
 // Key-value buckets.
@@ -138,12 +146,15 @@ type Node struct {
 	takeoversOut atomic.Int64    // clients this node asked another node to disconnect
 	takeoversIn  atomic.Int64    // clients this node disconnected for another
 	sessionsIn   atomic.Int64    // sessions this node imported from another (sessions.go)
+	adoptedIn    atomic.Int64    // of those, sessions of a node that went away, adopted without a CONNECT
+	adopting     sync.Map        // client id → chan struct{} closed when its adoption is done
 	linksUp      atomic.Int32    // links to other nodes, as watchLinks last saw them
 	arrived      atomic.Int64    // messages receive took from inbound
 	settled      atomic.Int64    // of those, published to the broker or dropped (drainInbound)
 	dropped      atomic.Int64    // inbound messages that could not be decoded or published
 	overload     [2]atomic.Int64 // inbound messages dropped past InboundBytes: QoS 0, QoS 1 and 2
 	ncDropped    int64           // NATS drops counted by subscriptions since unsubscribed (under mu)
+	share        shareState      // shared subscriptions across the cluster (shared.go)
 
 	kvLatency kvLatency // JetStream key-value calls
 }
@@ -196,6 +207,7 @@ const (
 	defaultInboundBytes     = 128 << 20
 	defaultDropLogInterval  = 10 * time.Second
 	defaultBackPressureWait = 5 * time.Second
+	defaultAdoptAfter       = 15 * time.Second
 )
 
 // New checks cfg and returns a node that is not started.
@@ -245,6 +257,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.DropLogInterval <= 0 {
 		cfg.DropLogInterval = defaultDropLogInterval
+	}
+	if cfg.AdoptAfter <= 0 {
+		cfg.AdoptAfter = defaultAdoptAfter
 	}
 	if cfg.BackPressureWait <= 0 {
 		cfg.BackPressureWait = defaultBackPressureWait
@@ -397,6 +412,9 @@ func (n *Node) start(ctx context.Context) error {
 		return fmt.Errorf("cluster: connect to the embedded nats server: %w", err)
 	}
 	n.nc = nc
+	if err := n.connectShared(); err != nil {
+		return err
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("cluster: jetstream: %w", err)
@@ -554,6 +572,9 @@ func (n *Node) Close() error {
 		}
 		n.nc.Close() // no more deliveries to n.inbound
 	}
+	if n.share.nc != nil {
+		n.share.nc.Close() // nor from the shared subscriptions (shared.go)
+	}
 	close(n.done)
 	n.wg.Wait()
 	if ns != nil {
@@ -598,6 +619,9 @@ func (n *Node) forward(m *broker.Message) {
 	}
 	n.pubMu.Lock()
 	err = n.nc.Publish(subj, body)
+	if err == nil && m.Retain {
+		n.forwardRetainedShared(m.Topic, body)
+	}
 	n.pubMu.Unlock()
 	if err != nil {
 		n.log.Warn("cluster: forward", "topic", m.Topic, "err", err)
@@ -917,7 +941,7 @@ func (n *Node) publishLoop() {
 			}
 			continue
 		}
-		n.publishFromCluster(m.Data)
+		n.fromCluster(m) // shared.go: to a group's member, or to the router
 		n.settled.Add(1)
 	}
 }
@@ -1096,6 +1120,7 @@ func (n *Node) OnSubscription(c *broker.ClientInfo, e broker.SubscriptionEvent) 
 	if isSys(f) {
 		return
 	}
+	f = interestKey(e.Filter, f) // a shared subscription has its own (shared.go)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	key := [2]string{c.ClientID, f}
@@ -1194,6 +1219,7 @@ func (n *Node) addWalkedLocked(si broker.SubscriptionInfo) {
 	if isSys(f) || si.ClientID == "" {
 		return
 	}
+	f = interestKey(si.Filter, f)
 	if w := n.walk; w != nil {
 		if _, ok := w.ended[si.ClientID]; ok {
 			return
@@ -1218,6 +1244,9 @@ func routedFilter(f string) string {
 // node's subscriptions are in one queue group named after the node, so a
 // message matching several of them is delivered to the node once.
 func (n *Node) subscribeLocked(f string, in *interest) error {
+	if group, real, ok := shareKey(f); ok {
+		return n.subscribeSharedLocked(group, real, in) // shared.go
+	}
 	subjects, err := filterSubjects(f)
 	if err != nil {
 		return err
@@ -1249,6 +1278,10 @@ func (n *Node) dropLocked(client, f string) {
 	if in.n > 0 {
 		return
 	}
+	if n.lingerSharedLocked(f, in) { // shared.go: the other nodes may still send it some
+		delete(n.refs, f)
+		return
+	}
 	for _, s := range in.subs {
 		if d, err := s.Dropped(); err == nil {
 			n.ncDropped += int64(d)
@@ -1267,7 +1300,7 @@ func (n *Node) Interest() map[string]int {
 	defer n.mu.Unlock()
 	out := make(map[string]int, len(n.refs))
 	for f, in := range n.refs {
-		out[f] = in.n
+		out[routedFilter(f)] += in.n // a shared subscription's key names its group
 	}
 	return out
 }
@@ -1425,6 +1458,8 @@ func (n *Node) watchLinks() {
 	defer tick.Stop()
 	up := linkNames(n.ns)
 	n.linksUp.Store(int32(len(up)))
+	lost := make(map[string]time.Time) // nodes whose link is down, since
+	adopted := make(map[string]bool)   // ... whose sessions were adopted during this loss
 	for {
 		select {
 		case <-n.done:
@@ -1443,8 +1478,24 @@ func (n *Node) watchLinks() {
 				n.log.Info("cluster: link to a node up", "peer", name, "links", len(now))
 			}
 		}
+		for name := range up {
+			if !now[name] {
+				lost[name] = time.Now()
+			}
+		}
+		for name := range now {
+			delete(lost, name)
+			delete(adopted, name)
+		}
 		up = now
 		n.linksUp.Store(int32(len(up)))
+		for name, since := range lost {
+			if !adopted[name] && time.Since(since) >= n.cfg.AdoptAfter && n.haveMajority() {
+				adopted[name] = true
+				n.wg.Add(1)
+				go n.adoptSessions(name)
+			}
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
@@ -423,6 +424,13 @@ func (n *Node) onTakeoverRequest(msg *nats.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), takeoverWait)
 	defer cancel()
+	if ch, ok := n.adopting.Load(r.ID); ok {
+		// Adopting it (adoptSessions): the session is here once that is done.
+		select {
+		case <-ch.(chan struct{}):
+		case <-ctx.Done():
+		}
+	}
 	var had bool
 	var err error
 	switch r.Op {
@@ -463,6 +471,15 @@ func (n *Node) BeforeSession(ctx context.Context, c *broker.ClientInfo, cleanSta
 	if id == "" || !n.running() {
 		return nil
 	}
+	err := n.beforeSession(ctx, id, cleanStart)
+	if err != nil {
+		n.log.Warn("cluster: CONNECT refused: the client's session could not be brought here; the client may "+
+			"try again", "client", id, "err", err)
+	}
+	return err
+}
+
+func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) error {
 	if !n.haveMajority() {
 		n.log.Warn("cluster: cut off from the majority: client served from this node's own state; its "+
 			"ownership is claimed when the link is back", "client", id)
@@ -586,6 +603,131 @@ func (n *Node) drainInbound(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// adoptSessions adopts the persistent sessions owned by node dead, whose
+// link has been lost for Config.AdoptAfter while this node is on the
+// majority side (watchLinks): their clients' messages are queued again, and
+// the wills they owed are published (broker.ImportSession). Each session
+// goes to one surviving node, chosen by a hash of its client id over the
+// nodes this one has a link to, and is claimed with compare-and-set on the
+// ownership entry still naming dead: a client that connects meanwhile (on
+// any node) wins, or takes the session from its adopter as from any owner.
+// Clean sessions are not stored, so a will of a clean session of dead is
+// not published.
+func (n *Node) adoptSessions(dead string) {
+	defer n.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	// Right after a node dies JetStream may be electing new leaders for
+	// the buckets it led: the listing is tried again for a while.
+	var keys []string
+	for attempt := 1; ; attempt++ {
+		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+		lister, err := n.owners.ListKeys(lctx)
+		if err == nil {
+			keys = keys[:0]
+			for k := range lister.Keys() {
+				keys = append(keys, k)
+			}
+			lister.Stop() // done already: the listing closed its channel
+		}
+		lcancel()
+		if err == nil {
+			break
+		}
+		if attempt == adoptTries || ctx.Err() != nil {
+			n.log.Warn("cluster: sessions of a lost node not adopted: owners not listed", "peer", dead, "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	live := []string{n.cfg.Node}
+	for name := range linkNames(n.ns) {
+		live = append(live, name)
+	}
+	slices.Sort(live)
+	adopted, failed := 0, 0
+	for _, key := range keys {
+		e, err := n.owners.Get(ctx, key)
+		if err != nil || string(e.Value()) != dead {
+			continue
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(key, "c."))
+		if err != nil {
+			continue
+		}
+		id := string(raw)
+		h := fnv.New32a()
+		h.Write(raw)
+		if live[h.Sum32()%uint32(len(live))] != n.cfg.Node {
+			continue
+		}
+		ok, err := n.adopt(ctx, id, e.Revision(), dead)
+		switch {
+		case err != nil:
+			failed++
+			n.log.Warn("cluster: session of a lost node not adopted", "client", id, "peer", dead, "err", err)
+		case ok:
+			adopted++
+		}
+	}
+	n.log.Warn("cluster: sessions of a node lost for long adopted", "peer", dead, "sessions", adopted,
+		"failed", failed, "after", n.cfg.AdoptAfter.String())
+}
+
+// adoptTries bounds the listings of the owners bucket of one adoption.
+const adoptTries = 30
+
+// adopt claims client id from node dead (its ownership entry at revision
+// rev) and imports its session; it reports whether there was one.
+func (n *Node) adopt(ctx context.Context, id string, rev uint64, dead string) (bool, error) {
+	done := make(chan struct{})
+	n.adopting.Store(id, done)
+	defer func() {
+		n.adopting.Delete(id)
+		close(done)
+	}()
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	newRev, err := n.owners.Update(wctx, ownerKey(id), []byte(n.cfg.Node), rev)
+	cancel()
+	if err != nil {
+		if casConflict(err) {
+			return false, nil // a client connected meanwhile, somewhere: its node has it
+		}
+		return false, err
+	}
+	n.queueOwn(ownOp{id: id, rev: newRev, owned: true, unanswered: dead})
+	fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	r, err := n.fetchRetrying(fctx, id, false)
+	if err != nil || r == nil {
+		return false, err
+	}
+	if err := n.srv.ImportSession(r.state, r.msgs); err != nil {
+		if errors.Is(err, broker.ErrSessionBusy) {
+			return false, nil
+		}
+		return false, err
+	}
+	n.sessionsIn.Add(1)
+	n.adoptedIn.Add(1)
+	if err := n.dropForeign(fctx, r.foreign); err != nil {
+		n.log.Warn("cluster: records of the lost node not deleted: a later takeover may deliver them again",
+			"client", id, "err", err)
+	}
+	return true, nil
 }
 
 // reconcileSessions lets go, at Start, the sessions the broker restored

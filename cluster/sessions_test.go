@@ -16,6 +16,12 @@ import (
 // (an in-memory store each).
 func startStored(t *testing.T, name string) []*tnode {
 	t.Helper()
+	return startStoredWith(t, name, nil)
+}
+
+// startStoredWith is startStored with each node's Config changed by cfg.
+func startStoredWith(t *testing.T, name string, cfg func(*Config)) []*tnode {
+	t.Helper()
 	addrs, err := freePorts(3)
 	if err != nil {
 		t.Fatal(err)
@@ -23,6 +29,9 @@ func startStored(t *testing.T, name string) []*tnode {
 	var cfgs []Config
 	for i := range addrs {
 		cfgs = append(cfgs, Config{Name: name, Node: fmt.Sprintf("%s%d", name, i), Listen: addrs[i], Peers: addrs})
+		if cfg != nil {
+			cfg(&cfgs[i])
+		}
 	}
 	nodes := startConfiguredWith(t, cfgs, func(_ int, o *broker.Options) { o.Store = mem.New() })
 	brokertest.Eventually(t, 20*time.Second, func() bool { return linked(nodes, 2) }, "3 nodes linked")
@@ -300,4 +309,82 @@ func TestCleanStartEndsSessionElsewhere(t *testing.T) {
 		t.Fatal("the clean start's own (persistent) session not present on b")
 	}
 	again.ExpectNothing(200 * time.Millisecond)
+}
+
+// TestSurvivorsAdoptSessions: a node with persistent sessions goes away
+// and stays away; after Config.AdoptAfter the survivors adopt its
+// sessions: the will it owed is published [MQTT-3.1.2-8] without its
+// client coming back, messages published meanwhile are queued for the
+// session, and the client finds all of them when it connects to any
+// survivor, with session present.
+func TestSurvivorsAdoptSessions(t *testing.T) {
+	nodes := startStoredWith(t, "ad", func(c *Config) { c.AdoptAfter = time.Second })
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	watcher := connect(t, c, "ad-watcher")
+	watcher.Subscribe(1, 0, "ad/will")
+	waitInterest(t, a, "ad/will", c)
+	var subs []*brokertest.Conn
+	for i := range 4 {
+		s, _ := brokertest.DialConnect(t, a.Addr, &packet.Connect{Version: packet.V5, ClientID: fmt.Sprintf("adoptee%d", i),
+			Props: &packet.Properties{SessionExpiry: packet.Ptr[uint32](3600)},
+			Will:  &packet.Will{Topic: "ad/will", Payload: []byte(fmt.Sprint(i))}})
+		s.Subscribe(1, 1, fmt.Sprintf("ad/t/%d", i))
+		subs = append(subs, s)
+	}
+	brokertest.Eventually(t, 10*time.Second, func() bool { return owner(t, b, "adoptee3") == a.node.Name() }, "owned by a")
+
+	a.node.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	a.Server.Server.Shutdown(ctx)
+	cancel()
+	wills := map[string]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(wills) < 4 && time.Now().Before(deadline) {
+		p, err := watcher.RecvTimeout(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		if pp, ok := p.(*packet.Publish); ok && pp.Topic == "ad/will" {
+			wills[string(pp.Payload)] = true
+		}
+	}
+	if len(wills) != 4 {
+		t.Fatalf("[MQTT-3.1.2-8] wills published by the survivors: %v, want 4", wills)
+	}
+	holder := func(id string) *tnode {
+		for _, n := range []*tnode{b, c} {
+			if queued(n, id) >= 0 {
+				return n
+			}
+		}
+		return nil
+	}
+	for i := range 4 {
+		id := fmt.Sprintf("adoptee%d", i)
+		brokertest.Eventually(t, 10*time.Second, func() bool { return holder(id) != nil }, "%s adopted", id)
+		waitInterest(t, b, fmt.Sprintf("ad/t/%d", i))
+	}
+	pub := connect(t, b, "ad-pub")
+	for i := range 4 {
+		if rc := pub.Publish(&packet.Publish{Topic: fmt.Sprintf("ad/t/%d", i), QoS: 1, PacketID: uint16(i + 1),
+			Payload: []byte("while away")}); rc != packet.Success {
+			t.Fatalf("publish: %v", rc)
+		}
+	}
+	for i := range 4 {
+		id := fmt.Sprintf("adoptee%d", i)
+		brokertest.Eventually(t, 10*time.Second, func() bool { return queued(holder(id), id) == 1 }, "%s queued", id)
+		// Back on whichever survivor did not adopt it.
+		at := b
+		if holder(id) == b {
+			at = c
+		}
+		back, ack := persistentConnect(t, at, id)
+		if !ack.SessionPresent {
+			t.Fatalf("%s: adopted session not present", id)
+		}
+		if p := back.ExpectPublish(); string(p.Payload) != "while away" || p.Topic != fmt.Sprintf("ad/t/%d", i) {
+			t.Fatalf("%s: %s", id, brokertest.Describe(p))
+		}
+	}
 }

@@ -31,11 +31,12 @@ cluster_peer	[::1]:7503
 cluster_cafile  /etc/mqttd/ca.pem
 cluster_certfile /etc/mqttd/a.pem
 cluster_keyfile /etc/mqttd/a.key
+cluster_adopt_after 30
 `)
 	cc := c.Cluster
 	want := Cluster{Name: "prod", Node: "node-a.1", Listen: "127.0.0.1:7501",
 		Peers: []string{"127.0.0.1:7502", "[::1]:7503"}, CAFile: "/etc/mqttd/ca.pem",
-		CertFile: "/etc/mqttd/a.pem", KeyFile: "/etc/mqttd/a.key", Line: "test.conf:2"}
+		CertFile: "/etc/mqttd/a.pem", KeyFile: "/etc/mqttd/a.key", AdoptAfter: 30 * time.Second, Line: "test.conf:2"}
 	cc.lines = nil
 	if !reflect.DeepEqual(cc, want) {
 		t.Fatalf("Cluster = %+v\nwant      %+v", cc, want)
@@ -91,6 +92,8 @@ func TestClusterErrors(t *testing.T) {
 		{"cluster_name p\ncluster_listen 127.0.0.1:7501\ncluster_peers 127.0.0.1:7502\n",
 			"node.conf:3: cluster_peers: unknown cluster option (known: cluster_name, cluster_node"},
 		{"cluster_tls true\n", "node.conf:1: cluster_tls: unknown cluster option"},
+		{"cluster_name p\ncluster_adopt_after 0\n", `node.conf:2: cluster_adopt_after: "0" is not a number of seconds`},
+		{"cluster_name p\ncluster_adopt_after 5s\n", `node.conf:2: cluster_adopt_after: "5s" is not a number of seconds`},
 	} {
 		_, err := Parse(strings.NewReader(tc.text), "node.conf")
 		if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {

@@ -117,19 +117,20 @@ type LogDest struct {
 // Cluster is the cluster_* options: nodes with the same cluster_name,
 // linked by cluster_listen and cluster_peer, form one cluster (cluster.go).
 type Cluster struct {
-	Name                      string   // cluster_name
-	Node                      string   // cluster_node (default: the host name)
-	Listen                    string   // cluster_listen host:port
-	Peers                     []string // cluster_peer, repeatable
-	CAFile, CertFile, KeyFile string   // cluster_cafile, cluster_certfile, cluster_keyfile
-	Line                      string   // file:line of the first cluster_* line
+	Name                      string        // cluster_name
+	Node                      string        // cluster_node (default: the host name)
+	Listen                    string        // cluster_listen host:port
+	Peers                     []string      // cluster_peer, repeatable
+	CAFile, CertFile, KeyFile string        // cluster_cafile, cluster_certfile, cluster_keyfile
+	AdoptAfter                time.Duration // cluster_adopt_after (seconds; 0 = the cluster's default)
+	Line                      string        // file:line of the first cluster_* line
 
 	lines map[string]string // option → file:line that set it
 }
 
 // clusterOptions are the cluster_* keys.
 var clusterOptions = []string{"cluster_name", "cluster_node", "cluster_listen", "cluster_peer", "cluster_cafile",
-	"cluster_certfile", "cluster_keyfile"}
+	"cluster_certfile", "cluster_keyfile", "cluster_adopt_after"}
 
 func isClusterOption(key string) bool {
 	for _, k := range clusterOptions {
@@ -187,6 +188,12 @@ func (c *Cluster) option(a *argReader, where string) error {
 		c.CertFile = v
 	case "cluster_keyfile":
 		c.KeyFile = v
+	case "cluster_adopt_after":
+		secs, err := strconv.Atoi(v)
+		if err != nil || secs < 1 || secs > 86400 {
+			return fmt.Errorf("cluster_adopt_after: %q is not a number of seconds from 1 to 86400", v)
+		}
+		c.AdoptAfter = time.Duration(secs) * time.Second
 	}
 	return nil
 }

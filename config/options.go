@@ -274,7 +274,7 @@ func (c *Config) apply(key, rest, where string) error {
 	case "persistence_location":
 		c.PersistenceLocation, err = a.one()
 	case "cluster_name", "cluster_node", "cluster_listen", "cluster_peer", "cluster_cafile", "cluster_certfile",
-		"cluster_keyfile":
+		"cluster_keyfile", "cluster_adopt_after":
 		err = c.Cluster.option(&a, where) // cluster.go
 	case "persistence_file":
 		c.PersistenceFile, err = a.one()

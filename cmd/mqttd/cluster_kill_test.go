@@ -115,7 +115,7 @@ func startClusterProcs(t *testing.T, name string) []*clusterProc {
 		dir := t.TempDir()
 		port := freePort(t)
 		conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\n"+
-			"persistence_location %s\ncluster_name %s\ncluster_node %s%d\ncluster_listen %s\n",
+			"persistence_location %s\ncluster_name %s\ncluster_node %s%d\ncluster_listen %s\ncluster_adopt_after 2\n",
 			port, filepath.Join(dir, "data"), name, name, i, links[i])
 		for _, l := range links {
 			conf += "cluster_peer " + l + "\n"
@@ -149,7 +149,9 @@ func startClusterProcs(t *testing.T, name string) []*clusterProc {
 // to a publisher is delivered. Publishers on a survivor streaming to the
 // same sessions are counted too (see the log): their messages cross the
 // link at most once, so what was on the link to the killed node is lost
-// (docs/operations.md, "Cluster").
+// (docs/operations.md, "Persistent sessions across nodes"). The survivors
+// adopt the killed node's sessions after 2 s (cluster_adopt_after), racing
+// with the clients' reconnections.
 func TestClusterKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 3 processes per run")
@@ -265,8 +267,8 @@ func clusterKillRun(t *testing.T, name string) (acked, lost, crossAcked, crossLo
 	timer := time.NewTimer(kill)
 	<-timer.C
 	procs[victim].cmd.Process.Kill() // SIGKILL
-	procs[victim].cmd.Wait()
 	close(stop)
+	procs[victim].cmd.Wait()
 	wg.Wait()
 
 	for i := range sessions {

@@ -342,7 +342,7 @@ func start(cfg *config.Config, o options) (*running, error) {
 		// A cluster node; without cluster_* lines no NATS code runs.
 		node, err := cluster.New(cluster.Config{Name: cc.Name, Node: cc.Node, Listen: cc.Listen, Peers: cc.Peers,
 			CAFile: cc.CAFile, CertFile: cc.CertFile, KeyFile: cc.KeyFile, Dir: clusterDir(sdir),
-			Logger: logger})
+			AdoptAfter: cc.AdoptAfter, Logger: logger})
 		if err == nil {
 			err = r.srv.AddHook(node)
 		}
