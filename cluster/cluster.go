@@ -931,9 +931,20 @@ func (n *Node) queued() (msgs, bytes int) {
 // publishLoop publishes the messages of the node's queue, in order.
 func (n *Node) publishLoop() {
 	defer n.wg.Done()
+	var burst []*broker.Message // for the router, in arrival order
+	flush := func() {
+		if len(burst) == 0 {
+			return
+		}
+		n.publishAllFromCluster(burst)
+		n.settled.Add(int64(len(burst)))
+		clear(burst)
+		burst = burst[:0]
+	}
 	for {
 		m := n.dequeue()
 		if m == nil {
+			flush()
 			select {
 			case <-n.done:
 				return
@@ -941,8 +952,49 @@ func (n *Node) publishLoop() {
 			}
 			continue
 		}
-		n.fromCluster(m) // shared.go: to a group's member, or to the router
-		n.settled.Add(1)
+		if m.Sub != nil {
+			if group, filter, ok := parseShareQueue(m.Sub.Queue); ok {
+				flush() // what came before goes first
+				n.deliverShared(m, group, filter)
+				n.settled.Add(1)
+				continue
+			}
+		}
+		// The messages waiting go to the router together: one store write
+		// (and one wait for the copies of persistent sessions) for all of
+		// them, as for a client's burst (broker.Server.PublishAll).
+		msg, err := decodeMessage(m.Data)
+		if err != nil {
+			n.dropped.Add(1)
+			n.settled.Add(1)
+			n.log.Warn("cluster: bad message from the cluster", "err", err)
+			continue
+		}
+		n.forwardedIn.Add(1)
+		burst = append(burst, msg)
+		if len(burst) == inboundBurst {
+			flush()
+		}
+	}
+}
+
+// inboundBurst bounds the messages from the cluster published to the
+// broker together.
+const inboundBurst = 256
+
+// publishAllFromCluster publishes ms (decoded from the cluster) to the
+// broker in order, with one store write.
+func (n *Node) publishAllFromCluster(ms []*broker.Message) {
+	for _, m := range ms {
+		n.republish.Store(m, struct{}{})
+	}
+	errs := n.srv.PublishAll(ms)
+	for i, m := range ms {
+		n.republish.Delete(m)
+		if err := errs[i]; err != nil && !errors.Is(err, broker.ErrServerClosed) {
+			n.dropped.Add(1)
+			n.log.Warn("cluster: cannot publish a message from the cluster", "topic", m.Topic, "err", err)
+		}
 	}
 }
 

@@ -206,19 +206,6 @@ func (n *Node) RouteShared(m *broker.Message, group, filter string) bool {
 	return n.running()
 }
 
-// fromCluster gives a message of the node's queue to the broker: to one
-// local member of its group when it came through a shared queue
-// subscription, else to the broker's router.
-func (n *Node) fromCluster(msg *nats.Msg) {
-	if msg.Sub != nil {
-		if group, filter, ok := parseShareQueue(msg.Sub.Queue); ok {
-			n.deliverShared(msg, group, filter)
-			return
-		}
-	}
-	n.publishFromCluster(msg.Data)
-}
-
 // deliverShared gives a message NATS chose this node for to one local
 // member of (group, filter) [MQTT-4.8.2-3], or offers it to the group
 // again if the node has none left.
