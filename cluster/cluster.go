@@ -149,6 +149,7 @@ type Node struct {
 	adoptedIn    atomic.Int64    // of those, sessions of a node that went away, adopted without a CONNECT
 	adopting     sync.Map        // client id → chan struct{} closed when its adoption is done
 	linksUp      atomic.Int32    // links to other nodes, as watchLinks last saw them
+	linksChecked atomic.Int64    // when haveMajority last counted them itself (unix ns)
 	arrived      atomic.Int64    // messages receive took from inbound
 	settled      atomic.Int64    // of those, published to the broker or dropped (drainInbound)
 	dropped      atomic.Int64    // inbound messages that could not be decoded or published
@@ -690,7 +691,7 @@ func (n *Node) enqueue(msg *nats.Msg) {
 	q.msgs = append(q.msgs, msg)
 	q.bytes += size
 	var signal uint64
-	if !q.congested && q.bytes >= n.cfg.InboundBytes/2 {
+	if !q.congested && (q.bytes >= n.cfg.InboundBytes/2 || len(q.msgs)-q.head >= congestMessages) {
 		q.congested = true
 		q.signals++
 		signal = q.signals
@@ -725,7 +726,7 @@ func (n *Node) dequeue() *nats.Msg {
 		q.head = 0
 	}
 	var clear uint64
-	if q.congested && q.bytes <= n.cfg.InboundBytes/8 {
+	if q.congested && q.bytes <= n.cfg.InboundBytes/8 && len(q.msgs)-q.head <= congestMessages/8 {
 		q.congested = false
 		q.signals++
 		clear = q.signals
@@ -977,6 +978,14 @@ func (n *Node) publishLoop() {
 		}
 	}
 }
+
+// congestMessages is the count of messages waiting in the queue from the
+// cluster past which the node asks the others to hold their QoS 1 and 2
+// messages (as past half of Config.InboundBytes): what another node has
+// acknowledged to its publisher and this node has not published yet is
+// lost if this node dies, so the queue is kept short in messages, not only
+// in bytes. It clears at an eighth.
+const congestMessages = 2048
 
 // inboundBurst bounds the messages from the cluster published to the
 // broker together.
@@ -1585,11 +1594,19 @@ const claimRetry = time.Second
 // entry of this node, since taken over), and a failed write reads again
 // after a short pause until claimTimeout.
 func (n *Node) claim(id string) (rev uint64, former, unanswered string, err error) {
+	return n.claimCtx(context.Background(), id)
+}
+
+// claimCtx is claim bounded by parent too.
+func (n *Node) claimCtx(parent context.Context, id string) (rev uint64, former, unanswered string, err error) {
 	key := ownerKey(id)
 	deadline := time.Now().Add(claimTimeout)
 	var asked uint64 // revision of the entry whose owner was last asked to let go
 	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if perr := parent.Err(); perr != nil {
+			return 0, "", "", perr
+		}
+		ctx, cancel := context.WithTimeout(parent, 5*time.Second)
 		var e jetstream.KeyValueEntry
 		e, err = n.owners.Get(ctx, key)
 		switch {

@@ -215,7 +215,19 @@ var errCutOff = errors.New("cluster: cut off from the majority of the nodes: per
 // are a majority of the cluster (as watchLinks last saw the links).
 func (n *Node) haveMajority() bool {
 	size := len(n.peersNotSelf()) + 1
-	return (int(n.linksUp.Load())+1)*2 > size
+	if (int(n.linksUp.Load())+1)*2 > size {
+		return true
+	}
+	// The count watchLinks keeps lags by up to a second (right after
+	// Start, or a link that just came back): look again, at most every
+	// 100 ms.
+	now := time.Now().UnixNano()
+	if last := n.linksChecked.Load(); now-last < int64(100*time.Millisecond) || !n.linksChecked.CompareAndSwap(last, now) {
+		return false
+	}
+	links := len(linkNames(n.ns))
+	n.linksUp.Store(int32(links))
+	return (links+1)*2 > size
 }
 
 // replicated is a session read from the bucket.
@@ -407,6 +419,9 @@ func (n *Node) ask(owner, id, op string) bool {
 	return true
 }
 
+// cleanClaimWait bounds the claim a clean start waits for before CONNACK.
+const cleanClaimWait = 2 * time.Second
+
 // askTimeout bounds one request to another node; it covers the owner's
 // wait for its client's connection to end (takeoverWait).
 const askTimeout = 5 * time.Second
@@ -486,26 +501,35 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 		n.queueOwn(ownOp{id: id, claim: true})
 		return nil
 	}
-	rev, former, unanswered, err := n.claim(id)
-	for err != nil && ctx.Err() == nil && n.haveMajority() {
-		// JetStream is electing a leader (a node just died): the session
-		// may be in the bucket, so the claim waits for it rather than start
-		// the client with nothing.
+	// A clean start has no session to bring: its claim gets a short
+	// while, then goes on in the background (the old connection elsewhere
+	// is closed a little later). A resumed session's claim waits while
+	// JetStream elects a leader (a node just died, a link just healed): the
+	// session may be in the bucket, and the client is better refused (it
+	// tries again) than started with nothing.
+	cctx := ctx
+	if cleanStart {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(ctx, cleanClaimWait)
+		defer cancel()
+	}
+	rev, former, unanswered, err := n.claimCtx(cctx, id)
+	for err != nil && cctx.Err() == nil && n.haveMajority() {
 		select {
-		case <-ctx.Done():
+		case <-cctx.Done():
 		case <-n.done:
 			return broker.ErrServerClosed
 		case <-time.After(200 * time.Millisecond):
 		}
-		rev, former, unanswered, err = n.claim(id)
+		rev, former, unanswered, err = n.claimCtx(cctx, id)
 	}
 	if err != nil {
-		if n.haveMajority() {
+		if !cleanStart && n.haveMajority() {
 			n.log.Warn("cluster: client id ownership not recorded: CONNECT refused, the client may try "+
 				"again", "client", id, "err", err)
 			return fmt.Errorf("cluster: claim of %q: %w", id, err)
 		}
-		n.log.Warn("cluster: client id ownership not recorded: the session is served from this node's "+
+		n.log.Warn("cluster: client id ownership not recorded: the client is served from this node's "+
 			"own state, and the claim is tried again", "client", id, "err", err)
 		n.queueOwn(ownOp{id: id, claim: true})
 		return nil

@@ -216,6 +216,9 @@ func (n *Node) deliverShared(msg *nats.Msg, group, filter string) {
 		n.log.Warn("cluster: bad message from the cluster", "err", err)
 		return
 	}
+	// Taken from the cluster, as the messages of the ordinary interest
+	// (NATS may pick this node for a message of its own publishers too).
+	n.forwardedIn.Add(1)
 	if n.srv.DeliverShared(m, group, filter) {
 		n.share.delivered.Add(1)
 		return
