@@ -150,6 +150,7 @@ type Node struct {
 	adopting     sync.Map        // client id → chan struct{} closed when its adoption is done
 	linksUp      atomic.Int32    // links to other nodes, as watchLinks last saw them
 	linksChecked atomic.Int64    // when haveMajority last counted them itself (unix ns)
+	size         int             // nodes in the cluster: this one and its peers (haveMajority)
 	arrived      atomic.Int64    // messages receive took from inbound
 	settled      atomic.Int64    // of those, published to the broker or dropped (drainInbound)
 	dropped      atomic.Int64    // inbound messages that could not be decoded or published
@@ -269,6 +270,7 @@ func New(cfg Config) (*Node, error) {
 		boot:    strconv.FormatInt(time.Now().UnixNano(), 36),
 		clients: make(map[string]map[string]struct{}), refs: make(map[string]*interest),
 		done: make(chan struct{})}
+	n.size = len(n.peersNotSelf()) + 1
 	n.inq.wake = make(chan struct{}, 1)
 	n.cong.nodes = map[string]*congState{}
 	n.cong.last = map[string]signalNum{}

@@ -122,15 +122,7 @@ func (n *Node) Replicate(b *store.Batch, lazy bool) error {
 		futs = append(futs, f)
 	}
 	wait := func() error {
-		for _, f := range futs {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				firstErr = cmpErr(firstErr, err)
-			case <-ctx.Done():
-				firstErr = cmpErr(firstErr, ctx.Err())
-			}
-		}
+		firstErr = cmpErr(firstErr, awaitAcks(ctx, futs))
 		futs = futs[:0]
 		return firstErr
 	}
@@ -214,7 +206,7 @@ var errCutOff = errors.New("cluster: cut off from the majority of the nodes: per
 // haveMajority reports whether this node and the nodes it has a link to
 // are a majority of the cluster (as watchLinks last saw the links).
 func (n *Node) haveMajority() bool {
-	size := len(n.peersNotSelf()) + 1
+	size := n.size
 	if (int(n.linksUp.Load())+1)*2 > size {
 		return true
 	}
@@ -375,6 +367,12 @@ func (n *Node) dropForeign(ctx context.Context, keys []string) error {
 		}
 		futs = append(futs, f)
 	}
+	return awaitAcks(ctx, futs)
+}
+
+// awaitAcks waits for JetStream's answer to each of futs and returns the
+// first error (a refusal, or ctx ending).
+func awaitAcks(ctx context.Context, futs []jetstream.PubAckFuture) error {
 	for _, f := range futs {
 		select {
 		case <-f.Ok():
