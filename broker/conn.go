@@ -139,6 +139,9 @@ type burstState struct {
 	// (session.holdsFor), and scratch for session.pump.
 	held      []heldOut
 	heldScrap []*outMsg
+	// The AckGate tokens of the burst's messages (Message.HoldAck); 0:
+	// none.
+	gateFirst, gateLast uint64
 }
 
 // outBufs is the output of a connection while it has some (conn.out):
@@ -309,11 +312,30 @@ func (c *conn) batch() *store.Batch {
 	if c.srv.opts.Store == nil {
 		return nil
 	}
+	return &c.takeBurst().pend
+}
+
+// takeBurst returns the burst's state, taking it from the pool first.
+func (c *conn) takeBurst() *burstState {
 	if c.burst == nil {
 		c.burst = burstPool.Get().(*burstState)
 		c.burst.pend.Owner = c // session.holdsFor
 	}
-	return &c.burst.pend
+	return c.burst
+}
+
+// noteGate records that the acknowledgement of m, just routed, waits for
+// the AckGates (Message.HoldAck).
+func (c *conn) noteGate(m *Message) {
+	t := m.gate.Load()
+	if t == 0 {
+		return
+	}
+	b := c.takeBurst()
+	if b.gateFirst == 0 || t < b.gateFirst {
+		b.gateFirst = t
+	}
+	b.gateLast = max(b.gateLast, t)
 }
 
 // pendLen is the number of store writes the burst collected.
@@ -325,10 +347,11 @@ func (c *conn) pendLen() int {
 }
 
 // sendAck sends an acknowledgement, after the burst's store writes when
-// there are any: what it acknowledges must be on disk first.
+// there are any (what it acknowledges must be on disk first) and after the
+// AckGates when the burst's messages are held for them.
 func (c *conn) sendAck(p packet.Packet) {
 	b := c.burst
-	if b == nil || b.pend.Empty() {
+	if b == nil || b.pend.Empty() && b.gateLast == 0 && len(b.pendAcks) == 0 {
 		c.send(p)
 		return
 	}
@@ -351,6 +374,9 @@ func (c *conn) flushPending() error {
 	}
 	defer c.endBurst()
 	if b.pend.Empty() {
+		if err := c.awaitGates(b); err != nil {
+			return err
+		}
 		for _, p := range b.pendAcks {
 			c.send(p)
 		}
@@ -374,11 +400,15 @@ func (c *conn) flushPending() error {
 		if acksNeedStore(b.pendAcks) {
 			clear(b.pendAcks)
 			b.pendAcks = b.pendAcks[:0]
+			b.gateFirst, b.gateLast = 0, 0
 			return packet.UnspecifiedError
 		}
 		// No acknowledgement depended on these writes (a subscriber's
 		// PUBACKs, say): as after a power cut, it costs a redelivery; the
 		// connection goes on (diskfull.go).
+	}
+	if err := c.awaitGates(b); err != nil {
+		return err
 	}
 	for _, p := range b.pendAcks {
 		c.send(p)
@@ -388,11 +418,32 @@ func (c *conn) flushPending() error {
 	return nil
 }
 
+// awaitGates waits for the AckGates when the burst's messages are held for
+// them. On an error the burst's acknowledgements are dropped and the
+// connection is to be closed: the client sends those messages again.
+func (c *conn) awaitGates(b *burstState) error {
+	first, last := b.gateFirst, b.gateLast
+	if last == 0 {
+		return nil
+	}
+	b.gateFirst, b.gateLast = 0, 0
+	for _, h := range c.srv.hooks.gate {
+		if err := h.AwaitAcks(&c.info, first, last); err != nil {
+			c.srv.log.Warn("acknowledgements withheld: the messages were not confirmed safe; the client will send them again",
+				"client", c.info.ClientID, "remote", c.remote, "err", err)
+			clear(b.pendAcks)
+			b.pendAcks = b.pendAcks[:0]
+			return packet.ServerBusy
+		}
+	}
+	return nil
+}
+
 // endBurst gives the burst's state back to the pool once it holds nothing:
 // an idle connection keeps none. Read loop only.
 func (c *conn) endBurst() {
 	b := c.burst
-	if b == nil || !b.pend.Empty() || len(b.pendAcks) > 0 || len(b.held) > 0 {
+	if b == nil || !b.pend.Empty() || len(b.pendAcks) > 0 || len(b.held) > 0 || b.gateLast != 0 {
 		return
 	}
 	c.burst = nil

@@ -118,7 +118,9 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		}
 	case 1:
 		if rc == packet.Success && route {
-			n, routed := c.srv.publish(c.newMessage(p), c.sess, b)
+			m := c.newMessage(p)
+			n, routed := c.srv.publish(m, c.sess, b)
+			c.noteGate(m)
 			if !routed {
 				// The server is closing and the message went nowhere: no
 				// PUBACK, the client sends it again to the next server
@@ -152,7 +154,9 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		}
 		s.mu.Unlock()
 		if !dup && rc == packet.Success && route {
-			n, routed := c.srv.publish(c.newMessage(p), s, b)
+			m := c.newMessage(p)
+			n, routed := c.srv.publish(m, s, b)
+			c.noteGate(m)
 			if !routed {
 				// Closing, and the message went nowhere: forget the packet
 				// id (a re-sent PUBLISH must be routed, not taken for a

@@ -177,6 +177,21 @@ type AttachHook interface {
 	Attach(s *Server) error
 }
 
+// AckGate holds a publisher's acknowledgements (PUBACK, PUBREC) for the
+// messages it handed on (Message.HoldAck) until what it did with them is
+// safe: a cluster waits until the other nodes that may have received them
+// have them stored, so that a node dying does not lose a message its
+// publisher was told was taken. It is called once per read burst of the
+// publisher that holds any, after the burst's store writes and before its
+// acknowledgements leave, with the smallest and largest tokens the burst's
+// messages were given. It may block. An error withholds the burst's
+// acknowledgements and closes the connection (MQTT 5: DISCONNECT 0x89
+// Server busy): the client sends the messages again [MQTT-4.3.2-2],
+// [MQTT-4.3.3-2].
+type AckGate interface {
+	AwaitAcks(c *ClientInfo, first, last uint64) error
+}
+
 // AuthMethodHook offers MQTT 5 enhanced authentication methods (the AUTH
 // exchange, section 4.12) beyond Options.EnhancedAuth: it returns the
 // handler of method, or nil when the method is not its own.
@@ -198,6 +213,7 @@ type hooks struct {
 	replica []ReplicaHook
 	connect []ConnectHook
 	shared  []SharedRouteHook
+	gate    []AckGate
 
 	events chan deliveryEvent // to the DeliveryHooks; nil without one
 	lost   atomic.Int64
@@ -229,7 +245,7 @@ func (s *Server) AddHook(h any) error {
 	hk := &s.hooks
 	n += addAs(&hk.authn, h) + addAs(&hk.authz, h) + addAs(&hk.publish, h) + addAs(&hk.session, h) +
 		addAs(&hk.subs, h) + addAs(&hk.discon, h) + addAs(&hk.methods, h) + addAs(&hk.replica, h) +
-		addAs(&hk.connect, h) + addAs(&hk.shared, h)
+		addAs(&hk.connect, h) + addAs(&hk.shared, h) + addAs(&hk.gate, h)
 	if v, ok := h.(DeliveryHook); ok {
 		if hk.events == nil {
 			hk.events = make(chan deliveryEvent, deliveryHookBuffer)

@@ -19,7 +19,23 @@ type Message struct {
 	From    string    // publisher's client id ("" for the broker itself)
 	Created time.Time // when the broker received it (for message expiry)
 
-	id atomic.Uint64 // store id, given when first persisted
+	id   atomic.Uint64 // store id, given when first persisted
+	gate atomic.Uint64 // HoldAck's largest token; 0: the publisher's acknowledgement waits for no AckGate
+}
+
+// HoldAck makes the acknowledgement of m to the client that published it
+// (its PUBACK or PUBREC) wait for the AckGates (hooks.go), which are asked
+// about token, a number of the hook's own (> 0; the largest given is
+// kept). A hook that hands m on (a cluster forwarding it to other nodes)
+// calls it while m is routed, on the publisher's goroutine. Messages the
+// server publishes itself (wills, Publish) have no acknowledgement to hold.
+func (m *Message) HoldAck(token uint64) {
+	for {
+		old := m.gate.Load()
+		if token <= old || m.gate.CompareAndSwap(old, token) {
+			return
+		}
+	}
 }
 
 // expired reports whether the v5 message expiry interval has passed
