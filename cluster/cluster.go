@@ -147,7 +147,8 @@ type Node struct {
 	takeoversIn  atomic.Int64    // clients this node disconnected for another
 	sessionsIn   atomic.Int64    // sessions this node imported from another (sessions.go)
 	adoptedIn    atomic.Int64    // of those, sessions of a node that went away, adopted without a CONNECT
-	adopting     sync.Map        // client id → chan struct{} closed when its adoption is done
+	adopting     sync.Map        // client id → *adoption under way (sessions.go)
+	moving       sync.Map        // client id → former owner, while a move of its session here is unfinished (sessions.go)
 	linksUp      atomic.Int32    // links to other nodes, as watchLinks last saw them
 	linksChecked atomic.Int64    // when haveMajority last counted them itself (unix ns)
 	size         int             // nodes in the cluster: this one and its peers (haveMajority)
@@ -157,6 +158,7 @@ type Node struct {
 	overload     [2]atomic.Int64 // inbound messages dropped past InboundBytes: QoS 0, QoS 1 and 2
 	ncDropped    int64           // NATS drops counted by subscriptions since unsubscribed (under mu)
 	share        shareState      // shared subscriptions across the cluster (shared.go)
+	wills        willState       // clean sessions' wills (wills.go)
 
 	kvLatency kvLatency // JetStream key-value calls
 }
@@ -481,6 +483,7 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.wg.Add(1)
 	go n.watchLinks()
+	n.startWills()
 	// Sessions restored from the broker's store that another node took
 	// over meanwhile go; then the interest of the subscriptions the broker
 	// still holds: those of the sessions it restored were reported by no
@@ -1374,6 +1377,7 @@ func (n *Node) Interest() map[string]int {
 // resumed here, and drops a client's interest and ownership when its
 // session ends (broker.SessionHook).
 func (n *Node) OnSession(c *broker.ClientInfo, e broker.SessionEvent) {
+	n.noteWill(c, e)
 	id := c.ClientID
 	if e == broker.SessionEnded {
 		n.mu.Lock()

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -435,26 +436,37 @@ func (n *Node) onTakeoverRequest(msg *nats.Msg) {
 	if err := json.Unmarshal(msg.Data, &r); err != nil || r.ID == "" {
 		r = ownerRequest{ID: string(msg.Data), Op: reqTakeover}
 	}
+	if v, ok := n.adopting.Load(r.ID); ok && r.Op != reqSync {
+		// Adopting it (adopt): an adoption that has not imported the
+		// session yet stops (the asking node reads it from the bucket); one
+		// importing it is waited for, then the session goes as from any
+		// owner.
+		a := v.(*adoption)
+		a.stop()
+		wait := time.NewTimer(takeoverWait)
+		select {
+		case <-a.done:
+		case <-wait.C:
+			n.log.Warn("cluster: a request about a session being adopted is answered before the adoption "+
+				"ended", "client", r.ID, "request", r.Op)
+		}
+		wait.Stop()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), takeoverWait)
 	defer cancel()
-	if ch, ok := n.adopting.Load(r.ID); ok {
-		// Adopting it (adoptSessions): the session is here once that is done.
-		select {
-		case <-ch.(chan struct{}):
-		case <-ctx.Done():
-		}
-	}
 	var had bool
 	var err error
 	switch r.Op {
 	case reqSync:
 	case reqRelease:
+		n.moving.Delete(r.ID)
 		// What the other nodes sent before they knew the asking node's
 		// interest reaches the session before it goes.
 		n.syncInterest()
 		n.drainInbound(ctx)
 		had, err = n.srv.HandOver(ctx, r.ID, true)
 	case reqEnd:
+		n.moving.Delete(r.ID)
 		had, err = n.srv.HandOver(ctx, r.ID, false)
 	default:
 		had, err = n.srv.TakeOver(ctx, r.ID)
@@ -534,9 +546,20 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 	}
 	n.queueOwn(ownOp{id: id, rev: rev, owned: true, unanswered: unanswered})
 	other := former != "" && former != n.cfg.Node
+	if !other && former != "" {
+		// This node owns the id already. A move of its session here that
+		// an earlier CONNECT began and did not finish (it failed after the
+		// claim) goes on from the same former owner: the session this node
+		// holds may be the subscriptions alone, and the former owner may
+		// still hold the queue.
+		if v, ok := n.moving.Load(id); ok {
+			former, other, unanswered = v.(string), true, ""
+		}
+	}
 	if cleanStart {
 		// [MQTT-3.1.2-4] the session there ends; here the broker starts
 		// a new one.
+		n.moving.Delete(id)
 		if other && unanswered == "" {
 			n.ask(former, id, reqEnd)
 			return nil
@@ -547,6 +570,15 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 		return nil
 	}
 	if !other {
+		if v, ok := n.adopting.Load(id); ok {
+			// This node is adopting the session: it is here once that
+			// is done.
+			select {
+			case <-v.(*adoption).done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		if _, ok := n.srv.ClientDetail(id); ok || former == "" {
 			return nil // this node's own session, or a new client id
 		}
@@ -554,7 +586,9 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 		// claimed it and could not import it. The bucket has it.
 	}
 	if other && unanswered == "" {
-		// Steps 2 and 3: the subscriptions first, then the release.
+		// Steps 2 and 3: the subscriptions first, then the release. Until
+		// step 4 is done the move is unfinished (moving).
+		n.moving.Store(id, former)
 		r, err := n.fetchRetrying(ctx, id, true)
 		if err != nil {
 			return err
@@ -569,17 +603,27 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 			n.log.Warn("cluster: former owner did not let the session go: what it queued since is read "+
 				"from the cluster", "client", id, "owner", former)
 		}
+		if err := n.step(ctx, "move.released", id); err != nil {
+			return err
+		}
 	}
 	r, err := n.fetchRetrying(ctx, id, false)
-	if err != nil || r == nil {
+	if err != nil {
 		return err
+	}
+	if r == nil {
+		n.moving.Delete(id)
+		return nil
 	}
 	if err := n.srv.ImportSession(r.state, r.msgs); err != nil {
 		if errors.Is(err, broker.ErrSessionBusy) {
-			return nil // a connection of this node resumed it meanwhile
+			// A connection of this node resumed it meanwhile; the move
+			// stays unfinished for its next CONNECT.
+			return nil
 		}
 		return err
 	}
+	n.moving.Delete(id)
 	n.sessionsIn.Add(1)
 	if err := n.dropForeign(ctx, r.foreign); err != nil {
 		n.log.Warn("cluster: records of the former owner not deleted: a later takeover may deliver "+
@@ -634,9 +678,9 @@ func (n *Node) drainInbound(ctx context.Context) {
 // goes to one surviving node, chosen by a hash of its client id over the
 // nodes this one has a link to, and is claimed with compare-and-set on the
 // ownership entry still naming dead: a client that connects meanwhile (on
-// any node) wins, or takes the session from its adopter as from any owner.
-// Clean sessions are not stored, so a will of a clean session of dead is
-// not published.
+// any node) wins, or takes the session from its adopter as from any owner
+// (adopt). The wills of dead's clean sessions are published first, by the
+// same choice of node (adoptWills).
 func (n *Node) adoptSessions(dead string) {
 	defer n.wg.Done()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -648,6 +692,18 @@ func (n *Node) adoptSessions(dead string) {
 		case <-ctx.Done():
 		}
 	}()
+	live := []string{n.cfg.Node}
+	for name := range linkNames(n.ns) {
+		live = append(live, name)
+	}
+	slices.Sort(live)
+	// The wills its clean sessions owed first (wills.go).
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	wills, err := n.adoptWills(wctx, dead, live)
+	wcancel()
+	if err != nil {
+		n.log.Warn("cluster: wills of the clean sessions of a lost node not published", "peer", dead, "err", err)
+	}
 	// Right after a node dies JetStream may be electing new leaders for
 	// the buckets it led: the listing is tried again for a while.
 	var keys []string
@@ -675,11 +731,6 @@ func (n *Node) adoptSessions(dead string) {
 		case <-time.After(time.Second):
 		}
 	}
-	live := []string{n.cfg.Node}
-	for name := range linkNames(n.ns) {
-		live = append(live, name)
-	}
-	slices.Sort(live)
 	adopted, failed := 0, 0
 	for _, key := range keys {
 		e, err := n.owners.Get(ctx, key)
@@ -706,37 +757,92 @@ func (n *Node) adoptSessions(dead string) {
 		}
 	}
 	n.log.Warn("cluster: sessions of a node lost for long adopted", "peer", dead, "sessions", adopted,
-		"failed", failed, "after", n.cfg.AdoptAfter.String())
+		"failed", failed, "wills", wills, "after", n.cfg.AdoptAfter.String())
 }
 
 // adoptTries bounds the listings of the owners bucket of one adoption.
 const adoptTries = 30
 
+// adoption is the adoption of one session under way (adopt), found by a
+// request about its client id from another node (onTakeoverRequest).
+type adoption struct {
+	mu        sync.Mutex
+	stopped   bool // a request came first: the session is not imported here
+	importing bool // past the point where a request stops it
+	cancel    context.CancelFunc
+	done      chan struct{} // closed when the adoption ended
+}
+
+// stop stops the adoption unless it imports the session already, and
+// reports whether it stopped it.
+func (a *adoption) stop() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.importing {
+		return false
+	}
+	a.stopped = true
+	a.cancel()
+	return true
+}
+
+// begin marks the import started, unless the adoption was stopped.
+func (a *adoption) begin() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return false
+	}
+	a.importing = true
+	return true
+}
+
 // adopt claims client id from node dead (its ownership entry at revision
 // rev) and imports its session; it reports whether there was one.
+//
+// A client of the id may connect meanwhile on another node, which then
+// asks this one (the owner once the claim is written) to let the id go:
+// before the import the adoption stops there and the other node reads the
+// session from the bucket, where the lost node's records stay; during the
+// import the request waits for it, and the session moves as from any
+// owner. An import that ends after the request was answered anyway (it ran
+// for longer than takeoverWait) finds the id owned by the other node: the
+// session is let go here, and the records this node wrote for it are
+// deleted (the other node read the lost node's, which stay).
 func (n *Node) adopt(ctx context.Context, id string, rev uint64, dead string) (bool, error) {
-	done := make(chan struct{})
-	n.adopting.Store(id, done)
+	actx, acancel := context.WithCancel(ctx)
+	a := &adoption{cancel: acancel, done: make(chan struct{})}
+	n.adopting.Store(id, a)
 	defer func() {
 		n.adopting.Delete(id)
-		close(done)
+		acancel()
+		close(a.done)
 	}()
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	wctx, cancel := context.WithTimeout(actx, 5*time.Second)
 	newRev, err := n.owners.Update(wctx, ownerKey(id), []byte(n.cfg.Node), rev)
 	cancel()
 	if err != nil {
-		if casConflict(err) {
+		if casConflict(err) || a.isStopped() {
 			return false, nil // a client connected meanwhile, somewhere: its node has it
 		}
 		return false, err
 	}
 	n.queueOwn(ownOp{id: id, rev: newRev, owned: true, unanswered: dead})
-	fctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	fctx, cancel := context.WithTimeout(actx, 15*time.Second)
 	defer cancel()
 	r, err := n.fetchRetrying(fctx, id, false)
+	if err == nil {
+		err = n.step(fctx, "adopt.fetched", id)
+	}
+	if !a.begin() {
+		n.log.Info("cluster: adoption of a session stopped: its client connected to another node", "client", id)
+		return false, nil
+	}
 	if err != nil || r == nil {
 		return false, err
 	}
+	// The import's writes are bounded by their own timeouts, not by the
+	// adoption's: a request waits for them.
 	if err := n.srv.ImportSession(r.state, r.msgs); err != nil {
 		if errors.Is(err, broker.ErrSessionBusy) {
 			return false, nil
@@ -745,11 +851,69 @@ func (n *Node) adopt(ctx context.Context, id string, rev uint64, dead string) (b
 	}
 	n.sessionsIn.Add(1)
 	n.adoptedIn.Add(1)
-	if err := n.dropForeign(fctx, r.foreign); err != nil {
+	dctx, dcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer dcancel()
+	if err := n.step(dctx, "adopt.imported", id); err != nil {
+		return false, err
+	}
+	if n.ownedElsewhere(dctx, id, newRev) {
+		n.letAdoptedGo(dctx, id)
+		return false, nil
+	}
+	if err := n.dropForeign(dctx, r.foreign); err != nil {
 		n.log.Warn("cluster: records of the lost node not deleted: a later takeover may deliver them again",
 			"client", id, "err", err)
 	}
 	return true, nil
+}
+
+// ownedElsewhere reports whether a read of the ownership entry of id shows
+// another node's write after this node's at revision rev (a read may lag:
+// one that does not show it proves nothing).
+func (n *Node) ownedElsewhere(ctx context.Context, id string, rev uint64) bool {
+	e, err := n.owners.Get(ctx, ownerKey(id))
+	return err == nil && e.Revision() > rev && string(e.Value()) != n.cfg.Node
+}
+
+func (a *adoption) isStopped() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stopped
+}
+
+// letAdoptedGo lets go of a session this node imported by adoption while
+// its client connected to another node: the session leaves this broker
+// (its store only), and the queue entries this node wrote for it are
+// deleted from the bucket; the lost node's, which the other node reads,
+// were left.
+func (n *Node) letAdoptedGo(ctx context.Context, id string) {
+	n.log.Warn("cluster: adopted session let go: its client connected to another node during the adoption",
+		"client", id)
+	if _, err := n.srv.HandOver(ctx, id, true); err != nil {
+		// A client connected here meanwhile keeps it (ErrSessionBusy),
+		// with its records.
+		n.log.Warn("cluster: adopted session not let go", "client", id, "err", err)
+		return
+	}
+	pfx := n.sessPrefix
+	for _, kind := range []string{"q", "b"} {
+		subj := pfx + kind + "." + clientToken(id) + "." + nodeToken(n.cfg.Node) + ".*"
+		if err := n.sessStream.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+			n.log.Warn("cluster: records of an adopted session let go not deleted: a later takeover may "+
+				"deliver them again", "client", id, "err", err)
+		}
+	}
+}
+
+// testStep, set by tests only, is called at named steps of a session's
+// move or adoption (step); an error it returns fails the step.
+var testStep atomic.Pointer[func(ctx context.Context, node, step, id string) error]
+
+func (n *Node) step(ctx context.Context, name, id string) error {
+	if f := testStep.Load(); f != nil {
+		return (*f)(ctx, n.cfg.Node, name, id)
+	}
+	return nil
 }
 
 // reconcileSessions lets go, at Start, the sessions the broker restored
