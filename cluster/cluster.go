@@ -159,6 +159,8 @@ type Node struct {
 	ncDropped    int64           // NATS drops counted by subscriptions since unsubscribed (under mu)
 	share        shareState      // shared subscriptions across the cluster (shared.go)
 	wills        willState       // clean sessions' wills (wills.go)
+	acks         ackState        // forwarded messages confirmed before their PUBACK (acks.go)
+	markSub      *nats.Subscription
 
 	kvLatency kvLatency // JetStream key-value calls
 }
@@ -170,7 +172,8 @@ type inQueue struct {
 	mu    sync.Mutex
 	msgs  []*nats.Msg
 	head  int
-	bytes int
+	bytes int           // of the messages (marks not counted)
+	marks int           // marks of other nodes among msgs (acks.go)
 	wake  chan struct{} // one token: msgs is not empty
 
 	congested bool   // this node asked the others to hold QoS 1 and 2 messages
@@ -409,7 +412,8 @@ func (n *Node) start(ctx context.Context) error {
 	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.NoEcho(), nats.Name("mqttd-"+n.cfg.Node),
 		nats.MaxReconnects(-1), nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
-				return // counted by the subscription, reported by watchDrops
+				n.acks.slowConsumers.Add(1) // fails the next mark answered (acks.go)
+				return                      // counted by the subscription, reported by watchDrops
 			}
 			n.log.Warn("cluster: nats error", "err", err)
 		}))
@@ -459,6 +463,14 @@ func (n *Node) start(ctx context.Context) error {
 	n.mu.Lock()
 	n.rsub = rsub
 	n.mu.Unlock()
+	// Marks of the other nodes come in the stream of their messages; the
+	// answers to this node's marks come aside (acks.go).
+	if n.markSub, err = nc.ChanSubscribe(subjMark+".*", n.inbound); err != nil {
+		return fmt.Errorf("cluster: subscribe: %w", err)
+	}
+	if _, err = nc.Subscribe(subjControl+"."+encodeLevel(n.cfg.Node)+".marked", n.onMarked); err != nil {
+		return fmt.Errorf("cluster: subscribe: %w", err)
+	}
 	if err := n.loadRetained(ctx); err != nil {
 		return err
 	}
@@ -470,7 +482,10 @@ func (n *Node) start(ctx context.Context) error {
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
 	n.kvq = make(chan kvOp, 4096)
-	n.wg.Add(5)
+	n.initAcks()
+	n.wg.Add(7)
+	go n.markLoop()
+	go n.watchRoutes()
 	go n.receive()
 	go n.publishLoop()
 	go n.writeRetained()
@@ -625,6 +640,9 @@ func (n *Node) forward(m *broker.Message) {
 	}
 	n.pubMu.Lock()
 	err = n.nc.Publish(subj, body)
+	if err == nil && m.QoS > 0 {
+		n.holdForward(m) // its PUBACK or PUBREC waits for the other nodes (acks.go)
+	}
 	if err == nil && m.Retain {
 		n.forwardRetainedShared(m.Topic, body)
 	}
@@ -686,15 +704,23 @@ func (n *Node) enqueue(msg *nats.Msg) {
 		limit *= 2
 	}
 	q := &n.inq
+	mark := msg.Sub != nil && msg.Sub == n.markSub
+	if mark {
+		n.stampMark(msg)
+	}
 	q.mu.Lock()
-	if q.bytes+size > limit && len(q.msgs) > q.head {
+	if !mark && q.bytes+size > limit && len(q.msgs) > q.head {
 		q.mu.Unlock()
 		n.overload[min(qos, 1)].Add(1)
 		n.settled.Add(1)
 		return
 	}
 	q.msgs = append(q.msgs, msg)
-	q.bytes += size
+	if mark {
+		q.marks++
+	} else {
+		q.bytes += size
+	}
 	var signal uint64
 	if !q.congested && (q.bytes >= n.cfg.InboundBytes/2 || len(q.msgs)-q.head >= congestMessages) {
 		q.congested = true
@@ -723,7 +749,11 @@ func (n *Node) dequeue() *nats.Msg {
 	m := q.msgs[q.head]
 	q.msgs[q.head] = nil
 	q.head++
-	q.bytes -= len(m.Data)
+	if m.Sub != nil && m.Sub == n.markSub {
+		q.marks--
+	} else {
+		q.bytes -= len(m.Data)
+	}
 	if q.head == len(q.msgs) {
 		q.msgs, q.head = q.msgs[:0], 0
 	} else if q.head >= 1024 && q.head*2 >= len(q.msgs) {
@@ -931,7 +961,7 @@ func (n *Node) queued() (msgs, bytes int) {
 	q := &n.inq
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.msgs) - q.head, q.bytes
+	return len(q.msgs) - q.head - q.marks, q.bytes
 }
 
 // publishLoop publishes the messages of the node's queue, in order.
@@ -958,6 +988,12 @@ func (n *Node) publishLoop() {
 			}
 			continue
 		}
+		if m.Sub != nil && m.Sub == n.markSub {
+			flush() // what came before it is published, with its store writes
+			n.answerMark(m)
+			n.settled.Add(1)
+			continue
+		}
 		if m.Sub != nil {
 			if group, filter, ok := parseShareQueue(m.Sub.Queue); ok {
 				flush() // what came before goes first
@@ -972,6 +1008,7 @@ func (n *Node) publishLoop() {
 		msg, err := decodeMessage(m.Data)
 		if err != nil {
 			n.dropped.Add(1)
+			n.acks.publishLost.Add(1) // its QoS unknown: the next mark answered says lost
 			n.settled.Add(1)
 			n.log.Warn("cluster: bad message from the cluster", "err", err)
 			continue
@@ -1005,7 +1042,11 @@ func (n *Node) publishAllFromCluster(ms []*broker.Message) {
 	errs := n.srv.PublishAll(ms)
 	for i, m := range ms {
 		n.republish.Delete(m)
-		if err := errs[i]; err != nil && !errors.Is(err, broker.ErrServerClosed) {
+		err := errs[i]
+		if err != nil && m.QoS > 0 {
+			n.acks.publishLost.Add(1) // the next mark answered says lost (acks.go)
+		}
+		if err != nil && !errors.Is(err, broker.ErrServerClosed) {
 			n.dropped.Add(1)
 			n.log.Warn("cluster: cannot publish a message from the cluster", "topic", m.Topic, "err", err)
 		}

@@ -189,6 +189,13 @@ func connect(t *testing.T, n *tnode, id string) *brokertest.Conn {
 	return c
 }
 
+// connect311 connects an MQTT 3.1.1 client (no receive maximum) to node n.
+func connect311(t *testing.T, n *tnode, id string) *brokertest.Conn {
+	t.Helper()
+	c, _ := brokertest.DialConnect(t, n.Addr, &packet.Connect{Version: packet.V311, ClientID: id, CleanStart: true})
+	return c
+}
+
 // TestCrossNodeQoS: a publisher on one node, subscribers on the two others;
 // the delivered QoS is the lower of published and granted [MQTT-3.8.4-8],
 // and MQTT 5 properties arrive unchanged [MQTT-3.3.2-17] [MQTT-3.3.2-18]

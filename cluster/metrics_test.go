@@ -54,6 +54,12 @@ func (d *dropLog) read() (lines int, total int64) {
 // on topics matching filter: an inline subscription that waits (it runs on
 // the goroutine that publishes them into the broker) until release is
 // called, or the test ends.
+// isPuback reports whether p is a successful PUBACK.
+func isPuback(p packet.Packet) bool {
+	a, ok := p.(*packet.Puback)
+	return ok && a.ReasonCode == packet.Success
+}
+
 func holdCluster(t *testing.T, n *tnode, filter string) (release func()) {
 	t.Helper()
 	ch := make(chan struct{})
@@ -112,18 +118,25 @@ func TestOverloadDropsCounted(t *testing.T) {
 	// The node's broker is held on the first message from the cluster.
 	unblock := holdCluster(t, b, "ov/#")
 	before := b.node.Stats()
-	pub := connect(t, nodes[0], "ov-pub")
 	payload := make([]byte, 200)
 	const n0, n1 = 100, 10
 	// The QoS 1 messages first (under half the bound: the node is not yet
-	// congested, so node 0 does not hold them), then a burst of QoS 0.
-	for i := range n1 {
-		if rc := pub.Publish(&packet.Publish{Topic: "ov/1", QoS: 1, PacketID: uint16(i + 1), Payload: payload}); rc != packet.Success {
-			t.Fatalf("publish: %v", rc)
-		}
+	// congested, so node 0 does not hold them), one per publisher: the
+	// PUBACK of each waits until the node has published it (acks.go), and
+	// its publisher is not read meanwhile. Then a burst of QoS 0 from
+	// another publisher.
+	pubs1 := make([]*brokertest.Conn, n1)
+	for i := range pubs1 {
+		pubs1[i] = connect(t, nodes[0], "ov-pub1-"+strconv.Itoa(i))
+		pubs1[i].Send(&packet.Publish{Topic: "ov/1", QoS: 1, PacketID: 1, Payload: payload})
+		brokertest.Eventually(t, 10*time.Second, func() bool {
+			s := b.node.Stats()
+			return s.ForwardedIn-before.ForwardedIn+int64(s.InboundQueued) == int64(i+1)
+		}, "QoS 1 message %d reaches the node", i+1)
 	}
+	pub0 := connect(t, nodes[0], "ov-pub0")
 	for range n0 {
-		pub.Publish(&packet.Publish{Topic: "ov/0", Payload: payload})
+		pub0.Publish(&packet.Publish{Topic: "ov/0", Payload: payload})
 	}
 	dropped := func(s Stats) int64 { return s.DroppedTotal() - before.DroppedTotal() }
 	// Every message reached the node: published (the one held), waiting,
@@ -143,7 +156,13 @@ func TestOverloadDropsCounted(t *testing.T) {
 		t.Fatalf("%d bytes queued, bound 2×4096", s.InboundQueuedBytes)
 	}
 	kept := n0 + n1 - int(dropped(s))
+	pubs1[0].ExpectNothing(100 * time.Millisecond) // the PUBACKs wait for the node
 	unblock()
+	for _, p := range pubs1 {
+		if got := p.Recv(); !isPuback(got) {
+			t.Fatalf("expected PUBACK, got %s", brokertest.Describe(got))
+		}
+	}
 
 	// What was not dropped is delivered, in order: all the QoS 1 messages,
 	// then the QoS 0 ones kept.
@@ -321,7 +340,7 @@ func TestBackPressureHoldsQoS1(t *testing.T) {
 
 	// QoS 0 messages past half the bound (the first is the one held in the
 	// broker): the node says it is congested.
-	pub := connect(t, nodes[0], "bp-pub")
+	pub := connect311(t, nodes[0], "bp-pub") // 127 in flight: past an MQTT 5 receive maximum
 	payload := make([]byte, 200)
 	const n0, n1 = 45, 127
 	for range n0 {
@@ -355,8 +374,9 @@ func TestBackPressureHoldsQoS1(t *testing.T) {
 	unblock()
 
 	for range n1 {
-		if p, ok := pub.Recv().(*packet.Puback); !ok || p.ReasonCode != packet.Success {
-			t.Fatalf("expected PUBACK, got %v", p)
+		got := pub.Recv()
+		if p, ok := got.(*packet.Puback); !ok || p.ReasonCode != packet.Success {
+			t.Fatalf("expected PUBACK, got %s", brokertest.Describe(got))
 		}
 	}
 	got := drain(t, sub, n0+n1)
@@ -404,8 +424,8 @@ func TestBackPressureByCount(t *testing.T) {
 		return nodes[0].node.Stats().BackPressureWaits > before0.BackPressureWaits
 	}, "node 0 holds the QoS 1 message")
 	unblock()
-	if p, ok := pub.Recv().(*packet.Puback); !ok || p.ReasonCode != packet.Success {
-		t.Fatalf("expected PUBACK, got %v", p)
+	if got := pub.Recv(); !isPuback(got) {
+		t.Fatalf("expected PUBACK, got %s", brokertest.Describe(got))
 	}
 	got := drain(t, sub, n0+1)
 	if last := got[len(got)-1]; last.Topic != "bpc/1" {

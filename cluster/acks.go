@@ -1,0 +1,446 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqttd/mqttd/broker"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Acknowledgements of forwarded messages.
+//
+// A QoS 1 or 2 message published on this node and forwarded to others is
+// acknowledged to its publisher only once every node that may have
+// received it has published it to its own broker, which stores it (and
+// copies it to the sessions bucket) for the persistent sessions that want
+// it before it answers. Otherwise a node that dies with the message still
+// in its queue loses a message its publisher was told was taken.
+//
+// Which nodes received a message NATS does not tell, so the proof covers
+// every node with a link: after the messages this node publishes a mark
+// ("K NODE") on subjMark.<node>. Every node receives it in the same stream as
+// this node's messages (NATS keeps one connection's order on a route), so
+// once its publishLoop reaches the mark, every message of this node before
+// the mark has been published there, with its store writes. It answers on
+// ctl.<node>.marked with "K ok NODE", or "K lost NODE" when it dropped any
+// QoS 1 or 2 message from the cluster since this node's previous mark (its
+// queue was over its bound, NATS found it a slow consumer, or its broker
+// refused one).
+//
+// A mark fails when an answer says lost, when an answer does not come
+// within markTimeout, or when a link that was up when the first message it
+// covers was forwarded went down before the answers came (what was on the
+// link then may be lost). watchRoutes looks at the links every
+// routeCountInterval and numbers each set of links it sees (a
+// generation); each forwarded message is known by the generation it was
+// forwarded in, so a link lost before a message was forwarded does not
+// fail it. A failed mark fails the publishers with messages in its range
+// (AwaitAcks): their acknowledgements are withheld and their connections
+// closed, and the clients send the messages again.
+//
+// One mark is in flight at a time; the publishers that forwarded while it
+// was wait for the next, so marks batch themselves (one per round trip)
+// however many publishers there are.
+
+// subjMark is where a node publishes its marks: subjMark.<node>.
+const subjMark = subjControl + ".mark"
+
+// markTimeout bounds the wait for the answers to one mark.
+const markTimeout = 10 * time.Second
+
+// maxFailedRanges is how many failed marks are remembered for publishers
+// that ask late; one asking about tokens older than those is failed too.
+const maxFailedRanges = 1024
+
+// errMarkLost, errLinkChanged and errMarkTimeout say why a mark failed.
+var (
+	errMarkLost    = errors.New("cluster: a node dropped messages from this node")
+	errLinkChanged = errors.New("cluster: a link to a node went down or came back while messages were on it")
+	errMarkTimeout = errors.New("cluster: a node did not confirm the messages in time")
+)
+
+// ackState is the forwarding side's bookkeeping. seq and gens are guarded
+// by Node.pubMu (they number what is published on the link); the rest by
+// mu.
+type ackState struct {
+	seq  uint64     // forwarded QoS 1 and 2 messages, under Node.pubMu
+	gens []genStart // the generation of the links each token was forwarded in, under Node.pubMu
+	gen  atomic.Uint64
+
+	mu      sync.Mutex
+	want    uint64        // the largest token a publisher waits for
+	settled uint64        // every token up to it has its result
+	forgot  uint64        // tokens up to it whose failure may have been forgotten
+	failed  []tokenRange  // recent failed marks, oldest first
+	changed chan struct{} // closed and replaced when settled moves
+	kick    chan struct{} // wakes markLoop (buffer 1)
+	marks   uint64        // marks sent
+	cur     *markRound    // the mark in flight
+
+	routes map[uint64]map[string][]uint64 // route ids by generation, from the oldest a token may need
+
+	slowConsumers atomic.Int64 // slow consumer events of the node's NATS connection
+	publishLost   atomic.Int64 // QoS 1 and 2 messages from the cluster the broker refused, or undecodable
+
+	// The answering side (publishLoop only): the counts of dropped
+	// messages when each node's previous mark was answered.
+	lossAt map[string][3]int64
+}
+
+type tokenRange struct{ first, last uint64 }
+
+// genStart says that tokens from seq on were forwarded in generation gen
+// of the links (until the next genStart).
+type genStart struct{ seq, gen uint64 }
+
+// markRound is one mark in flight.
+type markRound struct {
+	k    uint64
+	need map[string]bool // nodes whose answer is awaited
+	lost bool
+	done chan struct{} // closed when need is empty
+}
+
+// initAcks prepares the state before anything is forwarded.
+func (n *Node) initAcks() {
+	a := &n.acks
+	a.changed = make(chan struct{})
+	a.kick = make(chan struct{}, 1)
+	a.lossAt = make(map[string][3]int64)
+	a.routes = map[uint64]map[string][]uint64{0: routeIDs(n.ns)}
+}
+
+// holdForward numbers a QoS 1 or 2 message just published on the link and
+// makes its publisher's acknowledgement wait for the mark that covers it.
+// Call with Node.pubMu held, after the publish.
+func (n *Node) holdForward(m *broker.Message) {
+	a := &n.acks
+	a.seq++
+	if g := a.gen.Load(); len(a.gens) == 0 || a.gens[len(a.gens)-1].gen != g {
+		a.gens = append(a.gens, genStart{a.seq, g})
+	}
+	m.HoldAck(a.seq)
+}
+
+// watchRoutes numbers the sets of links as they change (ackState.gen):
+// it counts them every routeCountInterval and looks at them all when the
+// count changed or markIdleRefresh has passed.
+func (n *Node) watchRoutes() {
+	defer n.wg.Done()
+	a := &n.acks
+	a.mu.Lock()
+	cur := a.routes[a.gen.Load()]
+	a.mu.Unlock()
+	count, looked := n.ns.NumRoutes(), time.Now()
+	tick := time.NewTicker(routeCountInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case now := <-tick.C:
+			c := n.ns.NumRoutes()
+			if c == count && now.Sub(looked) < markIdleRefresh {
+				continue
+			}
+			count, looked = c, now
+			ids := routeIDs(n.ns)
+			if sameRoutes(cur, ids) && sameRoutes(ids, cur) {
+				continue
+			}
+			cur = ids
+			a.mu.Lock()
+			g := a.gen.Load() + 1
+			a.routes[g] = ids
+			a.gen.Store(g)
+			a.mu.Unlock()
+		}
+	}
+}
+
+// AwaitAcks waits until the messages with tokens first..last, forwarded by
+// the client's read burst, are confirmed by every node that may have
+// received them (broker.AckGate).
+func (n *Node) AwaitAcks(_ *broker.ClientInfo, first, last uint64) error {
+	a := &n.acks
+	timer := time.NewTimer(2 * markTimeout)
+	defer timer.Stop()
+	a.mu.Lock()
+	if last > a.want {
+		a.want = last
+		select {
+		case a.kick <- struct{}{}:
+		default:
+		}
+	}
+	for a.settled < last {
+		ch := a.changed
+		a.mu.Unlock()
+		select {
+		case <-ch:
+		case <-n.done:
+			return broker.ErrServerClosed
+		case <-timer.C:
+			return errMarkTimeout
+		}
+		a.mu.Lock()
+	}
+	defer a.mu.Unlock()
+	if first <= a.forgot {
+		return errMarkTimeout
+	}
+	for _, r := range a.failed {
+		if first <= r.last && last >= r.first {
+			return fmt.Errorf("%w (messages %d to %d)", errMarkLost, r.first, r.last)
+		}
+	}
+	return nil
+}
+
+// markLoop sends the marks the publishers wait for, one at a time.
+func (n *Node) markLoop() {
+	defer n.wg.Done()
+	a := &n.acks
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-a.kick:
+		}
+		for {
+			a.mu.Lock()
+			want, settled := a.want, a.settled
+			a.mu.Unlock()
+			if want <= settled {
+				break
+			}
+			last, err := n.runMark()
+			a.mu.Lock()
+			a.settleLocked(last, err)
+			a.mu.Unlock()
+			if err != nil {
+				n.log.Warn("cluster: forwarded messages not confirmed: their publishers are disconnected and send them again",
+					"err", err)
+			}
+			select {
+			case <-n.done:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// watchRoutes counts the links every routeCountInterval and looks at them
+// all when the count changed, or every markIdleRefresh (a link replaced by
+// another between two counts).
+const (
+	routeCountInterval = 10 * time.Millisecond
+	markIdleRefresh    = 200 * time.Millisecond
+)
+
+// settleLocked gives every token up to last its result. Under mu.
+func (a *ackState) settleLocked(last uint64, err error) {
+	if err != nil {
+		a.failed = append(a.failed, tokenRange{a.settled + 1, last})
+		if len(a.failed) > maxFailedRanges {
+			a.forgot = a.failed[0].last
+			a.failed = slices.Delete(a.failed, 0, 1)
+		}
+	}
+	a.settled = last
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+// runMark publishes one mark and waits for its answers. It returns the
+// last token the mark covers.
+func (n *Node) runMark() (uint64, error) {
+	a := &n.acks
+	a.mu.Lock()
+	a.marks++
+	round := &markRound{k: a.marks, need: map[string]bool{}, done: make(chan struct{})}
+	first := a.settled + 1
+	a.mu.Unlock()
+
+	n.pubMu.Lock()
+	last := a.seq
+	// The links when the first message of the range was forwarded: each
+	// may have carried it. Generations no token needs any more go.
+	nowGen := a.gen.Load()
+	since := nowGen
+	if i := sort.Search(len(a.gens), func(i int) bool { return a.gens[i].seq > first }) - 1; i >= 0 {
+		since = a.gens[i].gen
+		a.gens = a.gens[i:]
+	}
+	a.mu.Lock()
+	now := a.routes[nowGen]
+	kept := true // every link of the generations since the first message's is still up
+	for g, r := range a.routes {
+		if g < since {
+			delete(a.routes, g)
+		} else if !sameRoutes(r, now) {
+			kept = false
+		}
+	}
+	for name := range now {
+		round.need[name] = true
+	}
+	waiting := len(round.need) > 0 // round.need is onMarked's (under mu) from here
+	a.cur = round
+	a.mu.Unlock()
+	var err error
+	if waiting {
+		err = n.nc.Publish(subjMark+"."+encodeLevel(n.cfg.Node),
+			fmt.Appendf(nil, "%d %s", round.k, n.cfg.Node))
+	}
+	n.pubMu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.cur = nil
+		a.mu.Unlock()
+	}()
+	switch {
+	case err != nil:
+		return last, fmt.Errorf("cluster: publish a mark: %w", err)
+	case !kept:
+		return last, errLinkChanged
+	case !waiting:
+		return last, nil
+	}
+
+	timeout := time.NewTimer(markTimeout)
+	defer timeout.Stop()
+	tick := time.NewTicker(routeCountInterval)
+	defer tick.Stop()
+	lostLink := func() bool {
+		if a.gen.Load() == nowGen {
+			return false
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return !sameRoutes(now, a.routes[a.gen.Load()])
+	}
+	for {
+		select {
+		case <-round.done:
+			a.mu.Lock()
+			lost := round.lost
+			a.mu.Unlock()
+			if lost {
+				return last, errMarkLost
+			}
+			if lostLink() {
+				return last, errLinkChanged
+			}
+			return last, nil
+		case <-tick.C:
+			if lostLink() {
+				return last, errLinkChanged
+			}
+		case <-timeout.C:
+			return last, errMarkTimeout
+		case <-n.done:
+			return last, broker.ErrServerClosed
+		}
+	}
+}
+
+// sameRoutes reports whether every route of before is still up in now
+// (routes added since lost nothing).
+func sameRoutes(before, now map[string][]uint64) bool {
+	for name, ids := range before {
+		for _, id := range ids {
+			if !slices.Contains(now[name], id) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// onMarked takes another node's answer to a mark: "K ok|lost NODE".
+func (n *Node) onMarked(msg *nats.Msg) {
+	f := strings.Fields(string(msg.Data))
+	if len(f) != 3 {
+		return
+	}
+	k, err := strconv.ParseUint(f[0], 10, 64)
+	if err != nil {
+		return
+	}
+	a := &n.acks
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.cur
+	if r == nil || r.k != k || !r.need[f[2]] {
+		return
+	}
+	delete(r.need, f[2])
+	if f[1] != "ok" {
+		r.lost = true
+	}
+	if len(r.need) == 0 {
+		close(r.done)
+	}
+}
+
+// stampMark adds to a mark, as receive queues it, the count of messages
+// the queue dropped so far.
+func (n *Node) stampMark(msg *nats.Msg) {
+	drops := n.overload[1].Load() // QoS 1 and 2: a QoS 0 message dropped was never promised
+	data := make([]byte, 0, len(msg.Data)+21)
+	data = append(append(append(data, msg.Data...), ' '), strconv.FormatInt(drops, 10)...)
+	msg.Data = data
+}
+
+// answerMark answers a mark publishLoop reached: every message before it
+// from its node has been published to the broker (flushed). Publish loop
+// only.
+func (n *Node) answerMark(msg *nats.Msg) {
+	f := strings.Fields(string(msg.Data)) // "K NODE DROPS" (stampMark added DROPS)
+	if len(f) != 3 || f[1] == n.cfg.Node {
+		return
+	}
+	k, node := f[0], f[1]
+	queued, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil {
+		return
+	}
+	a := &n.acks
+	loss := [3]int64{queued, a.slowConsumers.Load(), a.publishLost.Load()}
+	verdict := "ok"
+	if loss != a.lossAt[node] {
+		verdict = "lost"
+	}
+	a.lossAt[node] = loss
+	body := k + " " + verdict + " " + n.cfg.Node
+	if err := n.nc.Publish(subjControl+"."+encodeLevel(node)+".marked", []byte(body)); err != nil {
+		n.log.Warn("cluster: answer a mark", "peer", node, "err", err)
+	}
+}
+
+// routeIDs returns, by node name, the ids of this node's routes to it: a
+// link made again has new ids.
+func routeIDs(ns *server.Server) map[string][]uint64 {
+	out := map[string][]uint64{}
+	rz, err := ns.Routez(nil)
+	if err != nil {
+		return out
+	}
+	for _, r := range rz.Routes {
+		if r.RemoteName != "" {
+			out[r.RemoteName] = append(out[r.RemoteName], r.Rid)
+		}
+	}
+	return out
+}

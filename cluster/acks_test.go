@@ -1,0 +1,94 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+
+	"github.com/mqttd/mqttd/internal/brokertest"
+	"github.com/mqttd/mqttd/packet"
+)
+
+// countsOn reports whether n's marks still wait for the node named name
+// (its links are in the baseline of the next mark).
+func countsOn(n *tnode, name string) bool {
+	a := &n.node.acks
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.routes[a.gen.Load()][name]
+	return ok
+}
+
+// TestAckWaitsForOtherNodes: a QoS 1 or 2 message forwarded to another
+// node is acknowledged to its publisher (PUBACK [MQTT-4.3.2-2], PUBREC
+// [MQTT-4.3.3-2]) only once that node has published it to its broker,
+// which stored it for the persistent session that wants it: not while it
+// waits in that node's queue.
+func TestAckWaitsForOtherNodes(t *testing.T) {
+	nodes := startStored(t, "ak")
+	a, b := nodes[0], nodes[1]
+	sub, _ := persistentConnect(t, b, "ak-sub")
+	sub.Subscribe(1, 2, "ak/#")
+	waitInterest(t, a, "ak/x", b)
+	pub := connect(t, a, "ak-pub")
+
+	for i, qos := range []byte{1, 2} {
+		unblock := holdCluster(t, b, "ak/#")
+		id := uint16(i + 1)
+		pub.Send(&packet.Publish{Topic: "ak/t", QoS: qos, PacketID: id, Payload: []byte{'0' + qos}})
+		pub.ExpectNothing(300 * time.Millisecond) // b holds it unpublished
+		unblock()
+		got := pub.Recv()
+		switch p := got.(type) {
+		case *packet.Puback:
+			if qos != 1 || p.PacketID != id || p.ReasonCode != packet.Success {
+				t.Fatalf("QoS %d: %s", qos, brokertest.Describe(got))
+			}
+		case *packet.Pubrec:
+			if qos != 2 || p.PacketID != id || p.ReasonCode != packet.Success {
+				t.Fatalf("QoS %d: %s", qos, brokertest.Describe(got))
+			}
+			pub.Send(&packet.Pubrel{PacketID: id})
+			if c, ok := pub.Recv().(*packet.Pubcomp); !ok || c.PacketID != id {
+				t.Fatalf("QoS 2: no PUBCOMP")
+			}
+		default:
+			t.Fatalf("QoS %d: %s", qos, brokertest.Describe(got))
+		}
+		p := sub.ExpectPublish()
+		if p.Topic != "ak/t" || p.QoS != qos {
+			t.Fatalf("delivered %s", brokertest.Describe(p))
+		}
+		sub.Ack(p)
+	}
+	if s := a.node.Stats(); s.ForwardedOut == 0 {
+		t.Fatal("nothing forwarded")
+	}
+}
+
+// TestNoAckWhenNodeDiesFirst: the node that was to store a message loses
+// its links with the message still in its queue. The publisher gets no
+// PUBACK (a PUBACK is ownership taken [MQTT-4.3.2-2]) but a DISCONNECT
+// 0x89 Server busy, and sends the message again on its next connection.
+func TestNoAckWhenNodeDiesFirst(t *testing.T) {
+	nodes := startStored(t, "al")
+	a, b := nodes[0], nodes[1]
+	sub, _ := persistentConnect(t, b, "al-sub")
+	sub.Subscribe(1, 1, "al/#")
+	waitInterest(t, a, "al/x", b)
+	unblock := holdCluster(t, b, "al/#")
+	pub := connect(t, a, "al-pub")
+	before := b.node.Stats().ForwardedIn
+	pub.Send(&packet.Publish{Topic: "al/t", QoS: 1, PacketID: 1, Payload: []byte("x")})
+	brokertest.Eventually(t, 10*time.Second, func() bool { return b.node.Stats().ForwardedIn > before },
+		"b took the message")
+
+	b.node.ns.Shutdown() // b's links go, the message unpublished
+	got, err := pub.RecvTimeout(2 * markTimeout)
+	if err != nil {
+		t.Fatalf("publisher: %v", err)
+	}
+	if d, ok := got.(*packet.Disconnect); !ok || d.ReasonCode != packet.ServerBusy {
+		t.Fatalf("publisher got %s, want DISCONNECT Server busy", brokertest.Describe(got))
+	}
+	unblock()
+}
