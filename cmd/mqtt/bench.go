@@ -604,6 +604,9 @@ func (b *bench) conns(ctx context.Context) (*benchResult, error) {
 					return
 				}
 				cl, err := b.dial(ctx, "conn", i)
+				if err == nil && c.connSubscribe {
+					err = b.subscribeIdle(ctx, cl, i)
+				}
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err)
@@ -655,6 +658,18 @@ func (b *bench) conns(ctx context.Context) (*benchResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// subscribeIdle subscribes connection i of conns (--subscribe) to a topic
+// of its own, bench/RUN/conns/I, at --qos; on a failure or a refusal (the
+// client's error) it closes cl.
+func (b *bench) subscribeIdle(ctx context.Context, cl *client.Client, i int) error {
+	f := fmt.Sprintf("bench/%s/conns/%d", b.run, i)
+	if _, err := cl.Subscribe(ctx, []packet.Subscription{{Filter: f, QoS: b.c.qos}}, func(*client.Message) {}); err != nil {
+		cl.Close()
+		return &exitError{code: 1, msg: "Error: subscribe: " + strings.TrimPrefix(err.Error(), "client: ")}
+	}
+	return nil
 }
 
 // readRSS returns VmRSS of process pid in kB, from /proc/PID/status.

@@ -122,6 +122,9 @@ type config struct {
 	maxOutstanding int
 	// concurrency is how many CONNECTs conns keeps in progress at once.
 	concurrency int
+	// connSubscribe: conns subscribes each connection to a filter of its
+	// own (--subscribe), for idle subscribed connections.
+	connSubscribe bool
 	// subURL is where the subscribers connect (--sub-url, bench.go);
 	// empty: the broker of -h/-p/-L, as the publishers.
 	subURL string
@@ -387,6 +390,7 @@ func buildOptions() map[string]*option {
 		{names: []string{"--concurrency"}, arg: true, cmds: "bench", set: func(c *config, v string) error {
 			return setInt(&c.concurrency, v, "--concurrency", 1, 100000)
 		}},
+		{names: []string{"--subscribe"}, cmds: "bench", set: func(c *config, _ string) error { c.connSubscribe = true; return nil }},
 		{names: []string{"--max-outstanding"}, arg: true, cmds: "bench", set: func(c *config, v string) error {
 			return setInt(&c.maxOutstanding, v, "--max-outstanding", 1, 1<<30)
 		}},
@@ -613,6 +617,9 @@ func (c *config) validate() error {
 		}
 		if c.size < benchHeader {
 			return usagef("Error: --size must be at least %d bytes.", benchHeader)
+		}
+		if c.connSubscribe && c.scenario != "conns" {
+			return usagef("Error: --subscribe is for the conns scenario.")
 		}
 	}
 	if c.willTopic == "" && (c.willPaySet || c.willQoS != 0 || c.willRetain) {
