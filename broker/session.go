@@ -25,7 +25,8 @@ type session struct {
 	info        *ClientInfo        // the identity that owns the session: its own copy, without the password
 	authGen     uint64             // changes with info: read checks made for another identity are stale
 	expiry      time.Duration      // how long kept offline; <0 = forever
-	subs        []subEntry         // few per session: searched in order, no map to pay for
+	subs        []subEntry         // in the order subscribed; few per session: searched in order
+	subIdx      map[subKey]int     // position in subs by (group, filter), once subs holds subIndexFrom
 	inflight    map[uint16]*outMsg // outbound QoS 1/2 awaiting acknowledgement
 	order       []*outMsg          // inflight in send order (acknowledged ones skipped)
 	queue       []*outMsg          // waiting for the window
@@ -50,6 +51,15 @@ type subEntry struct {
 	filter, group string
 	opts          subOptions
 }
+
+// subKey is what identifies a subscription of a session.
+type subKey struct{ group, filter string }
+
+// subIndexFrom is the count of subscriptions from which a session finds
+// them through subIdx: below it a scan of a few entries is cheaper than a
+// map, above it a SUBSCRIBE would cost O(k) in the session's k
+// subscriptions (and n of them on one connection O(n²)).
+const subIndexFrom = 32
 
 // outMsg is one outbound QoS 1/2 (or queued QoS 0) delivery.
 type outMsg struct {
@@ -86,6 +96,12 @@ func newSession(s *Server, id string) *session {
 
 // findSubLocked returns the index of the subscription, or -1.
 func (s *session) findSubLocked(group, filter string) int {
+	if s.subIdx != nil {
+		if i, ok := s.subIdx[subKey{group, filter}]; ok {
+			return i
+		}
+		return -1
+	}
 	for i := range s.subs {
 		if s.subs[i].filter == filter && s.subs[i].group == group {
 			return i
@@ -102,6 +118,15 @@ func (s *session) addSubLocked(group, filter string, o subOptions) (existed bool
 		return true
 	}
 	s.subs = append(s.subs, e)
+	switch {
+	case s.subIdx != nil:
+		s.subIdx[subKey{group, filter}] = len(s.subs) - 1
+	case len(s.subs) >= subIndexFrom:
+		s.subIdx = make(map[subKey]int, len(s.subs))
+		for i, se := range s.subs {
+			s.subIdx[subKey{se.group, se.filter}] = i
+		}
+	}
 	s.nsubs.Add(1)
 	if group != "" {
 		s.srv.shareJoin(group, filter)
@@ -117,6 +142,16 @@ func (s *session) removeSubLocked(group, filter string) bool {
 		return false
 	}
 	s.subs = slices.Delete(s.subs, i, i+1)
+	if s.subIdx != nil {
+		delete(s.subIdx, subKey{group, filter})
+		if len(s.subs) < subIndexFrom/2 {
+			s.subIdx = nil
+		} else {
+			for j := i; j < len(s.subs); j++ { // the ones after it moved up
+				s.subIdx[subKey{s.subs[j].group, s.subs[j].filter}] = j
+			}
+		}
+	}
 	if group != "" {
 		s.srv.shareLeave(group, filter) // the group's entry goes with its last member
 	}
@@ -773,6 +808,7 @@ func (srv *Server) endSessionAs(s *session, onlyOffline, handedOver bool) bool {
 	s.stopExpiryLocked()
 	subs := s.subs
 	s.subs = nil
+	s.subIdx = nil
 	for _, e := range subs {
 		if e.group != "" {
 			srv.shareLeave(e.group, e.filter)
