@@ -24,6 +24,7 @@ func countsOn(n *tnode, name string) bool {
 // which stored it for the persistent session that wants it: not while it
 // waits in that node's queue.
 func TestAckWaitsForOtherNodes(t *testing.T) {
+	t.Parallel() // a cluster of its own
 	nodes := startStored(t, "ak")
 	a, b := nodes[0], nodes[1]
 	sub, _ := persistentConnect(t, b, "ak-sub")
@@ -70,6 +71,7 @@ func TestAckWaitsForOtherNodes(t *testing.T) {
 // PUBACK (a PUBACK is ownership taken [MQTT-4.3.2-2]) but a DISCONNECT
 // 0x89 Server busy, and sends the message again on its next connection.
 func TestNoAckWhenNodeDiesFirst(t *testing.T) {
+	t.Parallel() // a cluster of its own
 	nodes := startStored(t, "al")
 	a, b := nodes[0], nodes[1]
 	sub, _ := persistentConnect(t, b, "al-sub")

@@ -280,6 +280,7 @@ func adoptionRace(t *testing.T, holdAt string) {
 // it is done. Every client gets its session and every message, and one
 // node holds each session afterwards.
 func TestReconnectDuringAdoption(t *testing.T) {
+	t.Parallel() // a cluster of its own
 	nodes := startStoredWith(t, "rd", func(c *Config) { c.AdoptAfter = time.Second })
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	const n = 25

@@ -185,6 +185,7 @@ func startConfiguredWith(t *testing.T, cfgs []Config, opts func(i int, o *broker
 // cut and what does not is stated below and in docs/operations.md
 // ("Cluster"). After the heal the link comes back by itself.
 func TestCut(t *testing.T) {
+	t.Parallel() // a cluster of its own
 	addrs, err := freePorts(2)
 	if err != nil {
 		t.Fatal(err)

@@ -81,6 +81,7 @@ func expectSeq(t *testing.T, c *brokertest.Conn, topicName string, first, count 
 // message in order [MQTT-4.6.0-6] come with it, and the first node lets it
 // go. What is published afterwards goes to the new node.
 func TestPersistentSessionMovesWithQueue(t *testing.T) {
+	t.Parallel() // a cluster of its own
 	nodes := startStored(t, "mv")
 	a, b, c := nodes[0], nodes[1], nodes[2]
 
@@ -144,6 +145,7 @@ func TestPersistentSessionMovesWithQueue(t *testing.T) {
 // after the move all arrive (at least once: the move may duplicate some,
 // never lose one).
 func TestLiveTakeoverKeepsQueue(t *testing.T) {
+	t.Parallel() // a cluster of its own
 	nodes := startStored(t, "lt")
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	first, _ := persistentConnect(t, a, "live")
@@ -225,6 +227,7 @@ func TestLiveTakeoverKeepsQueue(t *testing.T) {
 // and every message that was acknowledged to the publisher, and the will
 // it owed, at once [MQTT-3.1.2-8].
 func TestSessionOfDeadNode(t *testing.T) {
+	t.Parallel() // a cluster of its own
 	nodes := startStored(t, "dn")
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	watcher := connect(t, c, "dn-watcher")
@@ -286,6 +289,7 @@ func TestSessionOfDeadNode(t *testing.T) {
 // no session present, nothing of the old queue delivered, and a later
 // resume finds nothing either.
 func TestCleanStartEndsSessionElsewhere(t *testing.T) {
+	t.Parallel() // a cluster of its own
 	nodes := startStored(t, "cs")
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	sub, _ := persistentConnect(t, a, "cleaner")
@@ -318,6 +322,7 @@ func TestCleanStartEndsSessionElsewhere(t *testing.T) {
 // session, and the client finds all of them when it connects to any
 // survivor, with session present.
 func TestSurvivorsAdoptSessions(t *testing.T) {
+	t.Parallel() // a cluster of its own
 	nodes := startStoredWith(t, "ad", func(c *Config) { c.AdoptAfter = time.Second })
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	watcher := connect(t, c, "ad-watcher")

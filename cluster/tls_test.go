@@ -161,6 +161,7 @@ func tlsPeer(addr, caFile, certFile, keyFile string) (string, error) {
 // plain connections; a node whose certificate another CA signed is not
 // admitted: no route to it forms, and its messages do not cross.
 func TestTLSLinks(t *testing.T) {
+	t.Parallel() // a cluster of its own
 	dir := t.TempDir()
 	ca := newTestCA(t, dir, "ca")
 	addrs, err := freePorts(3)

@@ -52,6 +52,7 @@ func willClients(t *testing.T, at, of *tnode) map[string]bool {
 // ends the delay. Clients that sent DISCONNECT before the node died get no
 // will published [MQTT-3.1.2-10], and the records of the wills are gone.
 func TestWillOfCleanSessionOfDeadNode(t *testing.T) {
+	t.Parallel() // a cluster of its own
 	nodes := startStoredWith(t, "wl", func(c *Config) { c.AdoptAfter = 500 * time.Millisecond })
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	watcher := connect(t, b, "wl-watcher")
@@ -115,6 +116,7 @@ func TestWillOfCleanSessionOfDeadNode(t *testing.T) {
 // persistent session has none; nothing is published by a node that did
 // not die.
 func TestWillRecordFollowsSession(t *testing.T) {
+	t.Parallel() // a cluster of its own
 	nodes := startStored(t, "wr")
 	a, b := nodes[0], nodes[1]
 	watcher := connect(t, b, "wr-watcher")
