@@ -26,9 +26,10 @@ import (
 // in its queue loses a message its publisher was told was taken.
 //
 // Which nodes received a message NATS does not tell, so the proof covers
-// every node with a link: after the messages this node publishes a mark
-// ("K NODE") on subjMark.<node>. Every node receives it in the same stream as
-// this node's messages (NATS keeps one connection's order on a route), so
+// every node it may have sent them to: after the messages this node
+// publishes a mark ("K NODE") on subjMark.<that node>. The node receives it
+// in the same stream as this node's messages (NATS keeps one connection's
+// order on a route), so
 // once its publishLoop reaches the mark, every message of this node before
 // the mark has been published there, with its store writes. It answers on
 // ctl.<node>.marked with "K ok NODE", or "K lost NODE" when it dropped any
@@ -51,7 +52,7 @@ import (
 // was wait for the next, so marks batch themselves (one per round trip)
 // however many publishers there are.
 
-// subjMark is where a node publishes its marks: subjMark.<node>.
+// subjMark is where a node receives marks: subjMark.<node>.
 const subjMark = subjControl + ".mark"
 
 // markTimeout bounds the wait for the answers to one mark.
@@ -87,6 +88,7 @@ type ackState struct {
 	cur     *markRound    // the mark in flight
 
 	routes map[uint64]map[string][]uint64 // route ids by generation, from the oldest a token may need
+	sentTo map[string]int64               // messages out on each node's routes when it last confirmed (markLoop only)
 
 	slowConsumers atomic.Int64 // slow consumer events of the node's NATS connection
 	publishLost   atomic.Int64 // QoS 1 and 2 messages from the cluster the broker refused, or undecodable
@@ -117,6 +119,7 @@ func (n *Node) initAcks() {
 	a.kick = make(chan struct{}, 1)
 	a.lossAt = make(map[string][3]int64)
 	a.routes = map[uint64]map[string][]uint64{0: routeIDs(n.ns)}
+	a.sentTo = make(map[string]int64)
 }
 
 // holdForward numbers a QoS 1 or 2 message just published on the link and
@@ -292,18 +295,47 @@ func (n *Node) runMark() (uint64, error) {
 			kept = false
 		}
 	}
+	a.mu.Unlock()
+	n.pubMu.Unlock()
+
+	// Which nodes were sent anything since they last confirmed: once the
+	// embedded server has routed what was published before (a flush),
+	// a route's count of messages out has moved if anything of this
+	// node went to that node. Only those need to answer: a node with no
+	// interest in what was published (a subscriber on this node, say) got
+	// nothing that it could lose. Other traffic on the route (JetStream)
+	// only asks more nodes than needed.
+	var err error
+	if err = n.nc.FlushTimeout(markTimeout); err != nil {
+		return last, fmt.Errorf("cluster: flush before a mark: %w", err)
+	}
+	out := routeOut(n.ns)
+	body := fmt.Appendf(nil, "%d %s", round.k, n.cfg.Node)
+	a.mu.Lock()
 	for name := range now {
-		round.need[name] = true
+		if o, ok := out[name]; !ok || o != a.sentTo[name] {
+			round.need[name] = true
+		}
 	}
 	waiting := len(round.need) > 0 // round.need is onMarked's (under mu) from here
+	need := make([]string, 0, len(round.need))
+	for name := range round.need {
+		need = append(need, name)
+	}
 	a.cur = round
 	a.mu.Unlock()
-	var err error
-	if waiting {
-		err = n.nc.Publish(subjMark+"."+encodeLevel(n.cfg.Node),
-			fmt.Appendf(nil, "%d %s", round.k, n.cfg.Node))
+	for _, name := range need {
+		if err = n.nc.Publish(subjMark+"."+encodeLevel(name), body); err != nil {
+			break
+		}
 	}
-	n.pubMu.Unlock()
+	// What the marks add to the counts: one message on each route.
+	for name, o := range out {
+		if slices.Contains(need, name) {
+			o++
+		}
+		a.sentTo[name] = o
+	}
 	defer func() {
 		a.mu.Lock()
 		a.cur = nil
@@ -427,6 +459,24 @@ func (n *Node) answerMark(msg *nats.Msg) {
 	if err := n.nc.Publish(subjControl+"."+encodeLevel(node)+".marked", []byte(body)); err != nil {
 		n.log.Warn("cluster: answer a mark", "peer", node, "err", err)
 	}
+}
+
+// routeOut returns, by node name, the messages this node's server sent on
+// its routes to it that may carry the node's messages: the pooled routes
+// (the global account's), not those pinned to another account (the system
+// account's, busy with JetStream's own traffic).
+func routeOut(ns *server.Server) map[string]int64 {
+	out := map[string]int64{}
+	rz, err := ns.Routez(nil)
+	if err != nil {
+		return out
+	}
+	for _, r := range rz.Routes {
+		if r.RemoteName != "" && (r.Account == "" || r.Account == server.DEFAULT_GLOBAL_ACCOUNT) {
+			out[r.RemoteName] += r.OutMsgs
+		}
+	}
+	return out
 }
 
 // routeIDs returns, by node name, the ids of this node's routes to it: a

@@ -64,6 +64,36 @@ func TestAckWaitsForOtherNodes(t *testing.T) {
 	if s := a.node.Stats(); s.ForwardedOut == 0 {
 		t.Fatal("nothing forwarded")
 	}
+
+	// A message no other node wants crossed no link: its PUBACK does not
+	// wait for b, whose queue from the cluster is held by a message from c.
+	c := nodes[2]
+	own := connect(t, a, "ak-own")
+	own.Subscribe(1, 1, "own/#")
+	pubC := connect(t, c, "ak-pub-c")
+	waitInterest(t, c, "ak/x", b)
+	// What a sent b so far (its clients' ownership records, the
+	// subscription) is confirmed by a first mark, while b is free.
+	if rc := pub.Publish(&packet.Publish{Topic: "own/0", QoS: 1, PacketID: 9, Payload: []byte("o")}); rc != packet.Success {
+		t.Fatalf("publish: %v", rc)
+	}
+	own.Ack(own.ExpectPublish())
+	unblock := holdCluster(t, b, "ak/#")
+	before := b.node.Stats().ForwardedIn
+	pubC.Send(&packet.Publish{Topic: "ak/t", QoS: 1, PacketID: 1, Payload: []byte("c")})
+	brokertest.Eventually(t, 10*time.Second, func() bool { return b.node.Stats().ForwardedIn > before },
+		"b took c's message")
+	if rc := pub.Publish(&packet.Publish{Topic: "own/1", QoS: 1, PacketID: 10, Payload: []byte("o")}); rc != packet.Success {
+		t.Fatalf("a message for a's subscriber only: %v", rc)
+	}
+	if p := own.ExpectPublish(); p.Topic != "own/1" {
+		t.Fatalf("local subscriber got %s", brokertest.Describe(p))
+	}
+	pubC.ExpectNothing(100 * time.Millisecond) // c's, for b, still waits
+	unblock()
+	if got := pubC.Recv(); !isPuback(got) {
+		t.Fatalf("after b published c's message: %s", brokertest.Describe(got))
+	}
 }
 
 // TestNoAckWhenNodeDiesFirst: the node that was to store a message loses

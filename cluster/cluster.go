@@ -465,7 +465,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.mu.Unlock()
 	// Marks of the other nodes come in the stream of their messages; the
 	// answers to this node's marks come aside (acks.go).
-	if n.markSub, err = nc.ChanSubscribe(subjMark+".*", n.inbound); err != nil {
+	if n.markSub, err = nc.ChanSubscribe(subjMark+"."+encodeLevel(n.cfg.Node), n.inbound); err != nil {
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
 	if _, err = nc.Subscribe(subjControl+"."+encodeLevel(n.cfg.Node)+".marked", n.onMarked); err != nil {
