@@ -25,13 +25,15 @@ import (
 // it before it answers. Otherwise a node that dies with the message still
 // in its queue loses a message its publisher was told was taken.
 //
-// Which nodes received a message NATS does not tell, so the proof covers
-// every node it may have sent them to: after the messages this node
-// publishes a mark ("K NODE") on subjMark.<that node>. The node receives it
-// in the same stream as this node's messages (NATS keeps one connection's
-// order on a route), so
-// once its publishLoop reaches the mark, every message of this node before
-// the mark has been published there, with its store writes. It answers on
+// Which nodes received a message NATS does not tell per message, but the
+// embedded server counts what it sends on each route: once a flush shows
+// that what this node published was routed, a node whose routes' count
+// did not move since it last confirmed was sent nothing, and is not asked.
+// To each of the others, after the messages, this node publishes a mark
+// ("K NODE") on subjMark.<that node>. The node receives it in the same
+// stream as this node's messages (NATS keeps one connection's order on a
+// route), so once its publishLoop reaches the mark, every message of this
+// node before the mark has been published there, with its store writes. It answers on
 // ctl.<node>.marked with "K ok NODE", or "K lost NODE" when it dropped any
 // QoS 1 or 2 message from the cluster since this node's previous mark (its
 // queue was over its bound, NATS found it a slow consumer, or its broker
