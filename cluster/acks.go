@@ -40,9 +40,9 @@ import (
 // refused one).
 //
 // A mark fails when an answer says lost, when an answer does not come
-// within markTimeout, or when a link that was up when the first message it
-// covers was forwarded went down before the answers came (what was on the
-// link then may be lost). watchRoutes looks at the links every
+// within markTimeout, or when a link went down before the answers came; in
+// the last case only the messages forwarded while that link was up fail
+// (what was on the link then may be lost). watchRoutes looks at the links every
 // routeCountInterval and numbers each set of links it sees (a
 // generation); each forwarded message is known by the generation it was
 // forwarded in, so a link lost before a message was forwarded does not
@@ -228,10 +228,18 @@ func (n *Node) markLoop() {
 			if want <= settled {
 				break
 			}
-			last, err := n.runMark()
+			last, lostUpTo, err := n.runMark()
 			a.mu.Lock()
-			a.settleLocked(last, err)
+			if lostUpTo > a.settled {
+				a.settleLocked(lostUpTo, errLinkChanged)
+			}
+			if last > a.settled {
+				a.settleLocked(last, err)
+			}
 			a.mu.Unlock()
+			if lostUpTo != 0 && err == nil {
+				err = errLinkChanged // for the log line below
+			}
 			if err != nil {
 				n.log.Warn("cluster: forwarded messages not confirmed: their publishers are disconnected and send them again",
 					"err", err)
@@ -268,8 +276,10 @@ func (a *ackState) settleLocked(last uint64, err error) {
 }
 
 // runMark publishes one mark and waits for its answers. It returns the
-// last token the mark covers.
-func (n *Node) runMark() (uint64, error) {
+// last token the mark covers, the last of those forwarded while a link
+// that is gone now was up (0: none; they fail whatever the answers), and
+// the result of the others.
+func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 	a := &n.acks
 	a.mu.Lock()
 	a.marks++
@@ -278,9 +288,9 @@ func (n *Node) runMark() (uint64, error) {
 	a.mu.Unlock()
 
 	n.pubMu.Lock()
-	last := a.seq
-	// The links when the first message of the range was forwarded: each
-	// may have carried it. Generations no token needs any more go.
+	last = a.seq
+	// The links when each message of the range was forwarded: each may
+	// have carried it. Generations no token needs any more go.
 	nowGen := a.gen.Load()
 	since := nowGen
 	if i := sort.Search(len(a.gens), func(i int) bool { return a.gens[i].seq > first }) - 1; i >= 0 {
@@ -289,15 +299,32 @@ func (n *Node) runMark() (uint64, error) {
 	}
 	a.mu.Lock()
 	now := a.routes[nowGen]
-	kept := true // every link of the generations since the first message's is still up
+	var lostGen uint64 // the last generation with a link that is gone now
+	lost := false
 	for g, r := range a.routes {
 		if g < since {
 			delete(a.routes, g)
-		} else if !sameRoutes(r, now) {
-			kept = false
+		} else if !sameRoutes(r, now) && (!lost || g > lostGen) {
+			lostGen, lost = g, true
 		}
 	}
 	a.mu.Unlock()
+	if lost {
+		// A message forwarded in a generation up to lostGen may have gone
+		// on a link that is gone: those fail. The ones forwarded later did
+		// not (messages no waiter asked about, say, from before a node
+		// left, do not fail the publishers that came after).
+		lostUpTo = last
+		for _, g := range a.gens {
+			if g.gen > lostGen {
+				lostUpTo = g.seq - 1
+				break
+			}
+		}
+		if lostUpTo < first {
+			lostUpTo = 0
+		}
+	}
 	n.pubMu.Unlock()
 
 	// Which nodes were sent anything since they last confirmed: once the
@@ -307,9 +334,8 @@ func (n *Node) runMark() (uint64, error) {
 	// interest in what was published (a subscriber on this node, say) got
 	// nothing that it could lose. Other traffic on the route (JetStream)
 	// only asks more nodes than needed.
-	var err error
 	if err = n.nc.FlushTimeout(markTimeout); err != nil {
-		return last, fmt.Errorf("cluster: flush before a mark: %w", err)
+		return last, lostUpTo, fmt.Errorf("cluster: flush before a mark: %w", err)
 	}
 	out := routeOut(n.ns)
 	body := fmt.Appendf(nil, "%d %s", round.k, n.cfg.Node)
@@ -345,11 +371,9 @@ func (n *Node) runMark() (uint64, error) {
 	}()
 	switch {
 	case err != nil:
-		return last, fmt.Errorf("cluster: publish a mark: %w", err)
-	case !kept:
-		return last, errLinkChanged
+		return last, lostUpTo, fmt.Errorf("cluster: publish a mark: %w", err)
 	case !waiting:
-		return last, nil
+		return last, lostUpTo, nil
 	}
 
 	timeout := time.NewTimer(markTimeout)
@@ -371,20 +395,20 @@ func (n *Node) runMark() (uint64, error) {
 			lost := round.lost
 			a.mu.Unlock()
 			if lost {
-				return last, errMarkLost
+				return last, lostUpTo, errMarkLost
 			}
 			if lostLink() {
-				return last, errLinkChanged
+				return last, lostUpTo, errLinkChanged
 			}
-			return last, nil
+			return last, lostUpTo, nil
 		case <-tick.C:
 			if lostLink() {
-				return last, errLinkChanged
+				return last, lostUpTo, errLinkChanged
 			}
 		case <-timeout.C:
-			return last, errMarkTimeout
+			return last, lostUpTo, errMarkTimeout
 		case <-n.done:
-			return last, broker.ErrServerClosed
+			return last, lostUpTo, broker.ErrServerClosed
 		}
 	}
 }
