@@ -19,7 +19,9 @@
 //     (back-pressure on the publishers, bounded in time), and counts and
 //     logs what it drops.
 //   - Retained messages go to every node and into a JetStream key-value
-//     bucket, read when a node starts.
+//     bucket, read when a node starts and then watched: every node applies
+//     the bucket's updates in its order, so all converge on its value per
+//     topic (retained.go).
 //   - A client id is owned by one node (a key-value entry per id, changed
 //     by compare-and-set), claimed before CONNACK; a node taking a client
 //     over asks the owner to disconnect its client with reason 0x8E.
@@ -162,7 +164,8 @@ type Node struct {
 	acks         ackState        // forwarded messages confirmed before their PUBACK (acks.go)
 	markSub      *nats.Subscription
 
-	kvLatency kvLatency // JetStream key-value calls
+	kvLatency kvLatency     // JetStream key-value calls
+	ret       retainedState // retained messages beyond the broker's (retained.go)
 }
 
 // inQueue is the node's queue of messages from the cluster: receive takes
@@ -657,6 +660,7 @@ func (n *Node) forward(m *broker.Message) {
 		if len(m.Payload) > 0 {
 			op.body = body
 		}
+		n.ret.unwritten.Add(1) // retained.go
 		select {
 		case n.kvq <- op:
 		case <-n.done:
@@ -1043,6 +1047,9 @@ func (n *Node) publishAllFromCluster(ms []*broker.Message) {
 	for i, m := range ms {
 		n.republish.Delete(m)
 		err := errs[i]
+		if err == nil && m.Retain {
+			n.noteLiveRetained(m) // confirmed by the bucket's watch, or checked (retained.go)
+		}
 		if err != nil && m.QoS > 0 {
 			n.acks.publishLost.Add(1) // the next mark answered says lost (acks.go)
 		}
@@ -1086,132 +1093,7 @@ func (n *Node) watchDrops() {
 	}
 }
 
-func (n *Node) publishFromCluster(body []byte) {
-	m, err := decodeMessage(body)
-	if err != nil {
-		n.dropped.Add(1)
-		n.log.Warn("cluster: bad message from the cluster", "err", err)
-		return
-	}
-	n.forwardedIn.Add(1)
-	n.republish.Store(m, struct{}{})
-	err = n.srv.Publish(m)
-	n.republish.Delete(m)
-	if err != nil && !errors.Is(err, broker.ErrServerClosed) {
-		n.dropped.Add(1)
-		n.log.Warn("cluster: cannot publish a message from the cluster", "topic", m.Topic, "err", err)
-	}
-}
-
-// ---- retained messages ----
-
-func retainedKey(t string) string { return "t." + base64.RawURLEncoding.EncodeToString([]byte(t)) }
-
-// loadRetained publishes every retained message of the bucket to the local
-// broker (which has no client yet).
-func (n *Node) loadRetained(ctx context.Context) error {
-	w, err := n.retained.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return fmt.Errorf("cluster: read retained messages: %w", err)
-	}
-	defer w.Stop()
-	count := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("cluster: read retained messages: %w", ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("cluster: read retained messages: watcher stopped")
-			}
-			if e == nil { // the initial values are all read
-				n.log.Info("cluster: retained messages loaded", "count", count)
-				return nil
-			}
-			count++
-			n.publishFromCluster(e.Value())
-		}
-	}
-}
-
-// writeRetained keeps the bucket up to date with the retained messages set
-// and cleared on this node. A write that fails (the node is cut off, or
-// JetStream is electing a leader) is tried again until it succeeds, so the
-// bucket catches up when the cluster is back; meanwhile only the latest
-// operation per topic is kept.
-func (n *Node) writeRetained() {
-	defer n.wg.Done()
-	pending := make(map[string]kvOp) // by key: the latest operation not yet written
-	var order []string               // keys of pending, first changed first
-	add := func(op kvOp) {
-		if _, ok := pending[op.key]; !ok {
-			order = append(order, op.key)
-		}
-		pending[op.key] = op
-	}
-	wait, failing := retainedRetryMin, false
-	for {
-		if len(order) == 0 {
-			select {
-			case <-n.done:
-				return
-			case op := <-n.kvq:
-				add(op)
-			}
-		}
-		for drained := false; !drained; {
-			select {
-			case op := <-n.kvq:
-				add(op)
-			default:
-				drained = true
-			}
-		}
-		key := order[0]
-		op := pending[key]
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		var err error
-		if op.body == nil {
-			err = n.retained.Delete(ctx, op.key)
-		} else {
-			_, err = n.retained.Put(ctx, op.key, op.body)
-		}
-		cancel()
-		if err == nil {
-			delete(pending, key)
-			order = order[1:]
-			if failing {
-				n.log.Info("cluster: retained messages stored in the cluster again", "waiting", len(order))
-			}
-			wait, failing = retainedRetryMin, false
-			continue
-		}
-		if !failing {
-			n.log.Warn("cluster: retained message not stored in the cluster: tried again until it is", "err", err,
-				"waiting", len(order))
-			failing = true
-		}
-		timer := time.NewTimer(wait)
-		wait = min(2*wait, retainedRetryMax)
-		for waiting := true; waiting; {
-			select {
-			case <-n.done:
-				timer.Stop()
-				return
-			case op := <-n.kvq:
-				add(op)
-			case <-timer.C:
-				waiting = false
-			}
-		}
-	}
-}
-
-// Pauses between tries of a retained message's write to the bucket.
-const (
-	retainedRetryMin = 100 * time.Millisecond
-	retainedRetryMax = 5 * time.Second
-)
+// ---- retained messages: retained.go ----
 
 // ---- interest ----
 

@@ -210,6 +210,13 @@ func TestCut(t *testing.T) {
 	}
 	dev := connect(t, b, "dev") // a client id owned by b
 	brokertest.Eventually(t, 10*time.Second, func() bool { return owner(t, a, "dev") == "c1" }, "dev owned by c1")
+	// A retained message both nodes hold before the cut (b clears it
+	// during the cut).
+	pubA.Publish(&packet.Publish{Topic: "cutr/gone", Retain: true, QoS: 1, PacketID: 5, Payload: []byte("g")})
+	brokertest.Eventually(t, 10*time.Second, func() bool {
+		e, err := a.node.retained.Get(context.Background(), retainedKey("cutr/gone"))
+		return err == nil && len(e.Value()) > 0 && retainedOn(b, "cutr/gone") == "g"
+	}, "cutr/gone on b and in the bucket before the cut")
 
 	cutAt := rec.mark()
 	p0.Cut()
@@ -242,13 +249,20 @@ func TestCut(t *testing.T) {
 		t.Fatalf("publish during the cut: %v", rc)
 	}
 	subB.ExpectNothing(200 * time.Millisecond)
-	// A retained message set on a during the cut is a's alone: a's
-	// subscribers get it, b does not (neither now nor after the heal).
+	// A retained message set on a during the cut is a's alone until the
+	// heal: a's subscribers get it, b does not (its live copy is dropped).
 	pubA.Publish(&packet.Publish{Topic: "cut/retained", Retain: true, QoS: 1, PacketID: 3, Payload: []byte("r")})
 	sa := connect(t, a, "sa")
 	sa.Subscribe(1, 0, "cut/retained")
 	if p := sa.ExpectPublish(); !p.Retain || string(p.Payload) != "r" {
 		t.Fatalf("retained on a during the cut: %s", brokertest.Describe(p))
+	}
+	// A clear on b during the cut is b's alone until the heal too.
+	pubB := connect(t, b, "pubB")
+	pubB.Publish(&packet.Publish{Topic: "cutr/gone", Retain: true, QoS: 1, PacketID: 1})
+	if retainedOn(b, "cutr/gone") != "" || retainedOn(a, "cutr/gone") != "g" || retainedOn(b, "cut/retained") != "" {
+		t.Fatalf("during the cut: cutr/gone on a %q, on b %q; cut/retained on b %q", retainedOn(a, "cutr/gone"),
+			retainedOn(b, "cutr/gone"), retainedOn(b, "cut/retained"))
 	}
 	// A takeover across the cut cannot happen: a, cut off from the
 	// majority, does not try to write the ownership entry (it would wait
@@ -290,17 +304,25 @@ func TestCut(t *testing.T) {
 			t.Fatalf("after the heal b got %s", brokertest.Describe(p))
 		}
 	}
-	// The retained message set during the cut is not on b: its live copy
-	// was dropped, and a node reads the bucket only when it starts. a's
-	// write to the bucket is tried again until it succeeds, so the bucket
-	// has it (a node started from now on loads it).
-	sb := connect(t, b, "sb")
-	sb.Subscribe(1, 0, "cut/retained")
-	sb.ExpectNothing(200 * time.Millisecond)
+	// The retained changes made during the cut reach the other side's
+	// running node after the heal: their live copies were dropped, but
+	// each node's write to the bucket is tried again until it succeeds,
+	// and every node applies the bucket's updates (retained.go).
 	brokertest.Eventually(t, 30*time.Second, func() bool {
 		e, err := b.node.retained.Get(context.Background(), retainedKey("cut/retained"))
 		return err == nil && len(e.Value()) > 0
 	}, "the retained message set during the cut is in the bucket after the heal")
+	brokertest.Eventually(t, 30*time.Second, func() bool {
+		return retainedOn(b, "cut/retained") == "r" && retainedOn(a, "cutr/gone") == ""
+	}, "a's set reaches b and b's clear reaches a after the heal")
+	sb := connect(t, b, "sb")
+	sb.Subscribe(1, 0, "cut/retained")
+	if p := sb.ExpectPublish(); !p.Retain || string(p.Payload) != "r" {
+		t.Fatalf("retained set during the cut, on b after the heal: %s", brokertest.Describe(p))
+	}
+	sg := connect(t, a, "sg")
+	sg.Subscribe(1, 0, "cutr/gone")
+	sg.ExpectNothing(100 * time.Millisecond)
 
 	// JetStream has a quorum again: a retained message set now is stored
 	// and crosses.
