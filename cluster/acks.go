@@ -100,7 +100,11 @@ type ackState struct {
 	lossAt map[string][3]int64
 }
 
-type tokenRange struct{ first, last uint64 }
+// tokenRange is the range of a failed mark, with why it failed.
+type tokenRange struct {
+	first, last uint64
+	err         error
+}
 
 // genStart says that tokens from seq on were forwarded in generation gen
 // of the links (until the next genStart).
@@ -205,7 +209,7 @@ func (n *Node) AwaitAcks(_ *broker.ClientInfo, first, last uint64) error {
 	}
 	for _, r := range a.failed {
 		if first <= r.last && last >= r.first {
-			return fmt.Errorf("%w (messages %d to %d)", errMarkLost, r.first, r.last)
+			return fmt.Errorf("%w (forwarded messages %d to %d)", r.err, r.first, r.last)
 		}
 	}
 	return nil
@@ -264,7 +268,7 @@ const (
 // settleLocked gives every token up to last its result. Under mu.
 func (a *ackState) settleLocked(last uint64, err error) {
 	if err != nil {
-		a.failed = append(a.failed, tokenRange{a.settled + 1, last})
+		a.failed = append(a.failed, tokenRange{a.settled + 1, last, err})
 		if len(a.failed) > maxFailedRanges {
 			a.forgot = a.failed[0].last
 			a.failed = slices.Delete(a.failed, 0, 1)
