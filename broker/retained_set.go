@@ -43,14 +43,7 @@ func (s *Server) SetRetained(m *Message) error {
 		rm.Created = time.Now() // the expiry interval counts from now [MQTT-3.3.2-5]
 	}
 	b := s.heldBatch()
-	s.retained.set(rm) // an empty payload clears [MQTT-3.3.1-10]
-	if b != nil {
-		if len(rm.Payload) == 0 {
-			b.DeleteRetained(rm.Topic)
-		} else {
-			b.PutRetained(rm.toStore(s.storeID(rm)))
-		}
-	}
+	s.setRetained(rm, b)
 	if err := s.applyHeld(b); err != nil {
 		return fmt.Errorf("broker: set retained: %w", err)
 	}

@@ -21,6 +21,21 @@ type target struct {
 
 var targetPool = sync.Pool{New: func() any { s := make([]target, 0, 16); return &s }}
 
+// setRetained makes m the retained message of its topic, or clears it when
+// m's payload is empty [MQTT-3.3.1-5] [MQTT-3.3.1-10], and puts the change
+// into b (nil without a store).
+func (s *Server) setRetained(m *Message, b *store.Batch) {
+	s.retained.set(m)
+	if b == nil {
+		return
+	}
+	if len(m.Payload) == 0 {
+		b.DeleteRetained(m.Topic)
+	} else {
+		b.PutRetained(m.toStore(s.storeID(m)))
+	}
+}
+
 // publish routes m to every matching subscription and returns how many
 // sessions it was given to. It takes no server-wide lock: the index match is
 // a shared read (cached), each session is locked on its own. routed is false
@@ -29,14 +44,7 @@ var targetPool = sync.Pool{New: func() any { s := make([]target, 0, 16); return 
 // server (acknowledging it would lose it).
 func (s *Server) publish(m *Message, from *session, b *store.Batch) (n int, routed bool) {
 	if m.Retain {
-		s.retained.set(m) // [MQTT-3.3.1-5]; an empty payload clears [MQTT-3.3.1-10]
-		if b != nil {
-			if len(m.Payload) == 0 {
-				b.DeleteRetained(m.Topic)
-			} else {
-				b.PutRetained(m.toStore(s.storeID(m)))
-			}
-		}
+		s.setRetained(m, b)
 	}
 	if s.isClosing() {
 		return 0, false
