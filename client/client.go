@@ -356,9 +356,13 @@ func (c *Client) manage(cn *connState) {
 }
 
 // setConnected makes cn the current connection. Operations may queue
-// packets for it before serve starts its writer.
+// packets for it before serve starts its writer. The subscriptions to
+// restore on cn are those granted before it: one a Subscribe makes on cn
+// itself, before serve runs, is not sent twice (its retained messages
+// would come twice).
 func (c *Client) setConnected(cn *connState) {
 	c.mu.Lock()
+	cn.resubs = append([]subEntry(nil), c.subs...)
 	c.cur = cn
 	close(c.connected)
 	c.mu.Unlock()
@@ -366,6 +370,11 @@ func (c *Client) setConnected(cn *connState) {
 		cn.fail(ErrClosed) // Close or Disconnect raced with connecting
 	}
 }
+
+// serving runs in serve once a connection's reader and writer run, before
+// it restores subscriptions; a test holds it to order an application's
+// operation first.
+var serving = func() {}
 
 // jitter returns a random duration between d/2 and d (a variable for tests).
 var jitter = func(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
@@ -479,13 +488,11 @@ func (c *Client) serve(cn *connState) {
 		go func() { defer wg.Done(); c.pingLoop(cn) }()
 	}
 
-	c.mu.Lock()
-	subs := append([]subEntry(nil), c.subs...)
-	c.mu.Unlock()
-
-	if !cn.connack.SessionPresent && len(subs) > 0 {
+	serving()
+	if subs := cn.resubs; !cn.connack.SessionPresent && len(subs) > 0 {
 		c.resubscribe(cn, subs)
 	}
+	cn.resubs = nil
 	if f := c.opts.OnConnect; f != nil {
 		c.inCallback.Store(true)
 		f(c, cn.connack)
@@ -713,6 +720,7 @@ func (c *Client) applyConnack(cn *connState, ack *packet.Connack) {
 // connState is one network connection.
 type connState struct {
 	conn    net.Conn
+	resubs  []subEntry // the subscriptions to restore on it (setConnected)
 	br      *bufio.Reader
 	gen     uint64
 	connack *packet.Connack

@@ -399,3 +399,74 @@ func TestNoGoroutineLeft(t *testing.T) {
 		})
 	}
 }
+
+// A Subscribe made on a new connection while its serve goroutine is
+// starting is sent once: serve restores only the subscriptions granted
+// before the connection was made current (a second SUBSCRIBE would bring
+// the filter's retained messages again). serve is held, with its writer
+// running, until the Subscribe was answered: the order in which the
+// duplicate used to happen, on the first connection and on a reconnection.
+func TestSubscribeWhileServeStartsSentOnce(t *testing.T) {
+	held := make(chan struct{})
+	release := make(chan struct{})
+	serving = func() {
+		held <- struct{}{}
+		<-release
+	}
+	t.Cleanup(func() { serving = func() {} })
+	fs := startFake(t)
+	type res struct {
+		c   *Client
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := Dial(testCtx(t), fs.url(), Options{Version: packet.V5, AutoReconnect: true,
+			MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+		ch <- res{c, err}
+	}()
+	rc, _ := fs.accept(packet.V5)
+	rc.send(&packet.Connack{})
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("Dial: %v", r.err)
+	}
+	c := r.c
+	t.Cleanup(func() { _ = c.Close() })
+
+	// subscribe subscribes to filter while serve of rc's connection is
+	// held, then lets serve go on.
+	subscribe := func(rc *rawConn, filter string) {
+		t.Helper()
+		<-held
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.Subscribe(testCtx(t), []packet.Subscription{{Filter: filter, QoS: 1}}, nil)
+			done <- err
+		}()
+		sp := recvAs[*packet.Subscribe](rc)
+		if len(sp.Subscriptions) != 1 || sp.Subscriptions[0].Filter != filter {
+			t.Fatalf("SUBSCRIBE %+v, want %s", sp.Subscriptions, filter)
+		}
+		rc.send(&packet.Suback{PacketID: sp.PacketID, ReasonCodes: []packet.ReasonCode{1}})
+		if err := waitErr(t, done); err != nil {
+			t.Fatal(err)
+		}
+		release <- struct{}{}
+	}
+	subscribe(rc, "a")
+	rc.expectNothing(200 * time.Millisecond)
+
+	// A reconnection without a session: "a" is restored, once; "b", made
+	// on the new connection while serve started, is not sent again.
+	rc.nc.Close()
+	rc2, _ := fs.accept(packet.V5)
+	rc2.send(&packet.Connack{})
+	subscribe(rc2, "b")
+	sp := recvAs[*packet.Subscribe](rc2)
+	if len(sp.Subscriptions) != 1 || sp.Subscriptions[0].Filter != "a" {
+		t.Fatalf("restored %+v, want a alone", sp.Subscriptions)
+	}
+	rc2.send(&packet.Suback{PacketID: sp.PacketID, ReasonCodes: []packet.ReasonCode{1}})
+	rc2.expectNothing(200 * time.Millisecond)
+}
