@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -489,10 +490,18 @@ func (c *Client) serve(cn *connState) {
 	}
 
 	serving()
-	if subs := cn.resubs; !cn.connack.SessionPresent && len(subs) > 0 {
+	// Of those, the ones not unsubscribed since.
+	c.mu.Lock()
+	still := make(map[string]bool, len(c.subs))
+	for _, e := range c.subs {
+		still[e.sub.Filter] = true
+	}
+	subs := slices.DeleteFunc(cn.resubs, func(e subEntry) bool { return !still[e.sub.Filter] })
+	cn.resubs = nil
+	c.mu.Unlock()
+	if !cn.connack.SessionPresent && len(subs) > 0 {
 		c.resubscribe(cn, subs)
 	}
-	cn.resubs = nil
 	if f := c.opts.OnConnect; f != nil {
 		c.inCallback.Store(true)
 		f(c, cn.connack)
