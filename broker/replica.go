@@ -100,6 +100,29 @@ func (srv *Server) beforeSession(info *ClientInfo, cleanStart bool) error {
 // ErrSessionBusy when the id's session here is connected or not
 // persistent.
 func (srv *Server) ImportSession(st *store.SessionState, msgs map[uint64]*store.Message) error {
+	return srv.importSession(st, msgs, false)
+}
+
+// HasStore reports whether the server keeps persistent sessions in a
+// store (Options.Store): only then do the ReplicaHooks see their writes.
+func (srv *Server) HasStore() bool { return srv.opts.Store != nil }
+
+// StandbySession installs, for another server that may have died (a
+// cluster node whose link is lost), the subscriptions of a persistent
+// session it held, so that what is published for the session meanwhile is
+// queued here: those queue entries go to the store and the ReplicaHooks as
+// usual, for whichever server takes the session next (ImportSession, which
+// merges them) or for the holder when it comes back. Nothing else of the
+// session is written to the ReplicaHooks (its record stays the holder's, with
+// the will it owes), no will is published or scheduled and the session does
+// not expire here: it stays until ImportSession makes it this server's own
+// or HandOver lets it go. It returns ErrSessionBusy when this server has a
+// session under the id already.
+func (srv *Server) StandbySession(st *store.SessionState) error {
+	return srv.importSession(st, nil, true)
+}
+
+func (srv *Server) importSession(st *store.SessionState, msgs map[uint64]*store.Message, standby bool) error {
 	if st == nil || st.Session == nil || st.Session.ClientID == "" {
 		return errors.New("broker: ImportSession: no session")
 	}
@@ -111,6 +134,10 @@ func (srv *Server) ImportSession(st *store.SessionState, msgs map[uint64]*store.
 	now := time.Now()
 	srv.sessMu.Lock()
 	s := srv.sessions[id]
+	if s != nil && standby {
+		srv.sessMu.Unlock()
+		return ErrSessionBusy
+	}
 	if s != nil {
 		s.mu.Lock()
 		if s.conn != nil || s.ended || !s.persistent {
@@ -132,7 +159,9 @@ func (srv *Server) ImportSession(st *store.SessionState, msgs map[uint64]*store.
 	}
 	var b *store.Batch
 	if srv.opts.Store != nil {
-		b = new(store.Batch)
+		// A standby's record and subscriptions are this server's store's
+		// only: the replicas keep the holder's.
+		b = &store.Batch{Local: standby}
 	}
 	type added struct {
 		filter, group string
@@ -202,6 +231,9 @@ func (srv *Server) ImportSession(st *store.SessionState, msgs map[uint64]*store.
 	s.queue = append(queue, own...)
 	s.qhead = 0
 	for _, pid := range st.Inbound {
+		if standby {
+			break // the holder's, for the connection that resumes there
+		}
 		if s.inbound == nil {
 			s.inbound = make(map[uint16]struct{})
 		}
@@ -210,7 +242,7 @@ func (srv *Server) ImportSession(st *store.SessionState, msgs map[uint64]*store.
 	s.inboundN.Store(int32(len(s.inbound)))
 
 	var willNow *packet.Will
-	if w := rec.Will; w != nil {
+	if w := rec.Will; w != nil && !standby {
 		// Owed: the connection that set it ended without DISCONNECT (its
 		// server died) or its delay had not run out. What is left of the
 		// delay runs from the disconnect, or from now [MQTT-3.1.2-8].
@@ -224,7 +256,14 @@ func (srv *Server) ImportSession(st *store.SessionState, msgs map[uint64]*store.
 			s.setWillAfterLocked(w, s.info, delay, true)
 		}
 	}
-	if s.expiry > 0 && s.expiryTimer == nil {
+	if s.expiryTimer == nil && !standby {
+		// The imported record's interval (a standby's was not started).
+		s.expiry = -1
+		if rec.ExpiryInterval != store.NeverExpire {
+			s.expiry = time.Duration(rec.ExpiryInterval) * time.Second
+		}
+	}
+	if s.expiry > 0 && s.expiryTimer == nil && !standby {
 		left := s.expiry
 		if !rec.DisconnectedAt.IsZero() {
 			left -= now.Sub(rec.DisconnectedAt)
@@ -267,8 +306,12 @@ func (srv *Server) ImportSession(st *store.SessionState, msgs map[uint64]*store.
 	if willNow != nil {
 		srv.publishWill(willNow, &info, true)
 	}
-	srv.log.Info("session imported", "client", id, "subscriptions", len(subs), "messages", imported,
-		"inbound", len(st.Inbound))
+	if standby {
+		srv.log.Debug("session held for a server out of reach", "client", id, "subscriptions", len(subs))
+	} else {
+		srv.log.Info("session imported", "client", id, "subscriptions", len(subs), "messages", imported,
+			"inbound", len(st.Inbound))
+	}
 	return err
 }
 
@@ -396,4 +439,54 @@ func (srv *Server) notifyDetach(s *session) {
 	if ch, ok := srv.detachWaiters.LoadAndDelete(s); ok {
 		close(ch.(chan struct{}))
 	}
+}
+
+// DeliverQueued gives the persistent session of clientID, connected or
+// not, the deliveries another server queued for it (st.Queue, their
+// messages in msgs by MessageID) as if they were routed to it now: after
+// what it has queued, each written to the store and the ReplicaHooks as
+// this server's own before it is sent. A cluster node uses it for what
+// another node queued for one of its sessions while it was out of reach.
+// Expired messages are dropped [MQTT-3.3.2-5]. It reports how many were
+// given, and ErrSessionBusy when the id has no persistent session here.
+func (srv *Server) DeliverQueued(clientID string, st *store.SessionState, msgs map[uint64]*store.Message) (int, error) {
+	if srv.isClosing() {
+		return 0, ErrServerClosed
+	}
+	srv.sessMu.Lock()
+	s := srv.sessions[clientID]
+	srv.sessMu.Unlock()
+	if s == nil {
+		return 0, ErrSessionBusy
+	}
+	s.mu.Lock()
+	ok := s.persistent && !s.ended
+	s.mu.Unlock()
+	if !ok {
+		return 0, ErrSessionBusy
+	}
+	entries := slices.Clone(st.Queue)
+	slices.SortFunc(entries, func(x, y *store.QueueEntry) int { return cmp.Compare(x.Seq, y.Seq) })
+	now := time.Now()
+	b := srv.heldBatch()
+	local := make(map[uint64]*Message)
+	n := 0
+	for _, e := range entries {
+		sm := msgs[e.MessageID]
+		if sm == nil || sm.Publish == nil || sm.Expired(now) {
+			continue
+		}
+		m := local[e.MessageID]
+		if m == nil {
+			m = messageFromStore(sm)
+			m.id.Store(0) // an id of this server's store (storeID)
+			local[e.MessageID] = m
+		}
+		s.deliver(m, e.QoS, e.Retain, e.SubIDs, b)
+		n++
+	}
+	if err := srv.applyHeld(b); err != nil {
+		return n, fmt.Errorf("broker: deliver queued: %w", err)
+	}
+	return n, nil
 }

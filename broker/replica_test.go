@@ -265,3 +265,174 @@ func TestPublishAllOneWrite(t *testing.T) {
 	}
 	back.ExpectNothing(100 * time.Millisecond)
 }
+
+// kindRecorder is a ReplicaHook that records the kinds of the records it
+// copies, by client id.
+type kindRecorder struct {
+	mu    sync.Mutex
+	kinds map[string][]store.OpKind
+}
+
+func (r *kindRecorder) Replicate(b *store.Batch, lazy bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.kinds == nil {
+		r.kinds = make(map[string][]store.OpKind)
+	}
+	for _, op := range b.Ops() {
+		id := op.ClientID
+		switch {
+		case op.Session != nil:
+			id = op.Session.ClientID
+		case op.Subscription != nil:
+			id = op.Subscription.ClientID
+		case op.Entry != nil:
+			id = op.Entry.ClientID
+		}
+		r.kinds[id] = append(r.kinds[id], op.Kind)
+	}
+	return nil
+}
+
+func (r *kindRecorder) of(id string) []store.OpKind {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]store.OpKind(nil), r.kinds[id]...)
+}
+
+// TestStandbySession: a session held for a server out of reach queues what
+// is published for it, and only those queue entries reach the ReplicaHook
+// (the record, the subscriptions and the will owed stay the holder's); its
+// will is neither published nor scheduled. ImportSession then makes it this
+// server's own, the imported queue first [MQTT-4.6.0-6], and the resumed
+// session gets everything; HandOver lets another standby go without a
+// record for the replicas.
+func TestStandbySession(t *testing.T) {
+	rec := &kindRecorder{}
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = mem.New(); o.Hooks = []any{rec} })
+	watcher, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "sb-watch", CleanStart: true})
+	watcher.Subscribe(1, 0, "sb/will")
+	state := func(id string) *store.SessionState {
+		return &store.SessionState{
+			Session: &store.Session{ClientID: id, Version: packet.V5, ExpiryInterval: 1,
+				Will: &packet.Will{Topic: "sb/will", Payload: []byte("owed")}},
+			Subscriptions: []*store.Subscription{{ClientID: id, Sub: packet.Subscription{Filter: "sb/t", QoS: 1}}},
+		}
+	}
+	if err := srv.Server.StandbySession(state("held")); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Server.StandbySession(state("held")); !errors.Is(err, broker.ErrSessionBusy) {
+		t.Fatalf("second standby of one id: %v, want ErrSessionBusy", err)
+	}
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "sb-pub", CleanStart: true})
+	if rc := pub.Publish(&packet.Publish{Topic: "sb/t", QoS: 1, PacketID: 1, Payload: []byte("during")}); rc != packet.Success {
+		t.Fatalf("PUBACK %v", rc)
+	}
+	for _, k := range rec.of("held") {
+		if k != store.OpPutQueueEntry && k != store.OpPutMessage {
+			t.Fatalf("standby gave the replicas a record of kind %v: only queue entries are its own", k)
+		}
+	}
+	if n := len(rec.of("held")); n == 0 {
+		t.Fatal("the queued message did not reach the replicas")
+	}
+	// Past the session's expiry interval (1 s) it is still here.
+	watcher.ExpectNothing(1500 * time.Millisecond)
+	if d, ok := srv.Server.ClientDetail("held"); !ok || d.Queued != 1 {
+		t.Fatalf("standby session: %v %+v, want 1 queued", ok, d)
+	}
+
+	// Taken for real: what the holder had queued goes first.
+	st := state("held")
+	st.Session.ExpiryInterval = 600
+	st.Session.Will = nil
+	st.Queue = []*store.QueueEntry{{ClientID: "held", Seq: 3, MessageID: 9, QoS: 1, State: store.Queued}}
+	if err := srv.Server.ImportSession(st, map[uint64]*store.Message{9: {ID: 9, Received: time.Now(),
+		Publish: &packet.Publish{Topic: "sb/t", QoS: 1, PacketID: 1, Payload: []byte("before")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := srv.Server.ClientDetail("held"); d.Expiry != 600*time.Second {
+		t.Fatalf("expiry %v after the import, want the imported record's 10m", d.Expiry)
+	}
+	c, ack := brokertest.DialConnect(t, srv.Addr, persistent("held"))
+	if !ack.SessionPresent {
+		t.Fatal("session not present")
+	}
+	for _, want := range []string{"before", "during"} {
+		p := c.ExpectPublish()
+		if string(p.Payload) != want {
+			t.Fatalf("got %s, want %s", brokertest.Describe(p), want)
+		}
+		c.Ack(p)
+	}
+
+	if err := srv.Server.StandbySession(state("let-go")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if had, err := srv.Server.HandOver(ctx, "let-go", true); !had || err != nil {
+		t.Fatalf("HandOver: %v %v", had, err)
+	}
+	if len(rec.of("let-go")) != 0 {
+		t.Fatalf("letting a standby go gave the replicas %v", rec.of("let-go"))
+	}
+	watcher.ExpectNothing(200 * time.Millisecond)
+}
+
+// TestDeliverQueued: deliveries another server queued for a session go to
+// it as if routed now: to the connected client at once, at the entry's QoS
+// [MQTT-3.3.4-1], and into the queue of an offline one, which gets them when
+// it resumes; an expired message is dropped [MQTT-3.3.2-5]; an id with no
+// session here is refused.
+func TestDeliverQueued(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = mem.New() })
+	msg := func(id uint64, payload string, expired bool) *store.Message {
+		m := &store.Message{ID: id, Received: time.Now(),
+			Publish: &packet.Publish{Topic: "dq/t", QoS: 1, PacketID: 1, Payload: []byte(payload)}}
+		if expired {
+			m.Expiry = time.Now().Add(-time.Second)
+		}
+		return m
+	}
+	st := &store.SessionState{Queue: []*store.QueueEntry{
+		{Seq: 2, MessageID: 20, QoS: 1}, {Seq: 1, MessageID: 10, QoS: 1}, {Seq: 3, MessageID: 30, QoS: 1}}}
+	msgs := map[uint64]*store.Message{10: msg(10, "one", false), 20: msg(20, "two", false), 30: msg(30, "stale", true)}
+
+	if _, err := srv.Server.DeliverQueued("nobody", st, msgs); !errors.Is(err, broker.ErrSessionBusy) {
+		t.Fatalf("no session: %v, want ErrSessionBusy", err)
+	}
+	online, _ := brokertest.DialConnect(t, srv.Addr, persistent("dq-online"))
+	if n, err := srv.Server.DeliverQueued("dq-online", st, msgs); n != 2 || err != nil {
+		t.Fatalf("DeliverQueued: %d %v, want 2 (the expired one dropped)", n, err)
+	}
+	for _, want := range []string{"one", "two"} {
+		p := online.ExpectPublish()
+		if string(p.Payload) != want || p.QoS != 1 {
+			t.Fatalf("got %s, want %s at QoS 1 in sequence order", brokertest.Describe(p), want)
+		}
+		online.Ack(p)
+	}
+
+	off, _ := brokertest.DialConnect(t, srv.Addr, persistent("dq-off"))
+	off.Send(&packet.Disconnect{})
+	off.ExpectClosed()
+	if n, err := srv.Server.DeliverQueued("dq-off", st, msgs); n != 2 || err != nil {
+		t.Fatalf("DeliverQueued offline: %d %v", n, err)
+	}
+	if d, _ := srv.Server.ClientDetail("dq-off"); d.Queued != 2 {
+		t.Fatalf("queued %d, want 2", d.Queued)
+	}
+	back, ack := brokertest.DialConnect(t, srv.Addr, persistent("dq-off"))
+	if !ack.SessionPresent {
+		t.Fatal("session not present")
+	}
+	for _, want := range []string{"one", "two"} {
+		p := back.ExpectPublish()
+		if string(p.Payload) != want {
+			t.Fatalf("got %s, want %s", brokertest.Describe(p), want)
+		}
+		back.Ack(p)
+	}
+}
