@@ -224,6 +224,16 @@ func TestSharedAcrossNodes(t *testing.T) {
 			t.Fatalf("member on node %d got none of %d messages (%v): the group spans the cluster", i, total, per)
 		}
 	}
+	t.Cleanup(func() {
+		if t.Failed() { // what the nodes and the subscriber's session show
+			n, _, _ := ordinary.snapshot()
+			d, _ := nodes[1].ClientDetail(base + "-ord")
+			t.Logf("ordinary subscriber got %d; its session on node 1: %+v", n, d)
+			for i, nd := range nodes {
+				t.Logf("node %d: %+v", i, nd.node.Stats())
+			}
+		}
+	})
 	brokertest.Eventually(t, 20*time.Second, func() bool { n, _, _ := ordinary.snapshot(); return n >= total },
 		"ordinary subscriber: %d messages", total)
 	if n, got, bad := ordinary.snapshot(); n != total || len(got) != total || len(bad) > 0 {
