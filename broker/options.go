@@ -26,6 +26,14 @@ type Options struct {
 	// Authorize decides whether a client may publish (write=true) to, or receive
 	// (write=false) from, a topic. nil allows everything.
 	Authorize func(c *ClientInfo, topic string, write bool) bool
+	// ListenerSecurity says that the listener a client came through selects
+	// its authentication and ACL rules (Mosquitto's per_listener_settings).
+	// Then an identity restored from a store or imported from another
+	// server gets no ACL decision, so no delivery that needs one, while its
+	// listener is not served here (persist.go, mayDecide). Without it the
+	// rules are the same on every listener, and such an identity is judged
+	// by them.
+	ListenerSecurity bool
 
 	MaxInflight       int    // outbound QoS 1/2 in flight per client (max_inflight_messages); default 20, -1 unlimited (65535)
 	MaxQueuedMessages int    // queued QoS 1/2 per client beyond the window (max_queued_messages); default 1000, -1 unlimited

@@ -330,8 +330,14 @@ func restoredInfo(rec *store.Session) *ClientInfo {
 // stored) or names one this server does not serve (any more), until the
 // client connects again through a listener. (Mosquitto likewise denies
 // every ACL check of a restored client that has no listener.)
+//
+// Without Options.ListenerSecurity the listener selects no rules: a
+// restored identity that names a listener is judged by the same rules as
+// any, whether or not that listener is served here. (A cluster imports the
+// sessions of other nodes, whose listeners are not this node's: their
+// deliveries were silently refused until the client came back.)
 func (srv *Server) mayDecide(info *ClientInfo, restored bool) bool {
-	return !restored || (info.Listener != "" && srv.listenerServed(info.Listener))
+	return !restored || (info.Listener != "" && (!srv.opts.ListenerSecurity || srv.listenerServed(info.Listener)))
 }
 
 // listenerServed reports whether a listener called name is being served

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -434,5 +435,44 @@ func TestDeliverQueued(t *testing.T) {
 			t.Fatalf("got %s, want %s", brokertest.Describe(p), want)
 		}
 		back.Ack(p)
+	}
+}
+
+// TestImportedSessionOfAnotherListener: a session imported from another
+// server names that server's listener, which this one does not serve.
+// Without per-listener security (Options.ListenerSecurity) the ACL decides
+// its deliveries as anyone's, so what is published for it while its client
+// is away is queued and delivered [MQTT-3.1.2-5]; with it, the identity gets
+// no decision (mayDecide) and nothing is delivered until the client
+// connects through a listener here.
+func TestImportedSessionOfAnotherListener(t *testing.T) {
+	for _, scoped := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ListenerSecurity=%v", scoped), func(t *testing.T) {
+			srv := brokertest.Start(t, func(o *broker.Options) {
+				o.Store = mem.New()
+				o.ListenerSecurity = scoped
+				o.Authorize = func(*broker.ClientInfo, string, bool) bool { return true }
+			})
+			st := &store.SessionState{
+				Session: &store.Session{ClientID: "elsewhere", Version: packet.V5, ExpiryInterval: 600,
+					Listener: "10.9.9.9:1883", DisconnectedAt: time.Now()},
+				Subscriptions: []*store.Subscription{{ClientID: "elsewhere", Sub: packet.Subscription{Filter: "ol/t", QoS: 1}}},
+			}
+			if err := srv.Server.ImportSession(st, nil); err != nil {
+				t.Fatal(err)
+			}
+			pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "ol-pub", CleanStart: true})
+			// 5.0 says when no subscriber took it (0x10).
+			if rc := pub.Publish(&packet.Publish{Topic: "ol/t", QoS: 1, PacketID: 1, Payload: []byte("while away")}); rc != packet.Success && rc != packet.NoMatchingSubscribers {
+				t.Fatalf("PUBACK %v", rc)
+			}
+			want := 1
+			if scoped {
+				want = 0
+			}
+			if d, _ := srv.Server.ClientDetail("elsewhere"); d.Queued != want {
+				t.Fatalf("queued %d for the imported session, want %d", d.Queued, want)
+			}
+		})
 	}
 }

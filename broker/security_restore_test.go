@@ -35,6 +35,7 @@ const restoreACL = "user victim\ntopic readwrite ok/#\nuser watcher\ntopic read 
 func perListenerBroker(t *testing.T, st store.Store, acl *auth.ACL, restricted string, lns ...net.Listener) (stop func()) {
 	t.Helper()
 	srv := broker.New(broker.Options{AllowAnonymous: true, SysInterval: -1, Store: st, Logger: slog.New(slog.DiscardHandler),
+		ListenerSecurity: true,
 		Authorize: func(ci *broker.ClientInfo, topicName string, write bool) bool {
 			if ci.Listener != restricted {
 				return true

@@ -271,6 +271,7 @@ func (a *Auth) Apply(o *broker.Options) {
 	o.Authenticate = a.Authenticate
 	o.Authorize = a.Authorize
 	o.CheckSubscribe = a.CheckSubscribe
+	o.ListenerSecurity = a.cfg.PerListenerSettings
 	// The HTTP and JWT backends run first (broker hooks are asked before
 	// the Authenticate and Authorize functions above).
 	if a.backends.http != nil && o.Logger != nil {
