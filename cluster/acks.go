@@ -90,7 +90,7 @@ type ackState struct {
 	cur     *markRound    // the mark in flight
 
 	routes map[uint64]map[string][]uint64 // route ids by generation, from the oldest a token may need
-	sentTo map[string]int64               // messages out on each node's routes when it last confirmed (markLoop only)
+	sentTo map[string]routeCount          // messages out on each node's routes when it last confirmed (markLoop only)
 
 	slowConsumers atomic.Int64 // slow consumer events of the node's NATS connection
 	publishLost   atomic.Int64 // QoS 1 and 2 messages from the cluster the broker refused, or undecodable
@@ -125,7 +125,7 @@ func (n *Node) initAcks() {
 	a.kick = make(chan struct{}, 1)
 	a.lossAt = make(map[string][3]int64)
 	a.routes = map[uint64]map[string][]uint64{0: routeIDs(n.ns)}
-	a.sentTo = make(map[string]int64)
+	a.sentTo = make(map[string]routeCount)
 }
 
 // holdForward numbers a QoS 1 or 2 message just published on the link and
@@ -364,7 +364,7 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 	// What the marks add to the counts: one message on each route.
 	for name, o := range out {
 		if slices.Contains(need, name) {
-			o++
+			o.msgs++
 		}
 		a.sentTo[name] = o
 	}
@@ -495,18 +495,30 @@ func (n *Node) answerMark(msg *nats.Msg) {
 // its routes to it that may carry the node's messages: the pooled routes
 // (the global account's), not those pinned to another account (the system
 // account's, busy with JetStream's own traffic).
-func routeOut(ns *server.Server) map[string]int64 {
-	out := map[string]int64{}
+func routeOut(ns *server.Server) map[string]routeCount {
+	out := map[string]routeCount{}
 	rz, err := ns.Routez(nil)
 	if err != nil {
 		return out
 	}
 	for _, r := range rz.Routes {
 		if r.RemoteName != "" && (r.Account == "" || r.Account == server.DEFAULT_GLOBAL_ACCOUNT) {
-			out[r.RemoteName] += r.OutMsgs
+			c := out[r.RemoteName]
+			c.msgs += r.OutMsgs
+			c.ids += r.Rid
+			out[r.RemoteName] = c
 		}
 	}
 	return out
+}
+
+// routeCount is what a node's routes sent, and which routes they are (the
+// sum of their ids: a link made again, or a node of the same name that
+// came back, has new ones, whose counts start again from 0 and could
+// otherwise match the old routes' by chance).
+type routeCount struct {
+	msgs int64
+	ids  uint64
 }
 
 // routeIDs returns, by node name, the ids of this node's routes to it: a
