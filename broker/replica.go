@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"time"
 
@@ -192,22 +193,9 @@ func (srv *Server) importSession(st *store.SessionState, msgs map[uint64]*store.
 		}
 		om.seq = 0
 	}
-	entries := slices.Clone(st.Queue)
-	slices.SortFunc(entries, func(x, y *store.QueueEntry) int { return cmp.Compare(x.Seq, y.Seq) })
-	local := make(map[uint64]*Message) // imported message id → this server's copy
 	var queue []*outMsg
 	imported := 0
-	for _, e := range entries {
-		sm := msgs[e.MessageID]
-		if sm == nil || sm.Publish == nil || sm.Expired(now) {
-			continue
-		}
-		m := local[e.MessageID]
-		if m == nil {
-			m = messageFromStore(sm)
-			m.id.Store(0) // an id of this server's store (storeID)
-			local[e.MessageID] = m
-		}
+	for e, m := range importedEntries(st.Queue, msgs, now) {
 		om := &outMsg{msg: m, qos: e.QoS, retain: e.Retain, subIDs: e.SubIDs}
 		if e.State != store.Queued && e.PacketID != 0 && s.inflight[e.PacketID] == nil && e.QoS > 0 {
 			om.id, om.pubrel = e.PacketID, e.State == store.PubrelSent
@@ -465,23 +453,9 @@ func (srv *Server) DeliverQueued(clientID string, st *store.SessionState, msgs m
 	if !ok {
 		return 0, ErrSessionBusy
 	}
-	entries := slices.Clone(st.Queue)
-	slices.SortFunc(entries, func(x, y *store.QueueEntry) int { return cmp.Compare(x.Seq, y.Seq) })
-	now := time.Now()
 	b := srv.heldBatch()
-	local := make(map[uint64]*Message)
 	n := 0
-	for _, e := range entries {
-		sm := msgs[e.MessageID]
-		if sm == nil || sm.Publish == nil || sm.Expired(now) {
-			continue
-		}
-		m := local[e.MessageID]
-		if m == nil {
-			m = messageFromStore(sm)
-			m.id.Store(0) // an id of this server's store (storeID)
-			local[e.MessageID] = m
-		}
+	for e, m := range importedEntries(st.Queue, msgs, time.Now()) {
 		s.deliver(m, e.QoS, e.Retain, e.SubIDs, b)
 		n++
 	}
@@ -489,4 +463,31 @@ func (srv *Server) DeliverQueued(clientID string, st *store.SessionState, msgs m
 		return n, fmt.Errorf("broker: deliver queued: %w", err)
 	}
 	return n, nil
+}
+
+// importedEntries yields another server's queue entries in their order
+// (by Seq), each with this server's copy of its message (one per message
+// id, without a store id of this server yet), skipping entries whose
+// message is missing or expired [MQTT-3.3.2-5].
+func importedEntries(queue []*store.QueueEntry, msgs map[uint64]*store.Message, now time.Time) iter.Seq2[*store.QueueEntry, *Message] {
+	return func(yield func(*store.QueueEntry, *Message) bool) {
+		entries := slices.Clone(queue)
+		slices.SortFunc(entries, func(x, y *store.QueueEntry) int { return cmp.Compare(x.Seq, y.Seq) })
+		local := make(map[uint64]*Message) // imported message id → this server's copy
+		for _, e := range entries {
+			sm := msgs[e.MessageID]
+			if sm == nil || sm.Publish == nil || sm.Expired(now) {
+				continue
+			}
+			m := local[e.MessageID]
+			if m == nil {
+				m = messageFromStore(sm)
+				m.id.Store(0) // an id of this server's store (storeID)
+				local[e.MessageID] = m
+			}
+			if !yield(e, m) {
+				return
+			}
+		}
+	}
 }
