@@ -385,7 +385,7 @@ func (n *Node) start(ctx context.Context) error {
 	opts := &server.Options{
 		ServerName: n.cfg.Node,
 		Host:       "127.0.0.1",
-		Port:       server.RANDOM_PORT, // unused: this process connects in process
+		Port:       server.RANDOM_PORT, // unused: this process connects in process (DontListen would stop routing too)
 		NoSigs:     true,
 		NoLog:      true,
 		JetStream:  true,
@@ -404,13 +404,22 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster: nats server: %w", err)
 	}
-	ns.SetLoggerV2(&natsLogger{log: n.log}, false, false, false)
+	nl := &natsLogger{log: n.log, fatal: make(chan string, 1)}
+	ns.SetLoggerV2(nl, false, false, false)
 	n.mu.Lock()
 	n.ns = ns
 	n.mu.Unlock()
 	ns.Start()
-	if !ns.ReadyForConnections(time.Until(deadline(ctx))) {
-		return fmt.Errorf("cluster: nats server not ready (cluster_listen %s)", n.cfg.Listen)
+	// A fatal error (cluster_listen's port taken, say) ends the wait at
+	// once with its own words, instead of a timeout that names no cause.
+	for !ns.ReadyForConnections(100 * time.Millisecond) {
+		select {
+		case msg := <-nl.fatal:
+			return fmt.Errorf("cluster: cluster_listen %s: %s", n.cfg.Listen, msg)
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: nats server not ready (cluster_listen %s)", n.cfg.Listen)
+		default:
+		}
 	}
 	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.NoEcho(), nats.Name("mqttd-"+n.cfg.Node),
 		nats.MaxReconnects(-1), nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
@@ -1823,14 +1832,24 @@ func (h *latencyHist) snapshot(op string) metrics.LatencySnapshot {
 }
 
 // natsLogger passes the embedded server's notices and errors to slog.
-type natsLogger struct{ log *slog.Logger }
+// The first fatal error also goes to fatal, for Start. (The server's own
+// logger would exit the process; an embedded one reports and goes on.)
+type natsLogger struct {
+	log   *slog.Logger
+	fatal chan string
+}
 
 func (l *natsLogger) Noticef(format string, v ...any) {
 	l.log.Debug("nats: " + fmt.Sprintf(format, v...))
 }
 func (l *natsLogger) Warnf(format string, v ...any) { l.log.Warn("nats: " + fmt.Sprintf(format, v...)) }
 func (l *natsLogger) Fatalf(format string, v ...any) {
-	l.log.Error("nats: " + fmt.Sprintf(format, v...))
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error("nats: " + msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
 }
 func (l *natsLogger) Errorf(format string, v ...any) {
 	l.log.Warn("nats: " + fmt.Sprintf(format, v...))

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,22 +35,48 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// freePorts returns n distinct free loopback ports.
+// handedOut holds every port freePorts has returned in this process, so
+// that two tests running side by side never get the same one.
+var handedOut struct {
+	sync.Mutex
+	ports map[string]bool
+}
+
+// freePorts returns n distinct loopback ports that were free a moment
+// ago and that no other caller in this process got. Another process (or a
+// client socket) may still take one before the node binds it: see
+// portTaken.
 func freePorts(n int) ([]string, error) {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[string]bool{}
+	}
 	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
 	var out []string
-	for range n {
+	for len(out) < n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
+		ls = append(ls, l) // held until all n are chosen: distinct
+		if a := l.Addr().String(); !handedOut.ports[a] {
+			handedOut.ports[a] = true
+			out = append(out, a)
+		}
 	}
 	return out, nil
+}
+
+// portTaken reports whether err is a node's Start failing because its
+// cluster_listen port was taken after freePorts chose it.
+func portTaken(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "address already in use")
 }
 
 // startNodes starts one node per index of which, on addrs[i] (all of
@@ -115,12 +142,17 @@ var shared struct {
 }
 
 func TestMain(m *testing.M) {
-	addrs, err := freePorts(4)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	var addrs []string
+	var nodes []*tnode
+	stop := func() {}
+	err := errors.New("no free ports")
+	for try := 0; try < 3 && (try == 0 || portTaken(err)); try++ {
+		stop()
+		if addrs, err = freePorts(4); err != nil {
+			break
+		}
+		nodes, stop, err = startNodes("test", addrs[:3], []int{0, 1, 2})
 	}
-	nodes, stop, err := startNodes("test", addrs[:3], []int{0, 1, 2})
 	if err == nil {
 		deadline := time.Now().Add(10 * time.Second)
 		for !linked(nodes, 2) && time.Now().Before(deadline) {
@@ -545,5 +577,28 @@ func waitInterestB(b *testing.B, pub, sub *tnode, topicName string) {
 			b.Fatal("no interest")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestClusterListenTaken: a node whose cluster_listen port another socket
+// holds fails to start with the cause in its error, not after
+// StartTimeout with an error that names none.
+func TestClusterListenTaken(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	addr := l.Addr().String()
+	n, err := New(Config{Name: "taken", Node: "x0", Listen: addr, Peers: []string{addr}, Dir: t.TempDir(),
+		Logger: testLogger(), StartTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokertest.Start(t, func(o *broker.Options) { o.Hooks = append(o.Hooks, n) })
+	err = n.Start(context.Background())
+	if !portTaken(err) || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("Start on a taken cluster_listen: %v; want an error naming %s and the cause", err, addr)
 	}
 }

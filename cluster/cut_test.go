@@ -114,25 +114,51 @@ func (p *linkProxy) close() {
 	p.wg.Wait()
 }
 
-// startConfigured starts one broker and cluster node per configuration,
-// concurrently (JetStream needs a majority to start); each gets its own
-// data directory. The nodes stop when the test ends.
-func startConfigured(t *testing.T, cfgs []Config) []*tnode {
+// startFresh starts one broker and cluster node per configuration that
+// mk makes from n new ports, concurrently (JetStream needs a majority to
+// start); each gets its own data directory, and opts (if not nil) changes
+// each node's broker options. The nodes stop when the test ends. When a
+// port was taken between freePorts and the node's bind (portTaken), it
+// starts again on new ports, up to 3 times.
+func startFresh(t *testing.T, n int, mk func(addrs []string) []Config, opts func(i int, o *broker.Options)) []*tnode {
 	t.Helper()
-	return startConfiguredWith(t, cfgs, nil)
-}
-
-// startConfiguredWith is startConfigured with each node's broker options
-// changed by opts (nil: none).
-func startConfiguredWith(t *testing.T, cfgs []Config, opts func(i int, o *broker.Options)) []*tnode {
-	t.Helper()
-	var nodes []*tnode
-	for i, cfg := range cfgs {
-		dir, err := os.MkdirTemp("", "mqttd-cluster-test-")
+	for try := 1; ; try++ {
+		addrs, err := freePorts(n)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
+		nodes, err := tryConfigured(t, mk(addrs), opts)
+		if err == nil {
+			return nodes
+		}
+		if !portTaken(err) || try == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("starting again on other ports: %v", err)
+	}
+}
+
+// tryConfigured starts the nodes of cfgs. On success they stop when the
+// test ends; on failure those started are stopped before it returns.
+func tryConfigured(t *testing.T, cfgs []Config, opts func(i int, o *broker.Options)) ([]*tnode, error) {
+	t.Helper()
+	var nodes []*tnode
+	var stops []func()
+	stop := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	fail := func(err error) ([]*tnode, error) {
+		stop()
+		return nil, err
+	}
+	for i, cfg := range cfgs {
+		dir, err := os.MkdirTemp("", "mqttd-cluster-test-")
+		if err != nil {
+			return fail(err)
+		}
+		stops = append(stops, func() { os.RemoveAll(dir) })
 		cfg.Dir = dir
 		if cfg.Logger == nil {
 			cfg.Logger = testLogger()
@@ -142,7 +168,7 @@ func startConfiguredWith(t *testing.T, cfgs []Config, opts func(i int, o *broker
 		}
 		n, err := New(cfg)
 		if err != nil {
-			t.Fatal(err)
+			return fail(err)
 		}
 		bo := broker.Options{AllowAnonymous: true, SysInterval: -1, Logger: testLogger(), Hooks: []any{n}}
 		if opts != nil {
@@ -151,12 +177,11 @@ func startConfiguredWith(t *testing.T, cfgs []Config, opts func(i int, o *broker
 		srv := broker.New(bo)
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return fail(err)
 		}
 		done := make(chan error, 1)
 		go func() { done <- srv.Serve(l) }()
-		t.Cleanup(func() { n.Close() })
-		t.Cleanup(func() {
+		stops = append(stops, func() { n.Close() }, func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			srv.Shutdown(ctx)
@@ -175,9 +200,10 @@ func startConfiguredWith(t *testing.T, cfgs []Config, opts func(i int, o *broker
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
+		return fail(err)
 	}
-	return nodes
+	t.Cleanup(stop)
+	return nodes, nil
 }
 
 // TestCut: two nodes whose links go through proxies the test cuts and
@@ -186,16 +212,15 @@ func startConfiguredWith(t *testing.T, cfgs []Config, opts func(i int, o *broker
 // ("Cluster"). After the heal the link comes back by itself.
 func TestCut(t *testing.T) {
 	t.Parallel() // a cluster of its own
-	addrs, err := freePorts(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p0, p1 := newLinkProxy(t, addrs[0]), newLinkProxy(t, addrs[1])
+	var p0, p1 *linkProxy
 	rec := &logRecorder{} // node a's log
-	nodes := startConfigured(t, []Config{
-		{Name: "cut", Node: "c0", Listen: addrs[0], Peers: []string{p1.Addr()}, Logger: slog.New(rec)},
-		{Name: "cut", Node: "c1", Listen: addrs[1], Peers: []string{p0.Addr()}},
-	})
+	nodes := startFresh(t, 2, func(addrs []string) []Config {
+		p0, p1 = newLinkProxy(t, addrs[0]), newLinkProxy(t, addrs[1])
+		return []Config{
+			{Name: "cut", Node: "c0", Listen: addrs[0], Peers: []string{p1.Addr()}, Logger: slog.New(rec)},
+			{Name: "cut", Node: "c1", Listen: addrs[1], Peers: []string{p0.Addr()}},
+		}
+	}, nil)
 	a, b := nodes[0], nodes[1]
 	brokertest.Eventually(t, 20*time.Second, func() bool { return linked(nodes, 1) }, "the 2 nodes linked")
 

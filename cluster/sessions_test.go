@@ -22,18 +22,16 @@ func startStored(t *testing.T, name string) []*tnode {
 // startStoredWith is startStored with each node's Config changed by cfg.
 func startStoredWith(t *testing.T, name string, cfg func(*Config)) []*tnode {
 	t.Helper()
-	addrs, err := freePorts(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfgs []Config
-	for i := range addrs {
-		cfgs = append(cfgs, Config{Name: name, Node: fmt.Sprintf("%s%d", name, i), Listen: addrs[i], Peers: addrs})
-		if cfg != nil {
-			cfg(&cfgs[i])
+	nodes := startFresh(t, 3, func(addrs []string) []Config {
+		var cfgs []Config
+		for i := range addrs {
+			cfgs = append(cfgs, Config{Name: name, Node: fmt.Sprintf("%s%d", name, i), Listen: addrs[i], Peers: addrs})
+			if cfg != nil {
+				cfg(&cfgs[i])
+			}
 		}
-	}
-	nodes := startConfiguredWith(t, cfgs, func(_ int, o *broker.Options) { o.Store = mem.New() })
+		return cfgs
+	}, func(_ int, o *broker.Options) { o.Store = mem.New() })
 	brokertest.Eventually(t, 20*time.Second, func() bool { return linked(nodes, 2) }, "3 nodes linked")
 	return nodes
 }

@@ -164,19 +164,19 @@ func TestTLSLinks(t *testing.T) {
 	t.Parallel() // a cluster of its own
 	dir := t.TempDir()
 	ca := newTestCA(t, dir, "ca")
-	addrs, err := freePorts(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfgs []Config
-	for i, name := range []string{"t0", "t1"} {
-		cert, key := ca.node(t, dir, name)
-		cfgs = append(cfgs, Config{Name: "tls", Node: name, Listen: addrs[i], Peers: addrs[:2],
-			CAFile: ca.file, CertFile: cert, KeyFile: key})
-	}
 	rec := &logRecorder{}
-	cfgs[0].Logger = slog.New(rec)
-	nodes := startConfigured(t, cfgs)
+	var addrs []string
+	var cfgs []Config
+	nodes := startFresh(t, 3, func(a []string) []Config {
+		addrs, cfgs = a, nil
+		for i, name := range []string{"t0", "t1"} {
+			cert, key := ca.node(t, dir, name)
+			cfgs = append(cfgs, Config{Name: "tls", Node: name, Listen: addrs[i], Peers: addrs[:2],
+				CAFile: ca.file, CertFile: cert, KeyFile: key})
+		}
+		cfgs[0].Logger = slog.New(rec)
+		return cfgs
+	}, nil)
 	brokertest.Eventually(t, 20*time.Second, func() bool { return linked(nodes, 1) }, "the 2 TLS nodes linked")
 	// The links speak TLS with the nodes' certificates.
 	for i, a := range addrs[:2] {
