@@ -442,25 +442,44 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.js = js
 	replicas := min(3, 1+len(n.peersNotSelf()))
-	n.retained, err = n.bucket(ctx, jetstream.KeyValueConfig{Bucket: bucketRetained, Replicas: replicas,
-		Storage: jetstream.FileStorage, Description: "mqttd retained messages by topic"})
-	if err != nil {
+	// A JetStream request made before the nodes elected their metadata
+	// leader goes unanswered: wait for one first (seconds after the
+	// routes form).
+	for !ns.JetStreamIsCurrent() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: jetstream: no metadata leader elected (is a majority of the nodes up?)")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// The buckets are made side by side: each waits for the election of
+	// its own stream's leaders, seconds on a loaded machine.
+	cfgs := []jetstream.KeyValueConfig{
+		{Bucket: bucketRetained, Replicas: replicas, Storage: jetstream.FileStorage,
+			Description: "mqttd retained messages by topic"},
+		{Bucket: bucketOwners, Replicas: replicas, Storage: jetstream.FileStorage,
+			Description: "mqttd client id → node"},
+		{Bucket: bucketSessions, Replicas: replicas, Storage: jetstream.FileStorage,
+			LimitMarkerTTL: sessionMarkerTTL, Description: "mqttd persistent sessions: records by client id"},
+	}
+	kvs := make([]jetstream.KeyValue, len(cfgs))
+	errs := make([]error, len(cfgs))
+	var wg sync.WaitGroup
+	for i, c := range cfgs {
+		wg.Go(func() { kvs[i], errs[i] = n.bucket(ctx, c) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	n.retained = &timedKV{KeyValue: n.retained, lat: &n.kvLatency, prefix: kvRetainedGet}
-	n.owners, err = n.bucket(ctx, jetstream.KeyValueConfig{Bucket: bucketOwners, Replicas: replicas,
-		Storage: jetstream.FileStorage, Description: "mqttd client id → node"})
-	if err != nil {
+	n.retained = &timedKV{KeyValue: kvs[0], lat: &n.kvLatency, prefix: kvRetainedGet}
+	n.owners = &timedKV{KeyValue: kvs[1], lat: &n.kvLatency, prefix: kvOwnerGet}
+	n.sessions = kvs[2]
+	err = retryJS(ctx, n.log, "stream KV_"+bucketSessions, func(ctx context.Context) (err error) {
+		n.sessStream, err = js.Stream(ctx, "KV_"+bucketSessions)
 		return err
-	}
-	n.owners = &timedKV{KeyValue: n.owners, lat: &n.kvLatency, prefix: kvOwnerGet}
-	n.sessions, err = n.bucket(ctx, jetstream.KeyValueConfig{Bucket: bucketSessions, Replicas: replicas,
-		Storage: jetstream.FileStorage, LimitMarkerTTL: sessionMarkerTTL,
-		Description: "mqttd persistent sessions: records by client id"})
+	})
 	if err != nil {
-		return err
-	}
-	if n.sessStream, err = js.Stream(ctx, "KV_"+bucketSessions); err != nil {
 		return fmt.Errorf("cluster: jetstream stream of %s: %w", bucketSessions, err)
 	}
 	n.sessPrefix = "$KV." + bucketSessions + "."
@@ -558,20 +577,39 @@ func (n *Node) peersNotSelf() []string {
 
 // bucket creates or opens a key-value bucket, retrying while JetStream
 // elects its leaders.
-func (n *Node) bucket(ctx context.Context, c jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+func (n *Node) bucket(ctx context.Context, c jetstream.KeyValueConfig) (kv jetstream.KeyValue, err error) {
+	err = retryJS(ctx, n.log, "bucket "+c.Bucket, func(ctx context.Context) (err error) {
+		kv, err = n.js.CreateOrUpdateKeyValue(ctx, c)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: jetstream bucket %s: %w (is a majority of the nodes up?)", c.Bucket, err)
+	}
+	return kv, nil
+}
+
+// retryJS runs a JetStream request until it succeeds or ctx ends. A
+// request may get no answer at all: one made while JetStream elects its
+// leaders, or the creation of a stream that another node's creation of
+// the same stream overtook (the nodes start together). So the first tries
+// are short, and each one after is longer (1, 2, 4, then 8 s): a loaded
+// machine answers late.
+func retryJS(ctx context.Context, log *slog.Logger, what string, req func(context.Context) error) error {
+	wait := time.Second
 	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		kv, err := n.js.CreateOrUpdateKeyValue(cctx, c)
+		cctx, cancel := context.WithTimeout(ctx, wait)
+		err := req(cctx)
 		cancel()
 		if err == nil {
-			return kv, nil
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("cluster: jetstream bucket %s: %w (is a majority of the nodes up?)", c.Bucket, err)
-		case <-time.After(200 * time.Millisecond):
+			return err
+		case <-time.After(100 * time.Millisecond):
 		}
-		n.log.Debug("cluster: waiting for jetstream", "bucket", c.Bucket, "err", err)
+		log.Debug("cluster: waiting for jetstream", "request", what, "err", err)
+		wait = min(2*wait, 8*time.Second)
 	}
 }
 
