@@ -79,6 +79,9 @@ type ackState struct {
 	gens []genStart // the generation of the links each token was forwarded in, under Node.pubMu
 	gen  atomic.Uint64
 
+	gating atomic.Bool  // a lost node's sessions are not held yet: what is forwarded fails (holdgate.go)
+	doomed []tokenRange // tokens forwarded while gating, under mu (and Node.pubMu to add)
+
 	mu      sync.Mutex
 	want    uint64        // the largest token a publisher waits for
 	settled uint64        // every token up to it has its result
@@ -138,6 +141,18 @@ func (n *Node) holdForward(m *broker.Message) {
 		a.gens = append(a.gens, genStart{a.seq, g})
 	}
 	m.HoldAck(a.seq)
+	if a.gating.Load() {
+		a.mu.Lock()
+		if k := len(a.doomed); k > 0 && a.doomed[k-1].last == a.seq-1 {
+			a.doomed[k-1].last = a.seq
+		} else {
+			a.doomed = append(a.doomed, tokenRange{a.seq, a.seq, errUnheld})
+			if len(a.doomed) > maxFailedRanges {
+				a.doomed = slices.Delete(a.doomed, 0, 1)
+			}
+		}
+		a.mu.Unlock()
+	}
 }
 
 // watchRoutes numbers the sets of links as they change (ackState.gen):
@@ -166,12 +181,30 @@ func (n *Node) watchRoutes() {
 			if sameRoutes(cur, ids) && sameRoutes(ids, cur) {
 				continue
 			}
+			// A node lost closes the hold gate before the generation
+			// moves: a message forwarded from then on fails.
+			for name := range cur {
+				if _, ok := ids[name]; !ok {
+					n.gateLost(name, ids)
+				}
+			}
+			for name := range ids {
+				if _, ok := cur[name]; !ok {
+					n.gateBack(name)
+				}
+			}
 			cur = ids
 			a.mu.Lock()
 			g := a.gen.Load() + 1
 			a.routes[g] = ids
 			a.gen.Store(g)
 			a.mu.Unlock()
+			// watchLinks looks now, not at its next tick: a node lost
+			// has its sessions held the sooner (standby.go).
+			select {
+			case n.linkWake <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
@@ -181,9 +214,15 @@ func (n *Node) watchRoutes() {
 // received them (broker.AckGate).
 func (n *Node) AwaitAcks(_ *broker.ClientInfo, first, last uint64) error {
 	a := &n.acks
+	a.mu.Lock()
+	for i := len(a.doomed) - 1; i >= 0; i-- {
+		if r := a.doomed[i]; first <= r.last && last >= r.first {
+			a.mu.Unlock()
+			return fmt.Errorf("%w (forwarded messages %d to %d)", r.err, r.first, r.last)
+		}
+	}
 	timer := time.NewTimer(2 * markTimeout)
 	defer timer.Stop()
-	a.mu.Lock()
 	if last > a.want {
 		a.want = last
 		select {

@@ -151,6 +151,9 @@ type Node struct {
 	adoptedIn    atomic.Int64    // of those, sessions of a node that went away, adopted without a CONNECT
 	adopting     sync.Map        // client id → *adoption under way (sessions.go)
 	moving       sync.Map        // client id → former owner, while a move of its session here is unfinished (sessions.go)
+	linkWake     chan struct{}   // a route came or went: watchLinks looks at once (acks.go)
+	gate         holdGate        // refuses acknowledgements until a lost node's sessions are held (holdgate.go)
+	held         sync.Map        // client id → node it is held for ("": being taken here), sessions held for a lost node (standby.go)
 	linksUp      atomic.Int32    // links to other nodes, as watchLinks last saw them
 	linksChecked atomic.Int64    // when haveMajority last counted them itself (unix ns)
 	size         int             // nodes in the cluster: this one and its peers (haveMajority)
@@ -280,6 +283,10 @@ func New(cfg Config) (*Node, error) {
 		done: make(chan struct{})}
 	n.size = len(n.peersNotSelf()) + 1
 	n.inq.wake = make(chan struct{}, 1)
+	n.linkWake = make(chan struct{}, 1)
+	n.gate.pending = map[string]map[string]bool{}
+	n.gate.since = map[string]time.Time{}
+	n.gate.early = map[string]map[string]time.Time{}
 	n.cong.nodes = map[string]*congState{}
 	n.cong.last = map[string]signalNum{}
 	n.cong.changed = make(chan struct{})
@@ -507,6 +514,9 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.ctl, err = nc.Subscribe(subjControl+"."+encodeLevel(n.cfg.Node)+".takeover", n.onTakeoverRequest)
 	if err != nil {
+		return fmt.Errorf("cluster: subscribe: %w", err)
+	}
+	if _, err = nc.Subscribe(subjHeld, n.onHeld); err != nil {
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
 	if n.csub, err = nc.Subscribe(subjCongestion, n.onCongestion); err != nil {
@@ -1497,12 +1507,19 @@ func (n *Node) watchLinks() {
 	n.linksUp.Store(int32(len(up)))
 	lost := make(map[string]time.Time) // nodes whose link is down, since
 	adopted := make(map[string]bool)   // ... whose sessions were adopted during this loss
+	held := make(map[string]bool)      // ... whose sessions are held here (standby.go)
+	for name := range up {
+		n.wg.Add(1)
+		go n.collectHeld(name)
+	}
 	for {
 		select {
 		case <-n.done:
 			return
 		case <-tick.C:
+		case <-n.linkWake:
 		}
+		n.gateExpire()
 		now := linkNames(n.ns)
 		for name := range up {
 			if _, ok := now[name]; !ok {
@@ -1521,11 +1538,25 @@ func (n *Node) watchLinks() {
 			}
 		}
 		for name := range now {
+			if _, ok := up[name]; !ok {
+				// It may hold sessions of this node, held while this
+				// node was out of its reach.
+				n.wg.Add(1)
+				go n.collectHeld(name)
+			}
 			delete(lost, name)
 			delete(adopted, name)
+			delete(held, name)
 		}
 		up = now
 		n.linksUp.Store(int32(len(up)))
+		for name := range lost {
+			if !held[name] {
+				held[name] = true
+				n.wg.Add(1)
+				go n.holdSessions(name)
+			}
+		}
 		for name, since := range lost {
 			if !adopted[name] && time.Since(since) >= n.cfg.AdoptAfter && n.haveMajority() {
 				adopted[name] = true

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
@@ -436,6 +435,10 @@ func (n *Node) onTakeoverRequest(msg *nats.Msg) {
 	if err := json.Unmarshal(msg.Data, &r); err != nil || r.ID == "" {
 		r = ownerRequest{ID: string(msg.Data), Op: reqTakeover}
 	}
+	if r.Op == reqHeldNode {
+		n.onHeldRequest(msg, r)
+		return
+	}
 	if v, ok := n.adopting.Load(r.ID); ok && r.Op != reqSync {
 		// Adopting it (adopt): an adoption that has not imported the
 		// session yet stops (the asking node reads it from the bucket); one
@@ -458,8 +461,12 @@ func (n *Node) onTakeoverRequest(msg *nats.Msg) {
 	var err error
 	switch r.Op {
 	case reqSync:
+	case reqHeldEnd:
+		n.onHeldRequest(msg, r)
+		return
 	case reqRelease:
 		n.moving.Delete(r.ID)
+		n.held.Delete(r.ID)
 		// What the other nodes sent before they knew the asking node's
 		// interest reaches the session before it goes.
 		n.syncInterest()
@@ -467,6 +474,7 @@ func (n *Node) onTakeoverRequest(msg *nats.Msg) {
 		had, err = n.srv.HandOver(ctx, r.ID, true)
 	case reqEnd:
 		n.moving.Delete(r.ID)
+		n.held.Delete(r.ID)
 		had, err = n.srv.HandOver(ctx, r.ID, false)
 	default:
 		had, err = n.srv.TakeOver(ctx, r.ID)
@@ -565,6 +573,10 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 			return nil
 		}
 		if other {
+			// Nodes holding it for the former owner let it go first:
+			// nothing they queue may outlive the purge.
+			n.askHeldEnd(id)
+			n.held.Delete(id)
 			return n.purgeSession(ctx, id)
 		}
 		return nil
@@ -579,11 +591,25 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 				return ctx.Err()
 			}
 		}
-		if _, ok := n.srv.ClientDetail(id); ok || former == "" {
+		if _, held := n.held.Load(id); held {
+			// An earlier CONNECT claimed it from a node that did not
+			// answer and stopped before the import: it goes on.
+			if err := n.releaseHeld(ctx, id); err != nil {
+				return err
+			}
+		} else if _, ok := n.srv.ClientDetail(id); ok || former == "" {
 			return nil // this node's own session, or a new client id
 		}
-		// This node owns the id but has no session: an earlier CONNECT
-		// claimed it and could not import it. The bucket has it.
+		// This node owns the id but has no session (an earlier CONNECT
+		// claimed it and could not import it), or holds it for a node
+		// that did not answer. The bucket has it.
+	}
+	if other && unanswered != "" {
+		// The former owner did not answer: other nodes may hold the
+		// session for it (standby.go), and queued for it since.
+		if err := n.releaseHeld(ctx, id); err != nil {
+			return err
+		}
 	}
 	if other && unanswered == "" {
 		// Steps 2 and 3: the subscriptions first, then the release. Until
@@ -602,6 +628,9 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 		if !n.ask(former, id, reqRelease) {
 			n.log.Warn("cluster: former owner did not let the session go: what it queued since is read "+
 				"from the cluster", "client", id, "owner", former)
+			if err := n.releaseHeld(ctx, id); err != nil {
+				return err
+			}
 		}
 		if err := n.step(ctx, "move.released", id); err != nil {
 			return err
@@ -613,6 +642,7 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 	}
 	if r == nil {
 		n.moving.Delete(id)
+		n.held.Delete(id)
 		return nil
 	}
 	if err := n.srv.ImportSession(r.state, r.msgs); err != nil {
@@ -624,6 +654,7 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 		return err
 	}
 	n.moving.Delete(id)
+	n.held.Delete(id)
 	n.sessionsIn.Add(1)
 	if err := n.dropForeign(ctx, r.foreign); err != nil {
 		n.log.Warn("cluster: records of the former owner not deleted: a later takeover may deliver "+
@@ -692,11 +723,7 @@ func (n *Node) adoptSessions(dead string) {
 		case <-ctx.Done():
 		}
 	}()
-	live := []string{n.cfg.Node}
-	for name := range linkNames(n.ns) {
-		live = append(live, name)
-	}
-	slices.Sort(live)
+	live := n.liveNodes()
 	// The wills its clean sessions owed first (wills.go).
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 	wills, err := n.adoptWills(wctx, dead, live)
@@ -704,50 +731,14 @@ func (n *Node) adoptSessions(dead string) {
 	if err != nil {
 		n.log.Warn("cluster: wills of the clean sessions of a lost node not published", "peer", dead, "err", err)
 	}
-	// Right after a node dies JetStream may be electing new leaders for
-	// the buckets it led: the listing is tried again for a while.
-	var keys []string
-	for attempt := 1; ; attempt++ {
-		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
-		lister, err := n.owners.ListKeys(lctx)
-		if err == nil {
-			keys = keys[:0]
-			for k := range lister.Keys() {
-				keys = append(keys, k)
-			}
-			lister.Stop() // done already: the listing closed its channel
-		}
-		lcancel()
-		if err == nil {
-			break
-		}
-		if attempt == adoptTries || ctx.Err() != nil {
-			n.log.Warn("cluster: sessions of a lost node not adopted: owners not listed", "peer", dead, "err", err)
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
+	ids, err := n.ownedBy(ctx, dead, live)
+	if err != nil {
+		n.log.Warn("cluster: sessions of a lost node not adopted: owners not listed", "peer", dead, "err", err)
+		return
 	}
 	adopted, failed := 0, 0
-	for _, key := range keys {
-		e, err := n.owners.Get(ctx, key)
-		if err != nil || string(e.Value()) != dead {
-			continue
-		}
-		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(key, "c."))
-		if err != nil {
-			continue
-		}
-		id := string(raw)
-		h := fnv.New32a()
-		h.Write(raw)
-		if live[h.Sum32()%uint32(len(live))] != n.cfg.Node {
-			continue
-		}
-		ok, err := n.adopt(ctx, id, e.Revision(), dead)
+	for id, rev := range ids {
+		ok, err := n.adopt(ctx, id, rev, dead)
 		switch {
 		case err != nil:
 			failed++
@@ -830,6 +821,14 @@ func (n *Node) adopt(ctx context.Context, id string, rev uint64, dead string) (b
 	n.queueOwn(ownOp{id: id, rev: newRev, owned: true, unanswered: dead})
 	fctx, cancel := context.WithTimeout(actx, 15*time.Second)
 	defer cancel()
+	// The nodes holding it (standby.go) let it go: what they queued is
+	// in the bucket, and from now on it is queued here.
+	if err := n.releaseHeld(fctx, id); err != nil {
+		if a.isStopped() {
+			return false, nil
+		}
+		return false, err
+	}
 	r, err := n.fetchRetrying(fctx, id, false)
 	if err == nil {
 		err = n.step(fctx, "adopt.fetched", id)
@@ -849,6 +848,7 @@ func (n *Node) adopt(ctx context.Context, id string, rev uint64, dead string) (b
 		}
 		return false, err
 	}
+	n.held.Delete(id)
 	n.sessionsIn.Add(1)
 	n.adoptedIn.Add(1)
 	dctx, dcancel := context.WithTimeout(ctx, 15*time.Second)

@@ -153,11 +153,14 @@ func startClusterProcs(t *testing.T, name string) []*clusterProc {
 // persistent sessions
 // on one node, publishers streaming QoS 1 to them on the same node and
 // from a survivor (across the link); that node is killed (SIGKILL) at a
-// random moment. Each session's client then connects to a survivor:
-// session present, and every message acknowledged to a publisher, on
-// either node, is delivered (a survivor acknowledges a message it
-// forwarded only once the victim stored it: docs/operations.md,
-// "Acknowledgements across nodes").
+// random moment; the survivor's publishers go on for afterKill (their
+// acknowledgements wait until the survivors hold the dead node's sessions:
+// cluster/holdgate.go). Each session's client then connects to a survivor:
+// session present, and every message acknowledged to a publisher before
+// the kill, on either node, is delivered (a survivor acknowledges a
+// message it forwarded only once the victim stored it: docs/operations.md,
+// "Acknowledgements across nodes"). Those acknowledged after the kill are
+// counted and logged, not required: see the open bug in docs/operations.md.
 func TestClusterKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 3 processes per run")
@@ -166,23 +169,44 @@ func TestClusterKill9(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("MQTTD_KILL_RUNS")); err == nil && v > 0 {
 		runs = v
 	}
-	var totalAcked, totalLost, crossAcked, crossLost int
+	var total killCounts
 	for run := range runs {
-		acked, lost, xa, xl := clusterKillRun(t, fmt.Sprintf("k%d", run))
-		totalAcked += acked
-		totalLost += lost
-		crossAcked += xa
-		crossLost += xl
+		total.add(clusterKillRun(t, fmt.Sprintf("k%d", run)))
 	}
 	t.Logf("%d runs: same node: %d acknowledged, %d lost; from a survivor across the link: %d acknowledged, "+
-		"%d lost", runs, totalAcked, totalLost, crossAcked, crossLost)
-	if totalLost+crossLost > 0 {
-		t.Fatalf("%d acknowledged messages lost (%d from the same node, %d across the link)", totalLost+crossLost,
-			totalLost, crossLost)
+		"%d lost, and after the kill %d acknowledged, %d lost", runs, total.acked, total.lost,
+		total.crossAcked-total.afterAcked, total.crossLost-total.afterLost, total.afterAcked, total.afterLost)
+	// What the survivor acknowledged after the kill is counted, not
+	// required yet: messages for the dead node's sessions published after
+	// they were adopted are lost in this test (docs/operations.md,
+	// "Persistent sessions across nodes"), an open bug.
+	if bad := total.lost + total.crossLost - total.afterLost; bad > 0 {
+		t.Fatalf("%d messages acknowledged before the kill lost (%d from the same node, %d across the link)",
+			bad, total.lost, total.crossLost-total.afterLost)
 	}
 }
 
-func clusterKillRun(t *testing.T, name string) (acked, lost, crossAcked, crossLost int) {
+// afterKill is how long the survivor's publishers go on after the kill.
+const afterKill = 10 * time.Second
+
+// killCounts are the messages of a kill run, acknowledged and lost.
+type killCounts struct {
+	acked, lost, crossAcked, crossLost   int
+	afterAcked, afterLost, afterLostLate int // across, acknowledged after the kill
+}
+
+func (k *killCounts) add(o killCounts) {
+	k.acked += o.acked
+	k.lost += o.lost
+	k.crossAcked += o.crossAcked
+	k.crossLost += o.crossLost
+	k.afterAcked += o.afterAcked
+	k.afterLost += o.afterLost
+}
+
+func clusterKillRun(t *testing.T, name string) killCounts {
+	var acked, lost, crossAcked, crossLost int
+	var after struct{ acked, lost int }
 	procs := startClusterProcs(t, name)
 	victim := rand.IntN(3)
 	survivor := procs[(victim+1)%3]
@@ -224,40 +248,64 @@ func clusterKillRun(t *testing.T, name string) (acked, lost, crossAcked, crossLo
 	prober.nc.Close()
 	type stream struct {
 		mu    sync.Mutex
-		acked map[string]bool
+		acked map[string]time.Time // payload → when its PUBACK came
 	}
 	same := make([]*stream, sessions)
 	cross := make([]*stream, sessions)
 	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	pub := func(s *stream, addr, topic, prefix string) {
+	stop, stopCross := make(chan struct{}), make(chan struct{})
+	// pub publishes until stop is closed; with again, it connects again
+	// after an error (a survivor's publisher refused with 0x89 while its
+	// messages were on their way to the victim sends on).
+	pub := func(s *stream, addr, topic, prefix string, stop chan struct{}, again bool) {
 		defer wg.Done()
-		c, _, err := rawConnect(addr, &packet.Connect{ClientID: "", CleanStart: true})
-		if err != nil {
-			return
-		}
-		defer c.nc.Close()
+		var c *rawClient
+		defer func() {
+			if c != nil {
+				c.nc.Close()
+			}
+		}()
 		for k := 0; ; k++ {
 			select {
 			case <-stop:
 				return
 			default:
 			}
+			if c == nil {
+				var err error
+				if c, _, err = rawConnect(addr, &packet.Connect{ClientID: "", CleanStart: true}); err != nil {
+					if !again {
+						return
+					}
+					select { // and try again
+					case <-stop:
+						return
+					case <-time.After(50 * time.Millisecond):
+					}
+					k--
+					continue
+				}
+			}
 			payload := prefix + strconv.Itoa(k)
 			if err := c.publish(topic, []byte(payload), uint16(k%65000+1)); err != nil {
-				return
+				if !again {
+					return
+				}
+				c.nc.Close()
+				c = nil
+				continue
 			}
 			s.mu.Lock()
-			s.acked[payload] = true
+			s.acked[payload] = time.Now()
 			s.mu.Unlock()
 		}
 	}
 	for i := range sessions {
-		same[i] = &stream{acked: map[string]bool{}}
-		cross[i] = &stream{acked: map[string]bool{}}
+		same[i] = &stream{acked: map[string]time.Time{}}
+		cross[i] = &stream{acked: map[string]time.Time{}}
 		wg.Add(2)
-		go pub(same[i], procs[victim].addr, fmt.Sprintf("%s/%d/same", name, i), "s")
-		go pub(cross[i], survivor.addr, fmt.Sprintf("%s/%d/cross", name, i), "x")
+		go pub(same[i], procs[victim].addr, fmt.Sprintf("%s/%d/same", name, i), "s", stop, false)
+		go pub(cross[i], survivor.addr, fmt.Sprintf("%s/%d/cross", name, i), "x", stopCross, true)
 	}
 	brokertest.Eventually(t, 30*time.Second, func() bool {
 		for _, s := range same {
@@ -274,8 +322,15 @@ func clusterKillRun(t *testing.T, name string) (acked, lost, crossAcked, crossLo
 	timer := time.NewTimer(kill)
 	<-timer.C
 	procs[victim].cmd.Process.Kill() // SIGKILL
+	killedAt := time.Now()
 	close(stop)
 	procs[victim].cmd.Wait()
+	// The survivor's publishers go on for a while: what they publish for
+	// the dead node's sessions is held by the survivors until the clients
+	// come back (cluster/standby.go).
+	timer.Reset(afterKill)
+	<-timer.C
+	close(stopCross)
 	wg.Wait()
 
 	for i := range sessions {
@@ -330,10 +385,21 @@ func clusterKillRun(t *testing.T, name string) (acked, lost, crossAcked, crossLo
 		lost += want(same[i])
 		crossAcked += len(cross[i].acked)
 		crossLost += want(cross[i])
+		cross[i].mu.Lock()
+		for k, at := range cross[i].acked {
+			if !at.Before(killedAt) {
+				after.acked++
+				if !got[k] {
+					after.lost++
+				}
+			}
+		}
+		cross[i].mu.Unlock()
 	}
 	t.Logf("run %s: node %d killed after %v: same node %d acknowledged, %d lost; across the link %d "+
-		"acknowledged, %d lost", name, victim, kill, acked, lost, crossAcked, crossLost)
-	if lost+crossLost > 0 {
+		"acknowledged, %d lost; of those, after the kill %d acknowledged, %d lost", name, victim, kill, acked,
+		lost, crossAcked, crossLost, after.acked, after.lost)
+	if lost+crossLost-after.lost > 0 {
 		for i, p := range procs {
 			if i != victim {
 				t.Logf("node %d's log:\n%s", i, p.logs)
@@ -344,5 +410,6 @@ func clusterKillRun(t *testing.T, name string) (acked, lost, crossAcked, crossLo
 		p.cmd.Process.Kill()
 		p.cmd.Wait()
 	}
-	return acked, lost, crossAcked, crossLost
+	return killCounts{acked: acked, lost: lost, crossAcked: crossAcked, crossLost: crossLost,
+		afterAcked: after.acked, afterLost: after.lost}
 }

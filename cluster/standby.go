@@ -1,0 +1,422 @@
+package cluster
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/mqttd/mqttd/broker"
+)
+
+// Sessions held for a node out of reach (standby).
+//
+// When the link to a node is lost, nothing routes to the persistent
+// sessions it held: no node has their subscriptions. So that what is
+// published for them meanwhile is not lost, the nodes of the majority hold
+// those sessions at once, each session on one node chosen by a hash of its
+// client id (the node that would adopt it): the session's subscriptions are
+// installed there (broker.StandbySession) and what matches is queued as for
+// any offline session, its queue entries written to mqttd_sessions under
+// the holding node's name before the publisher's acknowledgement. The
+// session's record and will stay the lost node's.
+//
+// The held session ends in one of three ways, each taking the entries the
+// holder wrote:
+//
+//   - A node takes the session (its client connects there, or adoption):
+//     it installs the subscriptions itself, makes sure every node knows
+//     (syncInterest), asks every node to let its held copy go (reqHeldEnd),
+//     then reads the bucket (fetchSession: the entries of the lost node
+//     and of the holder) and deletes what it read.
+//   - The lost node comes back (the link heals, or it restarts): once its
+//     interest is known again it asks each node for the sessions held for
+//     it (reqHeldNode), which are let go, and reads their entries from the
+//     bucket into its own sessions (collectHeld).
+//   - The holder restarts: its broker restores the held session from its
+//     store, and reconcileSessions lets it go (another node owns it); the
+//     entries it wrote stay in the bucket for the session's next move.
+//
+// Messages published after the link was lost and before the sessions are
+// held (a tick of watchLinks, then a read of the bucket per session) are
+// still lost.
+
+const (
+	reqHeldEnd  = "held-end"  // let the held copy of the session go
+	reqHeldNode = "held-node" // let go the sessions held for node ID; answer heldAnswer
+)
+
+// holdWorkers is how many sessions of a lost node are read at once.
+const holdWorkers = 8
+
+// heldBatch bounds the sessions one reqHeldNode lets go (its answer must
+// fit a NATS message).
+const heldBatch = 2000
+
+// heldAnswer answers reqHeldNode: the client ids let go whose sessions
+// queued something here, and whether more are held.
+type heldAnswer struct {
+	IDs  []string `json:"ids"`
+	More bool     `json:"more"`
+}
+
+// ownedBy lists the client ids owned by node dead that go to this node:
+// by a hash of the id over live (sorted), as adoption chooses. Right after
+// a node dies JetStream may be electing new leaders for the buckets it led:
+// the listing is tried again for a while.
+func (n *Node) ownedBy(ctx context.Context, dead string, live []string) (map[string]uint64, error) {
+	var keys []string
+	for attempt := 1; ; attempt++ {
+		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+		lister, err := n.owners.ListKeys(lctx)
+		if err == nil {
+			keys = keys[:0]
+			for k := range lister.Keys() {
+				keys = append(keys, k)
+			}
+			lister.Stop() // done already: the listing closed its channel
+		}
+		lcancel()
+		if err == nil {
+			break
+		}
+		if attempt == adoptTries || ctx.Err() != nil {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	out := make(map[string]uint64)
+	for _, key := range keys {
+		e, err := n.owners.Get(ctx, key)
+		if err != nil || string(e.Value()) != dead {
+			continue
+		}
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(key, "c."))
+		if err != nil {
+			continue
+		}
+		h := fnv.New32a()
+		h.Write(raw)
+		if live[h.Sum32()%uint32(len(live))] == n.cfg.Node {
+			out[string(raw)] = e.Revision()
+		}
+	}
+	return out, nil
+}
+
+// liveNodes is this node and those it has a link to, sorted.
+func (n *Node) liveNodes() []string {
+	live := []string{n.cfg.Node}
+	for name := range linkNames(n.ns) {
+		live = append(live, name)
+	}
+	slices.Sort(live)
+	return live
+}
+
+// holdSessions holds here the persistent sessions of node dead, whose link
+// was just lost, that this node would adopt (see the top of this file).
+func (n *Node) holdSessions(dead string) {
+	defer n.wg.Done()
+	// Every node says when it is done, holding or not (holdgate.go).
+	defer n.reportHeld(dead)
+	if !n.srv.HasStore() || !n.haveMajority() {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	start := time.Now()
+	ids, err := n.ownedBy(ctx, dead, n.liveNodes())
+	if err != nil {
+		n.log.Warn("cluster: sessions of a lost node not held: owners not listed; messages for them are "+
+			"dropped until they are adopted", "peer", dead, "err", err)
+		return
+	}
+	// A few reads of the bucket at a time: each session waits for one.
+	var mu sync.Mutex
+	held, failed := 0, 0
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range holdWorkers {
+		wg.Go(func() {
+			for id := range work {
+				ok, err := n.holdSession(ctx, id, dead)
+				mu.Lock()
+				switch {
+				case err != nil:
+					failed++
+					n.log.Warn("cluster: session of a lost node not held: messages for it are dropped until "+
+						"it is adopted or resumed", "client", id, "peer", dead, "err", err)
+				case ok:
+					held++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for id := range ids {
+		if linkNames(n.ns)[dead] || ctx.Err() != nil {
+			break // back already: it keeps its sessions
+		}
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	if held > 0 || failed > 0 {
+		n.log.Warn("cluster: sessions of a lost node held here: what is published for them is queued",
+			"peer", dead, "sessions", held, "failed", failed, "took", time.Since(start).Round(time.Millisecond).String())
+	}
+}
+
+// holdSession holds the session of client id, owned by node dead; it
+// reports whether it did.
+func (n *Node) holdSession(ctx context.Context, id, dead string) (bool, error) {
+	if _, ok := n.srv.ClientDetail(id); ok {
+		return false, nil // here already (adopted, or its client connected here)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	r, err := n.fetchRetrying(fctx, id, true)
+	if err != nil || r == nil {
+		return false, err
+	}
+	r.state.Session.Will = nil // the lost node's to publish, or its adopter's
+	n.held.Store(id, dead)
+	if err := n.srv.StandbySession(r.state); err != nil {
+		n.held.Delete(id)
+		if errors.Is(err, broker.ErrSessionBusy) {
+			return false, nil
+		}
+		return false, err
+	}
+	// Another node that took the session meanwhile has asked the others
+	// to let their copies go before this one existed: it goes now. (This
+	// node may have taken it itself, adopting it: it stays.)
+	if e, err := n.owners.Get(ctx, ownerKey(id)); err == nil {
+		if owner := string(e.Value()); owner != dead && owner != n.cfg.Node {
+			n.letHeldGo(ctx, id)
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// letHeldGo lets the session held here for client id go: what other nodes
+// sent for it before they knew of the node taking it reaches it first, then
+// it leaves this broker (its store only; the entries it wrote to the bucket
+// stay for the node taking it). It reports whether the session queued
+// anything meanwhile.
+func (n *Node) letHeldGo(ctx context.Context, id string) bool {
+	if _, ok := n.held.Load(id); !ok {
+		return false
+	}
+	n.syncInterest()
+	n.drainInbound(ctx)
+	return n.dropHeld(ctx, id)
+}
+
+// dropHeld lets the held session of id go, once drained.
+func (n *Node) dropHeld(ctx context.Context, id string) bool {
+	d, ok := n.srv.ClientDetail(id)
+	queued := ok && d.Queued+d.Inflight > 0
+	if _, err := n.srv.HandOver(ctx, id, true); err != nil {
+		n.log.Warn("cluster: session held for a lost node not let go", "client", id, "err", err)
+	}
+	n.held.Delete(id)
+	return queued
+}
+
+// releaseHeld is done by a node about to take the session of client id
+// from a node that did not answer (it died, or is cut off): the session's
+// subscriptions are installed here (held, unless here already), every node
+// knows it, and every other node lets its held copy go. The caller then
+// reads the bucket, which has what all of them queued, and imports it.
+func (n *Node) releaseHeld(ctx context.Context, id string) error {
+	if _, ok := n.srv.ClientDetail(id); !ok {
+		r, err := n.fetchRetrying(ctx, id, true)
+		if err != nil {
+			return err
+		}
+		if r == nil {
+			return nil // no persistent session: nothing was held
+		}
+		r.state.Session.Will = nil // the import that follows has it
+		n.held.Store(id, "")
+		if err := n.srv.StandbySession(r.state); err != nil && !errors.Is(err, broker.ErrSessionBusy) {
+			n.held.Delete(id)
+			return err
+		}
+	}
+	n.syncInterest()
+	n.askHeldEnd(id)
+	return nil
+}
+
+// askHeldEnd asks every other node to let go the copy of client id's
+// session it may hold, and waits for their answers.
+func (n *Node) askHeldEnd(id string) {
+	body, _ := json.Marshal(ownerRequest{ID: id, Op: reqHeldEnd})
+	var wg sync.WaitGroup
+	for peer := range linkNames(n.ns) {
+		wg.Go(func() {
+			if _, err := n.nc.Request(subjControl+"."+encodeLevel(peer)+".takeover", body, askTimeout); err != nil {
+				n.log.Warn("cluster: a node did not say it let go of a session it may hold: what it queued "+
+					"since is read by the session's next move", "client", id, "peer", peer, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// onHeldRequest answers reqHeldEnd and reqHeldNode, off the request
+// callback: letting a session go waits for other nodes (syncInterest),
+// whose requests to this node the callback must stay free to answer.
+func (n *Node) onHeldRequest(msg *nats.Msg, r ownerRequest) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), takeoverWait)
+		defer cancel()
+		var answer []byte
+		switch r.Op {
+		case reqHeldEnd:
+			n.letHeldGo(ctx, r.ID)
+			answer = []byte("ok")
+		case reqHeldNode:
+			var ids []string
+			more := false
+			n.held.Range(func(k, v any) bool {
+				if v.(string) == r.ID {
+					if len(ids) == heldBatch {
+						more = true
+						return false
+					}
+					ids = append(ids, k.(string))
+				}
+				return true
+			})
+			a := heldAnswer{More: more}
+			if len(ids) > 0 {
+				n.syncInterest()
+				n.drainInbound(ctx)
+				for _, id := range ids {
+					dctx, dcancel := context.WithTimeout(context.Background(), takeoverWait)
+					if n.dropHeld(dctx, id) {
+						a.IDs = append(a.IDs, id)
+					}
+					dcancel()
+				}
+				n.log.Info("cluster: sessions held for a node let go: it is back", "peer", r.ID,
+					"sessions", len(ids), "with messages", len(a.IDs))
+			}
+			answer, _ = json.Marshal(a)
+		}
+		if err := msg.Respond(answer); err != nil {
+			n.log.Debug("cluster: answer about held sessions", "request", r.Op, "err", err)
+		}
+	}()
+}
+
+// collectHeld is done when the link to peer comes up (and at start): peer
+// may hold sessions of this node, held while this node was out of reach.
+// Once every node knows this node's interest again, peer lets them go, and
+// what they queued is read from the bucket and delivered to this node's
+// sessions (broker.DeliverQueued), connected or not, after what they got
+// since.
+func (n *Node) collectHeld(peer string) {
+	defer n.wg.Done()
+	// This node's interest first: at start it is subscribed last.
+	for !n.running() {
+		select {
+		case <-n.done:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	n.syncInterest()
+	body, _ := json.Marshal(ownerRequest{ID: n.cfg.Node, Op: reqHeldNode})
+	collected := 0
+	for {
+		msg, err := n.nc.Request(subjControl+"."+encodeLevel(peer)+".takeover", body, askTimeout+takeoverWait)
+		if err != nil {
+			n.log.Debug("cluster: sessions held for this node not asked for", "peer", peer, "err", err)
+			return
+		}
+		var a heldAnswer
+		if err := json.Unmarshal(msg.Data, &a); err != nil {
+			n.log.Warn("cluster: unreadable answer about held sessions", "peer", peer, "err", err)
+			return
+		}
+		for _, id := range a.IDs {
+			if n.collectOne(id) {
+				collected++
+			}
+		}
+		if !a.More || n.isDone() {
+			break
+		}
+	}
+	if collected > 0 {
+		n.log.Warn("cluster: messages queued by another node while this one was out of reach taken into its "+
+			"sessions", "peer", peer, "sessions", collected)
+	}
+}
+
+// collectOne reads into this node's session of id what other nodes queued
+// for it; it reports whether there was anything.
+func (n *Node) collectOne(id string) bool {
+	// Right after a restart JetStream may take a while to serve the bucket.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if e, err := n.owners.Get(ctx, ownerKey(id)); err != nil || string(e.Value()) != n.cfg.Node {
+		return false // another node's now: it reads them when it takes the session
+	}
+	if _, ok := n.srv.ClientDetail(id); !ok {
+		return false // not here: the CONNECT that resumes it reads the bucket
+	}
+	r, err := n.fetchRetrying(ctx, id, false)
+	if err != nil || r == nil || len(r.msgs) == 0 {
+		if err != nil {
+			n.log.Warn("cluster: messages queued elsewhere for a session not read: its next move "+
+				"delivers them", "client", id, "err", err)
+		}
+		return false
+	}
+	if _, err := n.srv.DeliverQueued(id, r.state, r.msgs); err != nil {
+		n.log.Warn("cluster: messages queued elsewhere for a session not taken: its next move delivers "+
+			"them", "client", id, "err", err)
+		return false
+	}
+	if err := n.dropForeign(ctx, r.foreign); err != nil {
+		n.log.Warn("cluster: records of another node not deleted: a later takeover may deliver them again",
+			"client", id, "err", err)
+	}
+	return true
+}
+
+func (n *Node) isDone() bool {
+	select {
+	case <-n.done:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,196 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mqttd/mqttd/broker"
+	"github.com/mqttd/mqttd/internal/brokertest"
+	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
+	"github.com/mqttd/mqttd/store/mem"
+)
+
+// holder returns the node of nodes that holds client id's session, or nil.
+func holder(nodes []*tnode, id string) *tnode {
+	for _, n := range nodes {
+		if _, ok := n.ClientDetail(id); ok {
+			return n
+		}
+	}
+	return nil
+}
+
+// killNode stops n as a dying node goes: its cluster node first (nothing
+// more reaches the cluster), then its broker.
+func killNode(n *tnode) {
+	n.node.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n.Server.Server.Shutdown(ctx)
+}
+
+// expectPayloads reads len(want) PUBLISHes on c, acknowledging each, and
+// fails unless they carry want (in any order) [MQTT-4.3.2-1].
+func expectPayloads(t *testing.T, c *brokertest.Conn, want map[string]bool) {
+	t.Helper()
+	got := map[string]bool{}
+	for range len(want) {
+		p := c.ExpectPublish()
+		if !want[string(p.Payload)] || got[string(p.Payload)] {
+			t.Fatalf("got %s, want one of %v once", brokertest.Describe(p), want)
+		}
+		got[string(p.Payload)] = true
+		c.Ack(p)
+	}
+	c.ExpectNothing(300 * time.Millisecond)
+}
+
+// TestMessagesForDeadNodeHeld: when a node dies, the survivors hold its
+// persistent sessions at once (long before adoption), so QoS 1 messages
+// published for them on any survivor are acknowledged and kept: a client
+// that resumes its session on either survivor, the holder or the other,
+// gets them all, and no held copy is left behind.
+func TestMessagesForDeadNodeHeld(t *testing.T) {
+	t.Parallel() // a cluster of its own
+	nodes := startStoredWith(t, "hd", func(c *Config) { c.AdoptAfter = time.Hour })
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ids := []string{"held-0", "held-1", "held-2", "held-3", "held-4", "held-5"}
+	for _, id := range ids {
+		s, _ := persistentConnect(t, a, id)
+		s.Subscribe(1, 1, "hd/t")
+		disconnect(s)
+	}
+	waitInterest(t, b, "hd/t", a)
+	waitInterest(t, c, "hd/t", a)
+
+	killNode(a)
+	survivors := nodes[1:]
+	brokertest.Eventually(t, 20*time.Second, func() bool { return linked(survivors, 1) && b.node.Stats().LinksUp == 1 && c.node.Stats().LinksUp == 1 },
+		"b and c see a gone")
+	brokertest.Eventually(t, 20*time.Second, func() bool {
+		for _, id := range ids {
+			if holder(survivors, id) == nil {
+				return false
+			}
+		}
+		return true
+	}, "the survivors hold a's sessions")
+	brokertest.Eventually(t, 30*time.Second, func() bool {
+		return !b.node.acks.gating.Load() && !c.node.acks.gating.Load()
+	}, "the survivors acknowledge again")
+
+	want := map[string]bool{}
+	for i, n := range survivors {
+		pub := connect(t, n, fmt.Sprintf("hd-pub%d", i))
+		for j := range 3 {
+			payload := fmt.Sprintf("from %d #%d", i, j)
+			if rc := pub.Publish(&packet.Publish{Topic: "hd/t", QoS: 1, PacketID: uint16(j + 1),
+				Payload: []byte(payload)}); rc != packet.Success {
+				t.Fatalf("publish %q: %v", payload, rc)
+			}
+			want[payload] = true
+		}
+	}
+	resumedOnHolder, resumedElsewhere := 0, 0
+	for k, id := range ids {
+		at := survivors[k/2%2] // the holder alternates with k (an FNV hash of ids ending 0 to 5)
+		if holder(survivors, id) == at {
+			resumedOnHolder++
+		} else {
+			resumedElsewhere++
+		}
+		back, ack := persistentConnect(t, at, id)
+		if !ack.SessionPresent {
+			t.Fatalf("%s: session of the dead node not present", id)
+		}
+		expectPayloads(t, back, want)
+		other := survivors[1-k/2%2]
+		brokertest.Eventually(t, 5*time.Second, func() bool { return queued(other, id) == -1 },
+			"%s: the copy held on %s let go", id, other.node.Name())
+	}
+	t.Logf("resumed on the holder %d, on the other survivor %d", resumedOnHolder, resumedElsewhere)
+}
+
+// TestHeldSessionsGoBack: a node that comes back (restarted with its store,
+// before adoption) gets what the others queued for its sessions while it
+// was away, and they let their copies go.
+func TestHeldSessionsGoBack(t *testing.T) {
+	t.Parallel() // a cluster of its own
+	stores := []store.Store{mem.New(), mem.New(), mem.New()}
+	addrs, err := freePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfgs []Config
+	for i := range addrs {
+		cfgs = append(cfgs, Config{Name: "hb", Node: fmt.Sprintf("hb%d", i), Listen: addrs[i], Peers: addrs,
+			AdoptAfter: time.Hour})
+	}
+	nodes := startConfiguredWith(t, cfgs, func(i int, o *broker.Options) { o.Store = stores[i] })
+	brokertest.Eventually(t, 20*time.Second, func() bool { return linked(nodes, 2) }, "3 nodes linked")
+	a, b := nodes[0], nodes[1]
+	s, _ := persistentConnect(t, a, "homing")
+	s.Subscribe(1, 1, "hb/t")
+	disconnect(s)
+	waitInterest(t, b, "hb/t", a)
+
+	cfg := a.node.cfg
+	killNode(a)
+	survivors := nodes[1:]
+	brokertest.Eventually(t, 20*time.Second, func() bool { return holder(survivors, "homing") != nil },
+		"the survivors hold a's session")
+	pub := connect(t, b, "hb-pub")
+	want := map[string]bool{}
+	for j := range 3 {
+		payload := fmt.Sprintf("while away #%d", j)
+		if rc := pub.Publish(&packet.Publish{Topic: "hb/t", QoS: 1, PacketID: uint16(j + 1),
+			Payload: []byte(payload)}); rc != packet.Success {
+			t.Fatalf("publish: %v", rc)
+		}
+		want[payload] = true
+	}
+
+	// a comes back: same name, data directory, address and store.
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := broker.New(broker.Options{AllowAnonymous: true, SysInterval: -1, Logger: testLogger(), Store: stores[0]})
+	if err := srv.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddHook(n); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	t.Cleanup(func() { n.Close() })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	back := &tnode{Server: &brokertest.Server{Server: srv, Addr: l.Addr().String()}, node: n}
+	// JetStream on the node that came back may take a while to serve the
+	// bucket (collectOne tries for up to a minute).
+	brokertest.Eventually(t, 60*time.Second, func() bool {
+		return holder(survivors, "homing") == nil && queued(back, "homing") == len(want)
+	}, "the held copy let go and its messages queued on the node that came back")
+	r, ack := persistentConnect(t, back, "homing")
+	if !ack.SessionPresent {
+		t.Fatal("session not present on the node that came back")
+	}
+	expectPayloads(t, r, want)
+}
