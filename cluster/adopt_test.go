@@ -263,6 +263,7 @@ func adoptionRace(t *testing.T, holdAt string) {
 		d, ok := b.Server.Server.ClientDetail(id)
 		return ok && !d.Connected
 	}, "offline on b")
+	waitAcking(t, b, c)
 	pub := connect(t, b, "ay-pub")
 	for i := range 5 {
 		pub.Publish(&packet.Publish{Topic: "ay/t", QoS: 1, PacketID: uint16(i + 1), Payload: []byte(fmt.Sprint(i))})

@@ -151,6 +151,7 @@ type Node struct {
 	adoptedIn    atomic.Int64    // of those, sessions of a node that went away, adopted without a CONNECT
 	adopting     sync.Map        // client id → *adoption under way (sessions.go)
 	moving       sync.Map        // client id → former owner, while a move of its session here is unfinished (sessions.go)
+	adoptRetry   sync.Map        // lost node → when its adoption failed in part: watchLinks tries again (sessions.go)
 	linkWake     chan struct{}   // a route came or went: watchLinks looks at once (acks.go)
 	gate         holdGate        // refuses acknowledgements until a lost node's sessions are held (holdgate.go)
 	held         sync.Map        // client id → node it is held for ("": being taken here), sessions held for a lost node (standby.go)
@@ -1547,6 +1548,7 @@ func (n *Node) watchLinks() {
 			delete(lost, name)
 			delete(adopted, name)
 			delete(held, name)
+			n.adoptRetry.Delete(name)
 		}
 		up = now
 		n.linksUp.Store(int32(len(up)))
@@ -1558,6 +1560,10 @@ func (n *Node) watchLinks() {
 			}
 		}
 		for name, since := range lost {
+			if at, ok := n.adoptRetry.Load(name); ok && time.Since(at.(time.Time)) >= adoptRetryAfter {
+				n.adoptRetry.Delete(name)
+				adopted[name] = false // what failed is tried again; what was adopted is skipped
+			}
 			if !adopted[name] && time.Since(since) >= n.cfg.AdoptAfter && n.haveMajority() {
 				adopted[name] = true
 				n.wg.Add(1)

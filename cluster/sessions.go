@@ -733,7 +733,9 @@ func (n *Node) adoptSessions(dead string) {
 	}
 	ids, err := n.ownedBy(ctx, dead, live)
 	if err != nil {
-		n.log.Warn("cluster: sessions of a lost node not adopted: owners not listed", "peer", dead, "err", err)
+		n.log.Warn("cluster: sessions of a lost node not adopted: owners not listed; tried again soon",
+			"peer", dead, "err", err)
+		n.adoptRetry.Store(dead, time.Now())
 		return
 	}
 	adopted, failed := 0, 0
@@ -749,7 +751,14 @@ func (n *Node) adoptSessions(dead string) {
 	}
 	n.log.Warn("cluster: sessions of a node lost for long adopted", "peer", dead, "sessions", adopted,
 		"failed", failed, "wills", wills, "after", n.cfg.AdoptAfter.String())
+	if failed > 0 {
+		n.adoptRetry.Store(dead, time.Now()) // those failed are tried again soon (watchLinks)
+	}
 }
+
+// adoptRetryAfter is how long after an adoption that failed in part (a
+// session, or the listing) watchLinks tries it again.
+const adoptRetryAfter = 5 * time.Second
 
 // adoptTries bounds the listings of the owners bucket of one adoption.
 const adoptTries = 30

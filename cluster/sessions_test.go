@@ -275,7 +275,8 @@ func TestSessionOfDeadNode(t *testing.T) {
 	if w := watcher.ExpectPublish(); w.Topic != "dn/will" || string(w.Payload) != "gone" {
 		t.Fatalf("will: %s", brokertest.Describe(w))
 	}
-	// The session goes on from b.
+	// The session goes on from b, once the survivors acknowledge again.
+	waitAcking(t, b, nodes[2])
 	pub.Publish(&packet.Publish{Topic: "dn/t", QoS: 1, PacketID: 50, Payload: []byte("after")})
 	if p := back.ExpectPublish(); string(p.Payload) != "after" {
 		t.Fatalf("after the move: %s", brokertest.Describe(p))
@@ -367,6 +368,7 @@ func TestSurvivorsAdoptSessions(t *testing.T) {
 		brokertest.Eventually(t, 10*time.Second, func() bool { return holder(id) != nil }, "%s adopted", id)
 		waitInterest(t, b, fmt.Sprintf("ad/t/%d", i))
 	}
+	waitAcking(t, b, c)
 	pub := connect(t, b, "ad-pub")
 	for i := range 4 {
 		if rc := pub.Publish(&packet.Publish{Topic: fmt.Sprintf("ad/t/%d", i), QoS: 1, PacketID: uint16(i + 1),

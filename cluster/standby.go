@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mqttd/mqttd/broker"
 )
@@ -98,8 +100,11 @@ func (n *Node) ownedBy(ctx context.Context, dead string, live []string) (map[str
 	}
 	out := make(map[string]uint64)
 	for _, key := range keys {
-		e, err := n.owners.Get(ctx, key)
-		if err != nil || string(e.Value()) != dead {
+		e, err := n.ownerEntry(ctx, key)
+		if err != nil {
+			return nil, err // not skipped: a session missed here is neither held nor adopted
+		}
+		if e == nil || string(e.Value()) != dead {
 			continue
 		}
 		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(key, "c."))
@@ -113,6 +118,30 @@ func (n *Node) ownedBy(ctx context.Context, dead string, live []string) (map[str
 		}
 	}
 	return out, nil
+}
+
+// ownerEntry reads the ownership entry key, trying again while JetStream
+// elects a leader for the bucket (right after a node's loss); nil when the
+// key is gone.
+func (n *Node) ownerEntry(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	for attempt := 1; ; attempt++ {
+		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		e, err := n.owners.Get(gctx, key)
+		cancel()
+		switch {
+		case err == nil:
+			return e, nil
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+			return nil, nil
+		case attempt == adoptTries || ctx.Err() != nil:
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // liveNodes is this node and those it has a link to, sorted.
@@ -144,45 +173,75 @@ func (n *Node) holdSessions(dead string) {
 		}
 	}()
 	start := time.Now()
-	ids, err := n.ownedBy(ctx, dead, n.liveNodes())
-	if err != nil {
-		n.log.Warn("cluster: sessions of a lost node not held: owners not listed; messages for them are "+
-			"dropped until they are adopted", "peer", dead, "err", err)
-		return
+	// The gate (holdgate.go) waits for this node's report: what failed is
+	// tried again meanwhile, since a session not held loses what is
+	// published for it, acknowledged.
+	deadline := start.Add(holdGateMax)
+	var ids map[string]uint64
+	for {
+		var err error
+		if ids, err = n.ownedBy(ctx, dead, n.liveNodes()); err == nil {
+			break
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) || linkNames(n.ns)[dead] {
+			n.log.Warn("cluster: sessions of a lost node not held: owners not listed; messages for them are "+
+				"dropped until they are adopted", "peer", dead, "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
 	}
 	// A few reads of the bucket at a time: each session waits for one.
-	var mu sync.Mutex
-	held, failed := 0, 0
-	work := make(chan string)
-	var wg sync.WaitGroup
-	for range holdWorkers {
-		wg.Go(func() {
-			for id := range work {
-				ok, err := n.holdSession(ctx, id, dead)
-				mu.Lock()
-				switch {
-				case err != nil:
-					failed++
-					n.log.Warn("cluster: session of a lost node not held: messages for it are dropped until "+
-						"it is adopted or resumed", "client", id, "peer", dead, "err", err)
-				case ok:
-					held++
+	held := 0
+	todo := slices.Collect(maps.Keys(ids))
+	var lastErr error
+	for len(todo) > 0 {
+		var mu sync.Mutex
+		var again []string
+		work := make(chan string)
+		var wg sync.WaitGroup
+		for range holdWorkers {
+			wg.Go(func() {
+				for id := range work {
+					ok, err := n.holdSession(ctx, id, dead)
+					mu.Lock()
+					switch {
+					case err != nil:
+						again = append(again, id)
+						lastErr = err
+					case ok:
+						held++
+					}
+					mu.Unlock()
 				}
-				mu.Unlock()
-			}
-		})
-	}
-	for id := range ids {
-		if linkNames(n.ns)[dead] || ctx.Err() != nil {
-			break // back already: it keeps its sessions
+			})
 		}
-		work <- id
+		for _, id := range todo {
+			if linkNames(n.ns)[dead] || ctx.Err() != nil {
+				break // back already: it keeps its sessions
+			}
+			work <- id
+		}
+		close(work)
+		wg.Wait()
+		todo = again
+		if len(todo) == 0 || ctx.Err() != nil || time.Now().After(deadline) || linkNames(n.ns)[dead] {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
 	}
-	close(work)
-	wg.Wait()
-	if held > 0 || failed > 0 {
+	if len(todo) > 0 {
+		n.log.Warn("cluster: sessions of a lost node not held: messages for them are dropped until they are "+
+			"adopted or resumed", "peer", dead, "sessions", len(todo), "err", lastErr)
+	}
+	if held > 0 {
 		n.log.Warn("cluster: sessions of a lost node held here: what is published for them is queued",
-			"peer", dead, "sessions", held, "failed", failed, "took", time.Since(start).Round(time.Millisecond).String())
+			"peer", dead, "sessions", held, "took", time.Since(start).Round(time.Millisecond).String())
 	}
 }
 

@@ -79,9 +79,7 @@ func TestMessagesForDeadNodeHeld(t *testing.T) {
 		}
 		return true
 	}, "the survivors hold a's sessions")
-	brokertest.Eventually(t, 30*time.Second, func() bool {
-		return !b.node.acks.gating.Load() && !c.node.acks.gating.Load()
-	}, "the survivors acknowledge again")
+	waitAcking(t, b, c)
 
 	want := map[string]bool{}
 	for i, n := range survivors {
@@ -120,17 +118,18 @@ func TestMessagesForDeadNodeHeld(t *testing.T) {
 // was away, and they let their copies go.
 func TestHeldSessionsGoBack(t *testing.T) {
 	t.Parallel() // a cluster of its own
-	stores := []store.Store{mem.New(), mem.New(), mem.New()}
-	addrs, err := freePorts(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfgs []Config
-	for i := range addrs {
-		cfgs = append(cfgs, Config{Name: "hb", Node: fmt.Sprintf("hb%d", i), Listen: addrs[i], Peers: addrs,
-			AdoptAfter: time.Hour})
-	}
-	nodes := startConfiguredWith(t, cfgs, func(i int, o *broker.Options) { o.Store = stores[i] })
+	stores := make([]store.Store, 3)
+	nodes := startFresh(t, 3, func(addrs []string) []Config {
+		var cfgs []Config
+		for i := range addrs {
+			cfgs = append(cfgs, Config{Name: "hb", Node: fmt.Sprintf("hb%d", i), Listen: addrs[i], Peers: addrs,
+				AdoptAfter: time.Hour})
+		}
+		return cfgs
+	}, func(i int, o *broker.Options) {
+		stores[i] = mem.New() // new for each start: a retry on other ports starts clean
+		o.Store = stores[i]
+	})
 	brokertest.Eventually(t, 20*time.Second, func() bool { return linked(nodes, 2) }, "3 nodes linked")
 	a, b := nodes[0], nodes[1]
 	s, _ := persistentConnect(t, a, "homing")
@@ -193,4 +192,19 @@ func TestHeldSessionsGoBack(t *testing.T) {
 		t.Fatal("session not present on the node that came back")
 	}
 	expectPayloads(t, r, want)
+}
+
+// waitAcking waits until the nodes acknowledge forwarded QoS 1 and 2
+// messages again: each survivor of a lost node holds its share of that
+// node's sessions (holdgate.go). Until then a publisher gets 0x89.
+func waitAcking(t *testing.T, nodes ...*tnode) {
+	t.Helper()
+	brokertest.Eventually(t, holdGateMax+10*time.Second, func() bool {
+		for _, n := range nodes {
+			if n.node.acks.gating.Load() {
+				return false
+			}
+		}
+		return true
+	}, "the survivors acknowledge again")
 }

@@ -358,20 +358,11 @@ func clusterKillRun(t *testing.T, name string) killCounts {
 			}
 			return missing
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for want(same[i]) > 0 && time.Now().Before(deadline) {
+		// Every message acknowledged on either stream, or silence after
+		// the deadline.
+		deadline := time.Now().Add(30 * time.Second)
+		for want(same[i])+want(cross[i]) > 0 && time.Now().Before(deadline) {
 			p, err := c.recv(time.Until(deadline))
-			if err != nil {
-				break
-			}
-			if pp, ok := p.(*packet.Publish); ok {
-				got[string(pp.Payload)] = true
-				c.send(&packet.Puback{PacketID: pp.PacketID})
-			}
-		}
-		// What else is there (the cross stream's) for a short while.
-		for {
-			p, err := c.recv(500 * time.Millisecond)
 			if err != nil {
 				break
 			}
@@ -386,15 +377,32 @@ func clusterKillRun(t *testing.T, name string) killCounts {
 		crossAcked += len(cross[i].acked)
 		crossLost += want(cross[i])
 		cross[i].mu.Lock()
+		var lostFrom, lostTo time.Duration // acknowledged after the kill and lost, since the kill
+		sessLost := 0
 		for k, at := range cross[i].acked {
 			if !at.Before(killedAt) {
 				after.acked++
 				if !got[k] {
 					after.lost++
+					d := at.Sub(killedAt)
+					if sessLost == 0 || d < lostFrom {
+						lostFrom = d
+					}
+					lostTo = max(lostTo, d)
+					sessLost++
 				}
 			}
 		}
 		cross[i].mu.Unlock()
+		if sessLost > 0 {
+			t.Logf("%s: %d acknowledged after the kill lost, acknowledged %v to %v after it", id, sessLost,
+				lostFrom.Round(time.Millisecond), lostTo.Round(time.Millisecond))
+		}
+	}
+	if dir := os.Getenv("MQTTD_KILL_LOGS"); dir != "" && after.lost > 0 {
+		for k, p := range procs {
+			os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-node%d.log", name, k)), []byte(p.logs.String()), 0o644)
+		}
 	}
 	t.Logf("run %s: node %d killed after %v: same node %d acknowledged, %d lost; across the link %d "+
 		"acknowledged, %d lost; of those, after the kill %d acknowledged, %d lost", name, victim, kill, acked,
