@@ -404,6 +404,11 @@ func (n *Node) start(ctx context.Context) error {
 		MaxControlLine: 1 << 20,                        // subjects carry whole (encoded) MQTT topics
 		MaxPayload:     packet.MaxRemainingLength + 16, // any MQTT message
 		MaxPending:     1 << 30,
+		// A peer that is down is dialled again every second: the first
+		// failure is logged, then one in an hour's (watchLinks logs the
+		// link's loss and return), not every one.
+		ConnectErrorReports:   3600,
+		ReconnectErrorReports: 3600,
 	}
 	if n.cfg.TLS != nil {
 		opts.Cluster.TLSTimeout = 5

@@ -47,8 +47,12 @@ import (
 //     entries it wrote stay in the bucket for the session's next move.
 //
 // Messages published after the link was lost and before the sessions are
-// held (a tick of watchLinks, then a read of the bucket per session) are
-// still lost.
+// held (a tick of watchLinks, then a read of the bucket per session) match
+// no subscription: the hold gate (holdgate.go) refuses their
+// acknowledgement, so their publishers send them again. Sessions that
+// could not be held (JetStream unavailable for the gate's whole limit) lose
+// what is published for them until they are adopted or resumed, which the
+// log says.
 
 const (
 	reqHeldEnd  = "held-end"  // let the held copy of the session go
