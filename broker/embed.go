@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -134,24 +135,69 @@ func (s *Server) Subscribe(filter string, qos byte, fn func(m *Message)) (cancel
 	}, nil
 }
 
+// SubscribeAll is Subscribe to every topic, the $-topics included (which
+// "#" does not match [MQTT-4.7.2-1]): for a hook that hands every message
+// on, such as a cluster forwarding to other nodes, and that may hold the
+// publisher's acknowledgement for it (Message.HoldAck) whatever the topic.
+func (s *Server) SubscribeAll(qos byte, fn func(m *Message)) (cancel func(), err error) {
+	if fn == nil {
+		return nil, errors.New("broker: SubscribeAll without a function")
+	}
+	if qos > 2 {
+		return nil, fmt.Errorf("broker: QoS %d", qos)
+	}
+	sub := &inlineSub{qos: qos, fn: fn}
+	s.inlineMu.Lock()
+	var all []*inlineSub
+	if p := s.inlineAll.Load(); p != nil {
+		all = *p
+	}
+	all = append(slices.Clip(all), sub) // copied: publish reads the old slice without a lock
+	s.inlineAll.Store(&all)
+	s.inlineN.Add(1)
+	s.inlineMu.Unlock()
+	var once atomic.Bool
+	return func() {
+		if !once.CompareAndSwap(false, true) {
+			return
+		}
+		s.inlineMu.Lock()
+		defer s.inlineMu.Unlock()
+		rest := slices.DeleteFunc(slices.Clone(*s.inlineAll.Load()), func(o *inlineSub) bool { return o == sub })
+		s.inlineAll.Store(&rest)
+		s.inlineN.Add(-1)
+	}, nil
+}
+
 // deliverInline gives m to the inline subscriptions that match it.
 func (s *Server) deliverInline(m *Message) int {
-	idx := s.inline.Load() // no lock on the PUBLISH path
-	if idx == nil {
-		return 0
-	}
-	entries := idx.Match(m.Topic)
-	for i := range entries {
-		sub := entries[i].Key
-		q := min(m.QoS, sub.qos)
-		if q == m.QoS {
-			sub.fn(m)
-			continue
+	n := 0
+	if idx := s.inline.Load(); idx != nil { // no lock on the PUBLISH path
+		entries := idx.Match(m.Topic)
+		for i := range entries {
+			entries[i].Key.give(m)
 		}
-		sub.fn(&Message{Topic: m.Topic, Payload: m.Payload, QoS: q, Retain: m.Retain, Props: m.Props,
-			From: m.From, Created: m.Created})
+		n = len(entries)
 	}
-	return len(entries)
+	if p := s.inlineAll.Load(); p != nil {
+		for _, sub := range *p {
+			sub.give(m)
+		}
+		n += len(*p)
+	}
+	return n
+}
+
+// give calls the subscription's function with m at the lower of m's QoS
+// and its own.
+func (sub *inlineSub) give(m *Message) {
+	q := min(m.QoS, sub.qos)
+	if q == m.QoS {
+		sub.fn(m)
+		return
+	}
+	sub.fn(&Message{Topic: m.Topic, Payload: m.Payload, QoS: q, Retain: m.Retain, Props: m.Props,
+		From: m.From, Created: m.Created})
 }
 
 // errAdministrative ends a connection by Server.Disconnect.

@@ -103,6 +103,52 @@ func TestEmbed_InlineSubscription_MQTT_4_7_2_1(t *testing.T) {
 	}
 }
 
+// TestEmbed_SubscribeAll: SubscribeAll sees every topic, the $-topics that
+// "#" does not match [MQTT-4.7.2-1] included, at the lower QoS; a QoS 1
+// publisher to a topic only it wants is told there was a subscriber; cancel
+// ends it.
+func TestEmbed_SubscribeAll(t *testing.T) {
+	srv := brokertest.Start(t)
+	var mu sync.Mutex
+	var got []string
+	cancel, err := srv.SubscribeAll(1, func(m *broker.Message) {
+		mu.Lock()
+		got = append(got, m.Topic+"@"+string('0'+m.QoS))
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.SubscribeAll(3, func(*broker.Message) {}); err == nil {
+		t.Error("SubscribeAll at QoS 3 accepted")
+	}
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "pub", CleanStart: true})
+	if rc := pub.Publish(&packet.Publish{Topic: "$app/x", QoS: 2, PacketID: 1, Payload: []byte("d")}); rc != packet.Success {
+		t.Fatalf("PUBREC %v: the subscription to every topic matches $app/x", rc)
+	}
+	pub.Publish(&packet.Publish{Topic: "plain/x", QoS: 0, Payload: []byte("p")})
+	brokertest.Eventually(t, 5*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == 2
+	}, "SubscribeAll got %v", got)
+	mu.Lock()
+	if got[0] != "$app/x@1" || got[1] != "plain/x@0" {
+		t.Errorf("got %v, want $app/x at QoS 1 and plain/x at QoS 0", got)
+	}
+	mu.Unlock()
+	cancel()
+	cancel() // idempotent
+	if rc := pub.Publish(&packet.Publish{Topic: "$app/x", QoS: 1, PacketID: 2, Payload: []byte("e")}); rc != packet.NoMatchingSubscribers {
+		t.Errorf("after cancel: PUBACK %v, want no matching subscribers", rc)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 {
+		t.Errorf("after cancel: %v", got)
+	}
+}
+
 func TestEmbed_DisconnectKicksWithAdministrativeAction(t *testing.T) {
 	srv := brokertest.Start(t)
 	watcher, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V311, ClientID: "w", CleanStart: true})

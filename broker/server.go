@@ -63,6 +63,10 @@ type Server struct {
 	inline  atomic.Pointer[topic.Index[*inlineSub, byte]] // Server.Subscribe (embed.go); made on first use
 	inlineN atomic.Int32                                  // inline subscriptions; 0: publish skips them
 	hookErr error                                         // a hook of Options.Hooks refused: Serve returns it
+	// inlineAll are the subscriptions of Server.SubscribeAll; replaced
+	// (copy on write) under inlineMu.
+	inlineAll atomic.Pointer[[]*inlineSub]
+	inlineMu  sync.Mutex
 
 	mem  *memGauge  // memory_limit (memlimit.go); nil without one
 	disk *diskGuard // the store's disk (diskfull.go); nil without a store

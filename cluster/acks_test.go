@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -28,14 +29,21 @@ func TestAckWaitsForOtherNodes(t *testing.T) {
 	nodes := startStored(t, "ak")
 	a, b := nodes[0], nodes[1]
 	sub, _ := persistentConnect(t, b, "ak-sub")
-	sub.Subscribe(1, 2, "ak/#")
+	sub.Subscribe(1, 2, "ak/#", "$ak/#")
 	waitInterest(t, a, "ak/x", b)
+	waitInterest(t, a, "$ak/x", b)
 	pub := connect(t, a, "ak-pub")
 
-	for i, qos := range []byte{1, 2} {
-		unblock := holdCluster(t, b, "ak/#")
+	// A $-topic, which "#" does not match [MQTT-4.7.2-1], waits as well.
+	cases := []struct {
+		topic string
+		qos   byte
+	}{{"ak/t", 1}, {"ak/t", 2}, {"$ak/t", 1}}
+	for i, tc := range cases {
+		qos := tc.qos
+		unblock := holdCluster(t, b, strings.TrimSuffix(tc.topic, "/t")+"/#")
 		id := uint16(i + 1)
-		pub.Send(&packet.Publish{Topic: "ak/t", QoS: qos, PacketID: id, Payload: []byte{'0' + qos}})
+		pub.Send(&packet.Publish{Topic: tc.topic, QoS: qos, PacketID: id, Payload: []byte{'0' + qos}})
 		pub.ExpectNothing(300 * time.Millisecond) // b holds it unpublished
 		unblock()
 		got := pub.Recv()
@@ -56,7 +64,7 @@ func TestAckWaitsForOtherNodes(t *testing.T) {
 			t.Fatalf("QoS %d: %s", qos, brokertest.Describe(got))
 		}
 		p := sub.ExpectPublish()
-		if p.Topic != "ak/t" || p.QoS != qos {
+		if p.Topic != tc.topic || p.QoS != qos {
 			t.Fatalf("delivered %s", brokertest.Describe(p))
 		}
 		sub.Ack(p)

@@ -561,7 +561,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.ready = true
 	n.mu.Unlock()
 
-	cancelAll, err := n.srv.Subscribe("#", 2, n.forward)
+	cancelAll, err := n.srv.SubscribeAll(2, n.forward)
 	if err != nil {
 		return fmt.Errorf("cluster: inline subscription: %w", err)
 	}
@@ -681,8 +681,9 @@ func (n *Node) running() bool {
 // ---- messages ----
 
 // forward sends a message routed by the local broker to the nodes that
-// want it: the inline subscription "#" (Start) sees every message but those
-// on $-topics, which OnPublish forwards.
+// want it: the inline subscription to every topic (Start), $-topics
+// included, sees it, so the acknowledgement of any QoS 1 or 2 message can
+// wait for the nodes it went to.
 func (n *Node) forward(m *broker.Message) {
 	if _, ok := n.republish.Load(m); ok {
 		return // it came from the cluster: never forwarded again
@@ -729,17 +730,6 @@ func (n *Node) forward(m *broker.Message) {
 		case <-n.done:
 		}
 	}
-}
-
-// OnPublish forwards client messages on $-topics (not $SYS), which the
-// inline "#" subscription does not see (broker.PublishHook).
-func (n *Node) OnPublish(c *broker.ClientInfo, p *packet.Publish) error {
-	if !strings.HasPrefix(p.Topic, "$") || isSys(p.Topic) || !n.running() {
-		return nil
-	}
-	n.forward(&broker.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Props: p.Props,
-		Created: time.Now()})
-	return nil
 }
 
 // receive moves what other nodes forward from the NATS channel to the
@@ -1164,7 +1154,7 @@ func (n *Node) watchDrops() {
 // the node's clients (broker.SubscriptionHook).
 func (n *Node) OnSubscription(c *broker.ClientInfo, e broker.SubscriptionEvent) {
 	// The routed filter carries the listener's mount point: it is what
-	// the inline "#" subscription of the other nodes sees and forwards.
+	// the inline subscription of the other nodes (SubscribeAll) sees and forwards.
 	f := e.Routed
 	if f == "" {
 		f = routedFilter(e.Filter)
