@@ -249,9 +249,24 @@ func (n *Node) applyEntry(e jetstream.KeyValueEntry, live bool) (changed bool) {
 // store that the bucket deleted meanwhile, and leaves the same watch
 // running (watchRetained): no update is missed between the two.
 func (n *Node) loadRetained(ctx context.Context) error {
-	w, count, err := n.readRetained(ctx)
-	if err != nil {
-		return err
+	var w *retainedWatch
+	var count int
+	for {
+		var err error
+		if w, count, err = n.readRetained(ctx); err == nil {
+			break
+		}
+		// The watch's consumer is a JetStream request, which may go
+		// unanswered while a restarted node catches up (nats.go gives up
+		// after its own 5 s): tried again until Start's time is up.
+		select {
+		case <-ctx.Done():
+			return err
+		case <-n.done:
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+		n.log.Debug("cluster: waiting for jetstream", "request", "watch "+bucketRetained, "err", err)
 	}
 	n.log.Info("cluster: retained messages loaded", "changed", count) // the others were in the store already
 	n.wg.Add(1)
