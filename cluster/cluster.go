@@ -573,13 +573,6 @@ func (n *Node) start(ctx context.Context) error {
 	return nil
 }
 
-func deadline(ctx context.Context) time.Time {
-	if d, ok := ctx.Deadline(); ok {
-		return d
-	}
-	return time.Now().Add(time.Minute)
-}
-
 // peersNotSelf returns the peers other than this node's own address.
 func (n *Node) peersNotSelf() []string {
 	var out []string

@@ -323,9 +323,10 @@ func TestClusterMetrics(t *testing.T) {
 // whose PUBACKs wait, instead of sending them to be dropped.
 //
 // The sizes make the outcome certain: the node (bound B = 16 KiB, QoS 1 and
-// 2 up to 2B) is held with 44 QoS 0 messages waiting (9240 bytes, past B/2),
-// then a QoS 1 burst of 127 messages (26924 bytes) is published. Sent at
-// once, it would not fit (9240 + 26924 > 2B): some would be dropped. Held
+// 2 up to 2B) is held with QoS 0 messages waiting past B/2 (8192 bytes;
+// 39 to 70 messages of 210 bytes), then a QoS 1 burst of 127 messages
+// (26924 bytes) is published. Sent at once, it would not fit (8192 + 26924
+// > 2B): some would be dropped. Held
 // until the node has caught up to B/8 and says so, it fits even if the node
 // then made no progress at all (2048 + 26924 < 2B).
 func TestBackPressureHoldsQoS1(t *testing.T) {
@@ -342,14 +343,21 @@ func TestBackPressureHoldsQoS1(t *testing.T) {
 	// broker): the node says it is congested.
 	pub := connect311(t, nodes[0], "bp-pub") // 127 in flight: past an MQTT 5 receive maximum
 	payload := make([]byte, 200)
-	const n0, n1 = 45, 127
-	for range n0 {
-		pub.Publish(&packet.Publish{Topic: "bp/0", Payload: payload})
-	}
-	brokertest.Eventually(t, 5*time.Second, func() bool {
+	const n1 = 127
+	congested := func() bool {
 		until, _, _ := nodes[0].node.cong.holdUntil(time.Now(), time.Minute)
 		return !until.IsZero()
-	}, "node 0 sees the node congested")
+	}
+	// 45 at least; more, one at a time, while the node does not say so:
+	// the burst the node took before the broker held it may have been
+	// more than one message, leaving less than half the bound queued. At
+	// most 70 (14,700 bytes): below the bound, so none is dropped.
+	n0 := 0
+	for n0 < 45 || (n0 < 70 && !waitFor(100*time.Millisecond, congested)) {
+		pub.Publish(&packet.Publish{Topic: "bp/0", Payload: payload})
+		n0++
+	}
+	brokertest.Eventually(t, 5*time.Second, congested, "node 0 sees the node congested")
 	// The node takes a burst of what waits (up to inboundBurst) before
 	// the broker holds it: the rest is queued.
 	var queued0 int
@@ -431,4 +439,16 @@ func TestBackPressureByCount(t *testing.T) {
 	if last := got[len(got)-1]; last.Topic != "bpc/1" {
 		t.Fatalf("last message %s, want the held QoS 1 one", brokertest.Describe(last))
 	}
+}
+
+// waitFor polls cond every 5 ms for up to d and reports whether it held.
+func waitFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
 }

@@ -417,11 +417,26 @@ func (n *Node) collectHeld(peer string) {
 	n.syncInterest()
 	body, _ := json.Marshal(ownerRequest{ID: n.cfg.Node, Op: reqHeldNode})
 	collected := 0
+	failures := 0
 	for {
 		msg, err := n.nc.Request(subjControl+"."+encodeLevel(peer)+".takeover", body, askTimeout+takeoverWait)
 		if err != nil {
-			n.log.Debug("cluster: sessions held for this node not asked for", "peer", peer, "err", err)
-			return
+			// Right after a start or a heal the peer may not have this
+			// node's route yet (no responders): asked again while the
+			// link is up, for a minute (a link that comes back later asks
+			// anew, watchLinks).
+			failures++
+			if failures == 60 || !linkNames(n.ns)[peer] {
+				n.log.Warn("cluster: sessions held for this node not asked for: what the peer queued for them "+
+					"is read by their next move", "peer", peer, "err", err)
+				return
+			}
+			select {
+			case <-n.done:
+				return
+			case <-time.After(time.Second):
+			}
+			continue
 		}
 		var a heldAnswer
 		if err := json.Unmarshal(msg.Data, &a); err != nil {
@@ -449,7 +464,11 @@ func (n *Node) collectOne(id string) bool {
 	// Right after a restart JetStream may take a while to serve the bucket.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if e, err := n.owners.Get(ctx, ownerKey(id)); err != nil || string(e.Value()) != n.cfg.Node {
+	if e, err := n.ownerEntry(ctx, ownerKey(id)); err != nil || e == nil || string(e.Value()) != n.cfg.Node {
+		if err != nil {
+			n.log.Warn("cluster: messages queued elsewhere for a session not read: its owner could not be "+
+				"read; its next move delivers them", "client", id, "err", err)
+		}
 		return false // another node's now: it reads them when it takes the session
 	}
 	if _, ok := n.srv.ClientDetail(id); !ok {

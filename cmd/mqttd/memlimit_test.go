@@ -21,8 +21,13 @@ import (
 )
 
 const (
-	memLimitTest  = 64 << 20
-	memLimitSlack = 32 << 20 // RSS margin above memory_limit: binary, runtime, GC headroom
+	memLimitTest = 64 << 20
+	// memLimitSlack is the RSS margin above memory_limit: binary, runtime,
+	// GC headroom. 32 MiB held on a quiet machine; CI's 2 cores, shared
+	// with other packages' tests, twice saw 96-97 MiB (the collector and
+	// the scavenger fall behind when the broker is starved of CPU), which
+	// docs/operations.md now allows for when it sizes MemoryMax.
+	memLimitSlack = 40 << 20
 	floodPayload  = 8 << 10
 )
 
