@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"maps"
 	"slices"
@@ -76,22 +77,12 @@ type heldAnswer struct {
 // ownedBy lists the client ids owned by node dead that go to this node:
 // by a hash of the id over live (sorted), as adoption chooses. Right after
 // a node dies JetStream may be electing new leaders for the buckets it led:
-// the listing is tried again for a while.
+// the reading is tried again for a while.
 func (n *Node) ownedBy(ctx context.Context, dead string, live []string) (map[string]uint64, error) {
-	var keys []string
 	for attempt := 1; ; attempt++ {
-		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
-		lister, err := n.owners.ListKeys(lctx)
+		out, err := n.readOwned(ctx, dead, live)
 		if err == nil {
-			keys = keys[:0]
-			for k := range lister.Keys() {
-				keys = append(keys, k)
-			}
-			lister.Stop() // done already: the listing closed its channel
-		}
-		lcancel()
-		if err == nil {
-			break
+			return out, nil
 		}
 		if attempt == adoptTries || ctx.Err() != nil {
 			return nil, err
@@ -102,16 +93,46 @@ func (n *Node) ownedBy(ctx context.Context, dead string, live []string) (map[str
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// ownersIdle bounds the wait for the next entry of the owners bucket while
+// it is read (readOwned): a reading that makes progress is not cut short,
+// however many entries there are.
+const ownersIdle = 5 * time.Second
+
+// readOwned reads the whole owners bucket in one pass (a watch: the keys
+// with their values and revisions, not a listing then a read per key,
+// which takes minutes for 100,000 sessions) and keeps the ids of ownedBy.
+func (n *Node) readOwned(ctx context.Context, dead string, live []string) (map[string]uint64, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	idle := time.AfterFunc(ownersIdle, cancel) // the watch's creation too
+	defer idle.Stop()
+	w, err := n.owners.WatchAll(wctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("cluster: read the owners: %w", err)
+	}
+	defer w.Stop()
 	out := make(map[string]uint64)
-	for _, key := range keys {
-		e, err := n.ownerEntry(ctx, key)
-		if err != nil {
-			return nil, err // not skipped: a session missed here is neither held nor adopted
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case <-wctx.Done():
+			return nil, fmt.Errorf("cluster: read the owners: %w", wctx.Err())
+		case v, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("cluster: read the owners: watcher stopped")
+			}
+			e = v
 		}
-		if e == nil || string(e.Value()) != dead {
+		if e == nil {
+			return out, nil // every current entry read
+		}
+		idle.Reset(ownersIdle)
+		if e.Operation() != jetstream.KeyValuePut || string(e.Value()) != dead {
 			continue
 		}
-		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(key, "c."))
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(e.Key(), "c."))
 		if err != nil {
 			continue
 		}
@@ -121,7 +142,6 @@ func (n *Node) ownedBy(ctx context.Context, dead string, live []string) (map[str
 			out[string(raw)] = e.Revision()
 		}
 	}
-	return out, nil
 }
 
 // ownerEntry reads the ownership entry key, trying again while JetStream
