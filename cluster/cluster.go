@@ -664,6 +664,20 @@ func (n *Node) Close() error {
 	return nil
 }
 
+// untilClosed returns a context that ends when the node closes (or cancel
+// is called), for work that runs as long as the node does.
+func (n *Node) untilClosed() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-n.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // running reports whether the node forwards (started and not closed).
 func (n *Node) running() bool {
 	n.mu.Lock()

@@ -292,15 +292,8 @@ func (w *retainedWatch) stop() {
 // itself lives until stopped or the node closes (the context given to
 // WatchAll ends its subscription).
 func (n *Node) readRetained(ctx context.Context) (*retainedWatch, int, error) {
-	wctx, cancel := context.WithCancel(context.Background())
+	wctx, cancel := n.untilClosed()
 	undo := context.AfterFunc(ctx, cancel) // a start that takes too long is given up
-	go func() {
-		select {
-		case <-n.done:
-			cancel()
-		case <-wctx.Done():
-		}
-	}()
 	kw, err := n.retained.WatchAll(wctx)
 	if err != nil {
 		cancel()

@@ -714,15 +714,8 @@ func (n *Node) drainInbound(ctx context.Context) {
 // same choice of node (adoptWills).
 func (n *Node) adoptSessions(dead string) {
 	defer n.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := n.untilClosed()
 	defer cancel()
-	go func() {
-		select {
-		case <-n.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	live := n.liveNodes()
 	// The wills its clean sessions owed first (wills.go).
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)

@@ -147,25 +147,15 @@ func (n *Node) readOwned(ctx context.Context, dead string, live []string) (map[s
 // ownerEntry reads the ownership entry key, trying again while JetStream
 // elects a leader for the bucket (right after a node's loss); nil when the
 // key is gone.
-func (n *Node) ownerEntry(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
-	for attempt := 1; ; attempt++ {
-		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		e, err := n.owners.Get(gctx, key)
-		cancel()
-		switch {
-		case err == nil:
-			return e, nil
-		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-			return nil, nil
-		case attempt == adoptTries || ctx.Err() != nil:
-			return nil, err
+func (n *Node) ownerEntry(ctx context.Context, key string) (e jetstream.KeyValueEntry, err error) {
+	err = retryJS(ctx, n.log, "owner "+key, func(ctx context.Context) (err error) {
+		e, err = n.owners.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			e, err = nil, nil
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+		return err
+	})
+	return e, err
 }
 
 // liveNodes is this node and those it has a link to, sorted.
@@ -187,15 +177,8 @@ func (n *Node) holdSessions(dead string) {
 	if !n.srv.HasStore() || !n.haveMajority() {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := n.untilClosed()
 	defer cancel()
-	go func() {
-		select {
-		case <-n.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	start := time.Now()
 	// The gate (holdgate.go) waits for this node's report: what failed is
 	// tried again meanwhile, since a session not held loses what is
