@@ -131,7 +131,7 @@ func TestEmbed_SubscribeAll(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) == 2
-	}, "SubscribeAll got %v", got)
+	}, "SubscribeAll did not get both messages") // got is read under mu only
 	mu.Lock()
 	if got[0] != "$app/x@1" || got[1] != "plain/x@0" {
 		t.Errorf("got %v, want $app/x at QoS 1 and plain/x at QoS 0", got)
