@@ -139,6 +139,7 @@ type burstState struct {
 	// (session.holdsFor), and scratch for session.pump.
 	held      []heldOut
 	heldScrap []*outMsg
+	early     []heldOut // scratch of releaseHeldQoS1
 	// The AckGate tokens of the burst's messages (Message.HoldAck); 0:
 	// none.
 	gateFirst, gateLast uint64
@@ -387,7 +388,12 @@ func (c *conn) flushPending() error {
 	// When nothing waits for these writes (a subscriber's acknowledgements
 	// deleting queue entries, say), losing them in a power cut costs a
 	// redelivery: they do not wait for the disk.
-	err := c.srv.storeApply(&b.pend, len(b.pendAcks) == 0)
+	lazy := len(b.pendAcks) == 0
+	var ordered func()
+	if !lazy && len(b.held) > 0 {
+		ordered = c.releaseHeldQoS1
+	}
+	err := c.srv.storeApplyOrdered(&b.pend, lazy, ordered)
 	b.pend.Reset() // storeApply noted err: a failing store refuses what must be stored (diskfull.go)
 	// The deliveries that waited for these writes go now (their
 	// publisher's acknowledgements below still wait for the writes' own
@@ -451,6 +457,35 @@ func (c *conn) endBurst() {
 	clear(b.heldScrap[:cap(b.heldScrap)])
 	b.heldScrap = b.heldScrap[:0]
 	burstPool.Put(b)
+}
+
+// releaseHeldQoS1 lets the QoS 1 deliveries held for the burst's writes
+// go as soon as the store has ordered the writes, before they are on
+// stable storage (storeApplyOrdered): the subscriber's acknowledgement,
+// which deletes the entry, is then ordered after the entry in the store
+// (the rule holding keeps, session.holdsFor). Should the writes be lost in a
+// crash, the publisher was not acknowledged and sends the message again: a
+// duplicate, which QoS 1 allows. QoS 2 deliveries wait for
+// stable storage (releaseHeld): sent once, they must not be sent again as
+// a new message. Order within a session is kept: a QoS 1 delivery behind a
+// held QoS 2 one waits for it (session.writeReleasedLocked). Read loop only;
+// no lock held.
+func (c *conn) releaseHeldQoS1() {
+	b := c.burst
+	keep := b.held[:0]
+	early := b.early[:0]
+	for _, h := range b.held {
+		if h.om.qos == 1 {
+			early = append(early, h)
+		} else {
+			keep = append(keep, h)
+		}
+	}
+	clear(b.held[len(keep):])
+	b.held = keep
+	b.heldScrap = releaseHeldOuts(early, b.heldScrap)
+	clear(early)
+	b.early = early[:0]
 }
 
 // releaseHeld lets the deliveries held for the burst's writes go, in

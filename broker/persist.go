@@ -160,10 +160,23 @@ func (s *session) sessionRecordLocked(disconnected time.Time, will *packet.Will)
 // refusals of diskfull.go whichever write found it (a read burst's, a
 // CONNECT's, a will's, a refill's).
 func (srv *Server) storeApply(b *store.Batch, lazy bool) error {
+	return srv.storeApplyOrdered(b, lazy, nil)
+}
+
+// storeApplyOrdered is storeApply that calls ordered as soon as no later
+// write can reach the store before b (store.OrderedApplier: before the wait
+// for stable storage), when the store can tell and nothing else must see b
+// first (no ReplicaHook: a replica is given b after the store). ordered is
+// called at most once, on this goroutine, with no lock held; when it is not
+// called, the caller does what it would have done once storeApplyOrdered
+// returns.
+func (srv *Server) storeApplyOrdered(b *store.Batch, lazy bool, ordered func()) error {
 	start := time.Now()
 	var err error
 	if l, ok := srv.opts.Store.(store.LazyApplier); ok && lazy {
 		err = l.ApplyNoSync(b)
+	} else if o, ok := srv.opts.Store.(store.OrderedApplier); ok && ordered != nil && len(srv.hooks.replica) == 0 {
+		err = o.ApplyOrdered(b, ordered)
 	} else {
 		err = srv.opts.Store.Apply(b)
 	}

@@ -152,6 +152,18 @@ type LazyApplier interface {
 	ApplyNoSync(b *Batch) error
 }
 
+// OrderedApplier is implemented by stores that can tell when a batch's
+// place in the store's order is fixed, before Apply waits for stable
+// storage: from then on every write applied is ordered after the batch (in
+// a crash it is replayed after it, or lost with it).
+type OrderedApplier interface {
+	// ApplyOrdered is Apply that calls ordered once b is ordered, before
+	// waiting for stable storage, on the caller's goroutine and with no lock
+	// of the store held. ordered is not called when b is refused or fails
+	// before it is ordered.
+	ApplyOrdered(b *Batch, ordered func()) error
+}
+
 // SyncPolicy says when a write reaches stable storage.
 type SyncPolicy int
 

@@ -496,13 +496,20 @@ func (bd *builder) add(op *store.Op) error {
 }
 
 // Apply implements store.Store.
-func (s *Store) Apply(b *store.Batch) error { return s.apply(b, s.policy == store.SyncAlways) }
+func (s *Store) Apply(b *store.Batch) error { return s.apply(b, s.policy == store.SyncAlways, nil) }
 
 // ApplyNoSync implements store.LazyApplier: b is written (a process crash
 // keeps it) without waiting for stable storage, whatever the sync policy.
-func (s *Store) ApplyNoSync(b *store.Batch) error { return s.apply(b, false) }
+func (s *Store) ApplyNoSync(b *store.Batch) error { return s.apply(b, false, nil) }
 
-func (s *Store) apply(b *store.Batch, sync bool) error {
+// ApplyOrdered implements store.OrderedApplier: ordered runs once b has its
+// place in the write-ahead log (every later batch is logged after it) and
+// the store's references are updated, before the wait for the log's sync.
+func (s *Store) ApplyOrdered(b *store.Batch, ordered func()) error {
+	return s.apply(b, s.policy == store.SyncAlways, ordered)
+}
+
+func (s *Store) apply(b *store.Batch, sync bool, ordered func()) error {
 	if p := s.failed.Load(); p != nil {
 		return *p
 	}
@@ -573,11 +580,17 @@ func (s *Store) apply(b *store.Batch, sync bool) error {
 	}
 	if !sync {
 		s.mu.Unlock()
+		if ordered != nil {
+			ordered()
+		}
 		return bd.pb.Close()
 	}
 	s.inflight.Add(1)
 	s.mu.Unlock()
 	defer s.inflight.Done()
+	if ordered != nil {
+		ordered()
+	}
 	// Wait for the sync outside the lock: batches that arrive meanwhile
 	// join the next sync.
 	if err := bd.pb.SyncWait(); err != nil {

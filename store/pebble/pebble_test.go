@@ -456,3 +456,43 @@ func TestApplyAfterCorruption(t *testing.T) {
 		t.Fatalf("Apply after damage = %v, want ErrCorrupt naming the directory", err)
 	}
 }
+
+// TestApplyOrdered: ordered runs once per batch, under each sync policy,
+// with the batch already counted: a batch applied from ordered may delete
+// the queue entry and the message the first one put (as a subscriber's
+// acknowledgement of a delivery sent before the sync does), and after a
+// restart neither is left.
+func TestApplyOrdered(t *testing.T) {
+	for _, policy := range []store.SyncPolicy{store.SyncAlways, store.SyncBatch, store.SyncNever} {
+		t.Run(fmt.Sprint(policy), func(t *testing.T) {
+			dir := t.TempDir()
+			s := open(t, dir, policy)
+			var b store.Batch
+			b.PutSession(storetest.Sess("alice"))
+			b.PutMessage(storetest.Msg(10, "a/b", "hello"))
+			b.PutQueueEntry(storetest.Entry("alice", 1, 10))
+			calls := 0
+			var inner error
+			err := s.ApplyOrdered(&b, func() {
+				calls++
+				var ack store.Batch
+				ack.DeleteQueueEntryOf("alice", 1, 10)
+				inner = s.ApplyNoSync(&ack)
+			})
+			if err != nil || calls != 1 || inner != nil {
+				t.Fatalf("ApplyOrdered: %v, ordered called %d times, its write: %v", err, calls, inner)
+			}
+			closeStore(t, s)
+			s = open(t, dir, policy)
+			defer closeStore(t, s)
+			st, err := s.Load(storetest.Base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(st.Sessions) != 1 || len(st.Sessions[0].Queue) != 0 || len(st.Messages) != 0 {
+				t.Fatalf("after restart: %d sessions, %d messages; want alice's alone with an empty queue",
+					len(st.Sessions), len(st.Messages))
+			}
+		})
+	}
+}
