@@ -48,7 +48,6 @@ type conn struct {
 	will      *packet.Will
 	keepAlive time.Duration
 	aliases   map[uint16]string // v5 inbound topic aliases
-	inAcks    int               // PUBACK/PUBCOMP waiting in pendAcks (receive maximum)
 	pubRate   *tokenBucket      // MaxPublishRate (ratelimit.go); nil until the first PUBLISH
 	// v5 enhanced authentication (auth_enhanced.go), read loop: nil unless
 	// the CONNECT named an Authentication Method. Its fields are promoted:
@@ -81,11 +80,18 @@ type conn struct {
 	due    atomic.Int64
 	dueIdx atomic.Int32
 
-	fd        int32
-	polled    atomic.Bool // 4 bytes, as atomic.Int32
-	connected atomic.Bool
-	pollMu    sync.Mutex // guards pollState, closeReq
-	outMu     sync.Mutex
+	fd     int32
+	inAcks int32 // PUBACK/PUBCOMP waiting in pendAcks (receive maximum); read loop
+	// Bursts whose acknowledgements wait for the store's sync while the
+	// read loop goes on (flushAsync), and the PUBACK/PUBCOMP among them
+	// (receive maximum). Raised by the read loop, lowered by the store's
+	// goroutine once they are sent.
+	asyncBursts atomic.Int32
+	asyncAcks   atomic.Int32
+	polled      atomic.Bool // 4 bytes, as atomic.Int32
+	connected   atomic.Bool
+	pollMu      sync.Mutex // guards pollState, closeReq
+	outMu       sync.Mutex
 
 	// read loop
 	version     packet.Version
@@ -295,6 +301,9 @@ func (c *conn) readBurst() error {
 		if ferr := c.flushPending(); err == nil {
 			err = ferr
 		}
+		if err != nil {
+			c.awaitAsync() // the connection ends: what was read before goes first
+		}
 		if err == nil {
 			c.memWait() // past memory_limit: read nothing more until under (memlimit.go)
 		}
@@ -352,10 +361,13 @@ func (c *conn) pendLen() int {
 // AckGates when the burst's messages are held for them.
 func (c *conn) sendAck(p packet.Packet) {
 	b := c.burst
-	if b == nil || b.pend.Empty() && b.gateLast == 0 && len(b.pendAcks) == 0 {
+	if (b == nil || b.pend.Empty() && b.gateLast == 0 && len(b.pendAcks) == 0) && c.asyncBursts.Load() == 0 {
 		c.send(p)
 		return
 	}
+	// Behind the burst's writes, or behind the acknowledgements of earlier
+	// bursts still waiting for the disk (flushAsync) [MQTT-4.6.0-2].
+	b = c.takeBurst()
 	switch p.(type) {
 	case *packet.Puback, *packet.Pubcomp:
 		c.inAcks++ // still unacknowledged for the client's receive quota
@@ -368,11 +380,17 @@ func (c *conn) sendAck(p packet.Packet) {
 // client is disconnected (it will re-send); when no acknowledgement waited
 // for the writes, the connection goes on.
 func (c *conn) flushPending() error {
-	c.inAcks = 0
 	b := c.burst
 	if b == nil {
+		c.inAcks = 0
 		return nil
 	}
+	if len(b.pendAcks) > 0 && (!b.pend.Empty() || c.asyncBursts.Load() > 0) {
+		if a := c.srv.asyncStore(); a != nil {
+			return c.flushAsync(a, b)
+		}
+	}
+	c.inAcks = 0
 	defer c.endBurst()
 	if b.pend.Empty() {
 		if err := c.awaitGates(b); err != nil {
@@ -391,7 +409,7 @@ func (c *conn) flushPending() error {
 	lazy := len(b.pendAcks) == 0
 	var ordered func()
 	if !lazy && len(b.held) > 0 {
-		ordered = c.releaseHeldQoS1
+		ordered = b.releaseHeldQoS1
 	}
 	err := c.srv.storeApplyOrdered(&b.pend, lazy, ordered)
 	b.pend.Reset() // storeApply noted err: a failing store refuses what must be stored (diskfull.go)
@@ -400,7 +418,7 @@ func (c *conn) flushPending() error {
 	// success). After a failure too: nothing here is acknowledged to the
 	// publisher, which re-sends; the online subscriber is served as one
 	// without a store would be.
-	c.releaseHeld()
+	b.releaseHeld()
 	if err != nil {
 		c.srv.log.Error("store write failed", "client", c.info.ClientID, "err", err)
 		if acksNeedStore(b.pendAcks) {
@@ -453,10 +471,109 @@ func (c *conn) endBurst() {
 		return
 	}
 	c.burst = nil
+	b.put()
+}
+
+// put gives b back to the pool.
+func (b *burstState) put() {
 	b.pend.Owner = nil
 	clear(b.heldScrap[:cap(b.heldScrap)])
 	b.heldScrap = b.heldScrap[:0]
 	burstPool.Put(b)
+}
+
+// flushAsync is flushPending for a store that need not be waited for: the
+// burst's writes are applied and its QoS 1 deliveries released now, and the
+// read loop goes on while the store's goroutine waits for the sync, then
+// releases the other deliveries and sends the acknowledgements
+// (finishAsync). The client's next PUBLISH is read, routed and delivered
+// meanwhile instead of waiting behind the disk. Acknowledgements stay in
+// the order their packets came [MQTT-4.6.0-2]: the store calls back in
+// order, and while any burst waits, every later acknowledgement waits
+// behind it (sendAck; a burst without writes is a barrier in the store's
+// order). The burst is the store's until then: the read loop takes another.
+func (c *conn) flushAsync(a store.AsyncApplier, b *burstState) error {
+	acks := c.inAcks
+	c.inAcks = 0
+	c.burst = nil
+	c.asyncAcks.Add(acks)
+	c.asyncBursts.Add(1)
+	// The QoS 1 deliveries go once ApplyAsync returns (the writes are
+	// ordered), from here: b is the store's goroutine's from then on. Not
+	// from ApplyAsync's ordered: the writer goroutine they start would then
+	// queue behind the store's, which waits for the disk, on a single
+	// processor.
+	var earlyBuf [16]heldOut
+	early := b.takeHeldQoS1(earlyBuf[:0])
+	start := time.Now()
+	wrote := !b.pend.Empty()
+	err := a.ApplyAsync(&b.pend, nil, func(err error) {
+		if rc := c.finishAsync(b, acks, wrote, start, err); rc != nil {
+			c.disconnect(rc) // as the read loop does with flushPending's error
+			c.closeWithin(takeoverGrace)
+		}
+	})
+	if len(early) > 0 {
+		var scrap [16]*outMsg
+		releaseHeldOuts(early, scrap[:0])
+		clear(early)
+	}
+	if err != nil {
+		return c.finishAsync(b, acks, wrote, start, err) // refused: nothing was written, or acknowledged
+	}
+	return nil
+}
+
+// awaitAsync waits until the acknowledgements of the bursts given to the
+// store (flushAsync) are sent, or dropped: a connection that ends (its
+// client's DISCONNECT, say) first answers what its client sent before.
+// Read loop only.
+func (c *conn) awaitAsync() {
+	if c.asyncBursts.Load() == 0 {
+		return
+	}
+	a := c.srv.asyncStore()
+	if a == nil {
+		return
+	}
+	done := make(chan struct{})
+	if a.ApplyAsync(&store.Batch{}, nil, func(error) { close(done) }) != nil {
+		return // the store is closed or failed: it calls back what it holds
+	}
+	<-done
+}
+
+// finishAsync ends a burst of flushAsync once its writes are durable or
+// failed: as flushPending after its write, it releases the deliveries
+// still held and sends the acknowledgements, or, when the write failed and
+// they depended on it, drops them and returns the error that ends the
+// connection (the client sends the messages again). No lock is held.
+func (c *conn) finishAsync(b *burstState, acks int32, wrote bool, start time.Time, err error) error {
+	if wrote {
+		c.srv.stats.storeWrites.Add(1)
+		c.srv.stats.storeNanos.Add(int64(time.Since(start)))
+		c.srv.noteApply(err)
+	}
+	b.pend.Reset()
+	b.releaseHeld()
+	var rc error
+	if err != nil {
+		c.srv.log.Error("store write failed", "client", c.info.ClientID, "err", err)
+		if acksNeedStore(b.pendAcks) {
+			rc = packet.UnspecifiedError
+		}
+	}
+	if rc == nil {
+		for _, p := range b.pendAcks {
+			c.send(p)
+		}
+	}
+	clear(b.pendAcks)
+	b.pendAcks = b.pendAcks[:0]
+	c.asyncAcks.Add(-acks)
+	c.asyncBursts.Add(-1) // after the sends: a later acknowledgement may go straight now
+	b.put()
+	return rc
 }
 
 // releaseHeldQoS1 lets the QoS 1 deliveries held for the burst's writes
@@ -468,30 +585,35 @@ func (c *conn) endBurst() {
 // duplicate, which QoS 1 allows. QoS 2 deliveries wait for
 // stable storage (releaseHeld): sent once, they must not be sent again as
 // a new message. Order within a session is kept: a QoS 1 delivery behind a
-// held QoS 2 one waits for it (session.writeReleasedLocked). Read loop only;
-// no lock held.
-func (c *conn) releaseHeldQoS1() {
-	b := c.burst
+// held QoS 2 one waits for it (session.writeReleasedLocked). On the goroutine
+// applying the burst's writes; no lock held.
+func (b *burstState) releaseHeldQoS1() {
+	b.early = b.takeHeldQoS1(b.early[:0])
+	b.heldScrap = releaseHeldOuts(b.early, b.heldScrap)
+	clear(b.early)
+	b.early = b.early[:0]
+}
+
+// takeHeldQoS1 moves the held QoS 1 deliveries of b to dst, in order.
+func (b *burstState) takeHeldQoS1(dst []heldOut) []heldOut {
 	keep := b.held[:0]
-	early := b.early[:0]
 	for _, h := range b.held {
 		if h.om.qos == 1 {
-			early = append(early, h)
+			dst = append(dst, h)
 		} else {
 			keep = append(keep, h)
 		}
 	}
 	clear(b.held[len(keep):])
 	b.held = keep
-	b.heldScrap = releaseHeldOuts(early, b.heldScrap)
-	clear(early)
-	b.early = early[:0]
+	return dst
 }
 
 // releaseHeld lets the deliveries held for the burst's writes go, in
-// order, session by session (session.pump). Read loop only; no lock held.
-func (c *conn) releaseHeld() {
-	b := c.burst
+// order, session by session (session.pump). By the read loop, or by the
+// store's goroutine once the burst is the store's (flushAsync); no lock
+// held.
+func (b *burstState) releaseHeld() {
 	b.heldScrap = releaseHeldOuts(b.held, b.heldScrap)
 	clear(b.held)
 	b.held = b.held[:0]

@@ -260,7 +260,7 @@ func (c *conn) handlePubrel(p *packet.Pubrel) {
 // A re-sent QoS 2 PUBLISH whose id is already held does not count again.
 func (c *conn) checkReceiveMax(p *packet.Publish) error {
 	max := c.srv.opts.ReceiveMaximum
-	n := c.inAcks + int(c.sess.inboundN.Load())
+	n := int(c.inAcks) + int(c.asyncAcks.Load()) + int(c.sess.inboundN.Load())
 	if n < max {
 		return nil
 	}

@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -55,6 +56,73 @@ func (s *syncGateStore) ApplyOrdered(b *store.Batch, ordered func()) error {
 	return nil
 }
 
+// asyncGateStore is syncGateStore as a store.AsyncApplier: ApplyAsync
+// returns once the batch is ordered, and one goroutine calls the done of
+// each batch in order, a batch putting a message only once the gate is open
+// (while armed); failSync makes those syncs fail instead.
+type asyncGateStore struct {
+	*syncGateStore
+	queue    chan asyncDone
+	failSync atomic.Bool
+	barrier  chan struct{} // receives when an empty batch (a barrier) is applied
+}
+
+type asyncDone struct {
+	gated bool
+	done  func(error)
+}
+
+func newAsyncGateStore(t *testing.T) *asyncGateStore {
+	s := &asyncGateStore{syncGateStore: newSyncGateStore(), queue: make(chan asyncDone, 64),
+		barrier: make(chan struct{}, 16)}
+	stop := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-stop:
+				return
+			case d := <-s.queue:
+				var err error
+				if d.gated {
+					s.waiting <- struct{}{}
+					<-s.gate
+					if s.failSync.Load() {
+						err = errors.New("sync failed (test)")
+					}
+				}
+				d.done(err)
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-finished })
+	return s
+}
+
+func (s *asyncGateStore) ApplyAsync(b *store.Batch, ordered func(), done func(error)) error {
+	if b.Empty() {
+		select {
+		case s.barrier <- struct{}{}:
+		default:
+		}
+	}
+	if err := s.st.Apply(b); err != nil {
+		return err
+	}
+	if ordered != nil {
+		ordered()
+	}
+	gated := false
+	if s.armed.Load() {
+		for _, op := range b.Ops() {
+			gated = gated || op.Kind == store.OpPutMessage
+		}
+	}
+	s.queue <- asyncDone{gated: gated, done: done}
+	return nil
+}
+
 func (s *syncGateStore) Load(now time.Time) (*store.State, error) { return s.st.Load(now) }
 func (s *syncGateStore) Close() error                             { return s.st.Close() }
 
@@ -75,8 +143,18 @@ func (s *syncGateStore) waitOrdered(t *testing.T) {
 // stable storage: sent once, it must not be lost and sent again as a new
 // message [MQTT-4.3.3-2]. Its PUBREC to the publisher waits too.
 func TestHeldQoS1GoesBeforeSync_MQTT_4_3_3_2(t *testing.T) {
-	st := newSyncGateStore()
-	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = st })
+	t.Run("ordered", func(t *testing.T) {
+		st := newSyncGateStore()
+		heldQoS1BeforeSync(t, st, st)
+	})
+	t.Run("async", func(t *testing.T) {
+		st := newAsyncGateStore(t)
+		heldQoS1BeforeSync(t, st, st.syncGateStore)
+	})
+}
+
+func heldQoS1BeforeSync(t *testing.T, s store.Store, st *syncGateStore) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = s })
 	sub := brokertest.Dial(t, srv.Addr, packet.V5)
 	sub.Connect(&packet.Connect{ClientID: "keeper", CleanStart: true, KeepAlive: 60,
 		Props: &packet.Properties{SessionExpiry: packet.Ptr(uint32(3600))}})
@@ -91,11 +169,14 @@ func TestHeldQoS1GoesBeforeSync_MQTT_4_3_3_2(t *testing.T) {
 		t.Fatalf("got %s, want held/1 at QoS 1", brokertest.Describe(p))
 	}
 	sub.Ack(p)
-	sub.Ping() // the subscriber's PUBACK was read and its write applied
-	st.gate <- struct{}{}
+	st.gate <- struct{}{} // the sync of the publisher's write
 	if ack, ok := pub.Recv().(*packet.Puback); !ok || ack.PacketID != 1 || ack.ReasonCode != packet.Success {
 		t.Fatalf("publisher: got %s, want PUBACK 1", brokertest.Describe(ack))
 	}
+	// The subscriber's PUBACK was read and its write applied. (Not before
+	// the publisher's sync: a PINGRESP in the same burst as a store write
+	// keeps its place behind the store's earlier writes.)
+	sub.Ping()
 
 	pub.Send(&packet.Publish{Topic: "held/2", QoS: 2, PacketID: 2, Payload: []byte("two")})
 	st.waitOrdered(t)
@@ -119,4 +200,128 @@ func TestHeldQoS1GoesBeforeSync_MQTT_4_3_3_2(t *testing.T) {
 	for _, err := range st.refused {
 		t.Errorf("the store refused a batch: %v", err)
 	}
+}
+
+// TestAsyncAcksKeepOrder_MQTT_4_6_0_2: with a store that need not be waited
+// for (store.AsyncApplier), a publisher's connection reads on while its
+// PUBACK waits for the disk: its next PUBLISH is routed and delivered
+// meanwhile, and its acknowledgements still come in the order of its
+// packets (PUBACK 1, PINGRESP, PUBACK 2) once the writes are durable
+// [MQTT-4.6.0-2].
+func TestAsyncAcksKeepOrder_MQTT_4_6_0_2(t *testing.T) {
+	st := newAsyncGateStore(t)
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = st })
+	sub := brokertest.Dial(t, srv.Addr, packet.V311)
+	sub.Connect(&packet.Connect{ClientID: "keeper", KeepAlive: 60})
+	sub.Subscribe(1, 1, "held/#")
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V311, ClientID: "pub", CleanStart: true})
+
+	st.armed.Store(true)
+	pub.Send(&packet.Publish{Topic: "held/1", QoS: 1, PacketID: 1, Payload: []byte("one")})
+	st.waitOrdered(t) // the first write waits for its sync
+	pub.Send(&packet.Pingreq{})
+	pub.Send(&packet.Publish{Topic: "held/2", QoS: 1, PacketID: 2, Payload: []byte("two")})
+	for _, want := range []string{"held/1", "held/2"} {
+		p := sub.ExpectPublish()
+		if p.Topic != want {
+			t.Fatalf("subscriber: got %s, want %s", brokertest.Describe(p), want)
+		}
+		sub.Ack(p)
+	}
+	close(st.gate)
+	pub.ExpectPacket(&packet.Puback{PacketID: 1})
+	pub.ExpectPacket(&packet.Pingresp{})
+	pub.ExpectPacket(&packet.Puback{PacketID: 2})
+	sub.Ping()
+}
+
+// TestAsyncAcksCountForReceiveMaximum_MQTT_3_3_4_7: PUBACKs waiting for the
+// disk while the connection reads on still count against the server's
+// Receive Maximum: a v5 client that sends one QoS 1 PUBLISH more than it
+// allows, each in a burst of its own, is disconnected with 0x93, after the
+// PUBACKs of what it sent before.
+func TestAsyncAcksCountForReceiveMaximum_MQTT_3_3_4_7(t *testing.T) {
+	st := newAsyncGateStore(t)
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = st; o.ReceiveMaximum = 2 })
+	sub := brokertest.Dial(t, srv.Addr, packet.V311)
+	sub.Connect(&packet.Connect{ClientID: "keeper", KeepAlive: 60})
+	sub.Subscribe(1, 1, "held/#")
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "pub", CleanStart: true})
+	st.armed.Store(true)
+	for id := uint16(1); id <= 2; id++ {
+		pub.Send(&packet.Publish{Topic: "held/x", QoS: 1, PacketID: id, Payload: []byte("x")})
+		sub.Ack(sub.ExpectPublish()) // read and routed: its PUBACK waits
+	}
+	st.waitOrdered(t)
+	pub.Send(&packet.Publish{Topic: "held/x", QoS: 1, PacketID: 3, Payload: []byte("x")})
+	// Refused: the connection waits for what it owes before it closes
+	// (a barrier in the store's order), then answers it.
+	select {
+	case <-st.barrier:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the third PUBLISH was not refused")
+	}
+	close(st.gate)
+	pub.ExpectPacket(&packet.Puback{PacketID: 1})
+	pub.ExpectPacket(&packet.Puback{PacketID: 2})
+	ps := pub.ExpectClosed()
+	if len(ps) != 1 {
+		t.Fatalf("got %v, want DISCONNECT 0x93", ps)
+	}
+	if d, ok := ps[0].(*packet.Disconnect); !ok || d.ReasonCode != packet.ReceiveMaximumExceeded {
+		t.Fatalf("got %s, want DISCONNECT 0x93", brokertest.Describe(ps[0]))
+	}
+}
+
+// TestAsyncSyncFails: when the disk fails a write whose PUBACK waited for it
+// while the connection read on, the PUBACK is not sent and the publisher is
+// disconnected (0x80), so that it sends the message again; the
+// subscriber's QoS 1 delivery had gone when the write was ordered.
+func TestAsyncSyncFails(t *testing.T) {
+	st := newAsyncGateStore(t)
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = st })
+	sub := brokertest.Dial(t, srv.Addr, packet.V311)
+	sub.Connect(&packet.Connect{ClientID: "keeper", KeepAlive: 60})
+	sub.Subscribe(1, 1, "held/#")
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "pub", CleanStart: true})
+	st.armed.Store(true)
+	st.failSync.Store(true)
+	pub.Send(&packet.Publish{Topic: "held/1", QoS: 1, PacketID: 1, Payload: []byte("one")})
+	st.waitOrdered(t)
+	sub.Ack(sub.ExpectPublish())
+	close(st.gate)
+	ps := pub.ExpectClosed()
+	for _, p := range ps {
+		if _, ok := p.(*packet.Puback); ok {
+			t.Fatalf("PUBACK sent for a write that failed: %v", ps)
+		}
+	}
+	if d, ok := ps[len(ps)-1].(*packet.Disconnect); len(ps) == 0 || !ok || d.ReasonCode != packet.UnspecifiedError {
+		t.Fatalf("got %v, want DISCONNECT 0x80", ps)
+	}
+}
+
+// TestAsyncAcksBeforeDisconnect: a PUBLISH and a DISCONNECT sent together:
+// the connection ends only after the PUBACK that waited for the disk is
+// sent.
+func TestAsyncAcksBeforeDisconnect(t *testing.T) {
+	st := newAsyncGateStore(t)
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = st })
+	sub := brokertest.Dial(t, srv.Addr, packet.V311)
+	sub.Connect(&packet.Connect{ClientID: "keeper", KeepAlive: 60})
+	sub.Subscribe(1, 1, "held/#")
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V311, ClientID: "pub", CleanStart: true})
+	st.armed.Store(true)
+	pub.Send(&packet.Publish{Topic: "held/1", QoS: 1, PacketID: 1, Payload: []byte("one")})
+	pub.Send(&packet.Disconnect{})
+	st.waitOrdered(t)
+	close(st.gate)
+	ps := pub.ExpectClosed()
+	if len(ps) != 1 {
+		t.Fatalf("before the close: %v, want PUBACK 1", ps)
+	}
+	if a, ok := ps[0].(*packet.Puback); !ok || a.PacketID != 1 {
+		t.Fatalf("before the close: %s, want PUBACK 1", brokertest.Describe(ps[0]))
+	}
+	sub.Ack(sub.ExpectPublish())
 }

@@ -194,6 +194,18 @@ func (srv *Server) storeApplyOrdered(b *store.Batch, lazy bool, ordered func()) 
 	return err
 }
 
+// asyncStore returns the store as a store.AsyncApplier when acknowledgements
+// may wait for its sync while the connection reads on (conn.flushAsync):
+// not when a ReplicaHook must be given each batch after the store, nor
+// when AckGates hold acknowledgements (both wait in the read loop).
+func (srv *Server) asyncStore() store.AsyncApplier {
+	if len(srv.hooks.replica) > 0 || len(srv.hooks.gate) > 0 {
+		return nil
+	}
+	a, _ := srv.opts.Store.(store.AsyncApplier)
+	return a
+}
+
 // applyNow applies b at once (for work outside a read burst). A failure
 // is logged and, as any store write's (storeApply), turns on the refusals
 // of diskfull.go when the disk fails.

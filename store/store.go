@@ -164,6 +164,22 @@ type OrderedApplier interface {
 	ApplyOrdered(b *Batch, ordered func()) error
 }
 
+// AsyncApplier is implemented by stores that can apply a batch without its
+// caller waiting for stable storage, and say when it got there: a
+// connection goes on reading while its acknowledgements wait for the disk.
+type AsyncApplier interface {
+	// ApplyAsync is ApplyOrdered (ordered may be nil) that returns once b
+	// is ordered, and calls done once b is durable as the sync policy
+	// promises, with the error that kept it from being so. The done calls
+	// of the ApplyAsync calls that returned nil come in the order those
+	// calls returned, on a goroutine of the store (or on the caller's,
+	// before ApplyAsync returns, when there is nothing to wait for). An
+	// empty b is a barrier: its done comes after those of the batches
+	// before it. When ApplyAsync returns an error, done is not called. done
+	// must not call ApplyAsync, nor wait for a later done.
+	ApplyAsync(b *Batch, ordered func(), done func(error)) error
+}
+
 // SyncPolicy says when a write reaches stable storage.
 type SyncPolicy int
 

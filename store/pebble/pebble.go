@@ -70,7 +70,8 @@ type Store struct {
 	// above it is a new entry and needs no read. Guarded by mu.
 	maxSeq map[string]uint64
 
-	inflight sync.WaitGroup        // Apply calls waiting for their sync
+	inflight sync.WaitGroup        // Apply calls waiting for their sync, and ApplyAsync's batches in syncQ
+	syncQ    chan asyncSync        // ApplyAsync's batches waiting for their sync, in order (SyncAlways)
 	dirty    atomic.Bool           // SyncBatch: written since the last sync
 	failed   atomic.Pointer[error] // a background sync failed or damage was found: Apply refuses
 	wedged   atomic.Bool           // a commit panicked: Pebble cannot be used or closed (commit)
@@ -153,7 +154,46 @@ func Open(dir string, opts Options) (s *Store, err error) {
 		s.stopped.Add(1)
 		go s.syncLoop(iv)
 	}
+	if s.policy == store.SyncAlways {
+		s.syncQ = make(chan asyncSync, asyncQueue)
+		s.stopped.Add(1)
+		go s.asyncLoop()
+	}
 	return s, nil
+}
+
+// asyncQueue bounds the batches of ApplyAsync waiting for their sync; past
+// it ApplyAsync waits for room (as Apply would wait for the sync).
+const asyncQueue = 4096
+
+// asyncSync is a batch of ApplyAsync waiting for its sync (nil pb: a
+// barrier), and what to call when it is done.
+type asyncSync struct {
+	pb   *pebbledb.Batch
+	done func(error)
+}
+
+// asyncLoop waits for the syncs of ApplyAsync's batches in the order they
+// were applied and calls their done. One wait covers every batch the sync
+// took: the Pebble log is written in that order and synced as a whole.
+func (s *Store) asyncLoop() {
+	defer s.stopped.Done()
+	for {
+		select {
+		case <-s.stop:
+			return // Close waited for inflight: the queue is empty
+		case a := <-s.syncQ:
+			var err error
+			if a.pb != nil {
+				if err = a.pb.SyncWait(); err != nil {
+					err = s.halt("sync", err) // as apply does
+				}
+				err = errors.Join(err, a.pb.Close())
+			}
+			a.done(err)
+			s.inflight.Done()
+		}
+	}
 }
 
 // onCorruption is Pebble's DataCorruption event. Pebble's default is to exit
@@ -496,20 +536,38 @@ func (bd *builder) add(op *store.Op) error {
 }
 
 // Apply implements store.Store.
-func (s *Store) Apply(b *store.Batch) error { return s.apply(b, s.policy == store.SyncAlways, nil) }
+func (s *Store) Apply(b *store.Batch) error {
+	return s.apply(b, s.policy == store.SyncAlways, nil, nil)
+}
 
 // ApplyNoSync implements store.LazyApplier: b is written (a process crash
 // keeps it) without waiting for stable storage, whatever the sync policy.
-func (s *Store) ApplyNoSync(b *store.Batch) error { return s.apply(b, false, nil) }
+func (s *Store) ApplyNoSync(b *store.Batch) error { return s.apply(b, false, nil, nil) }
 
 // ApplyOrdered implements store.OrderedApplier: ordered runs once b has its
 // place in the write-ahead log (every later batch is logged after it) and
 // the store's references are updated, before the wait for the log's sync.
 func (s *Store) ApplyOrdered(b *store.Batch, ordered func()) error {
-	return s.apply(b, s.policy == store.SyncAlways, ordered)
+	return s.apply(b, s.policy == store.SyncAlways, ordered, nil)
 }
 
-func (s *Store) apply(b *store.Batch, sync bool, ordered func()) error {
+// ApplyAsync implements store.AsyncApplier. Under SyncAlways done is called
+// by the store's goroutine once the log's sync took b; under the other
+// policies (nothing to wait for) before ApplyAsync returns.
+func (s *Store) ApplyAsync(b *store.Batch, ordered func(), done func(error)) error {
+	if s.policy != store.SyncAlways {
+		if err := s.apply(b, false, ordered, nil); err != nil {
+			return err
+		}
+		done(nil)
+		return nil
+	}
+	return s.apply(b, true, ordered, done)
+}
+
+// apply writes b; with sync, it waits for the log's sync, or, with done,
+// leaves the wait to asyncLoop.
+func (s *Store) apply(b *store.Batch, sync bool, ordered func(), done func(error)) error {
 	if p := s.failed.Load(); p != nil {
 		return *p
 	}
@@ -519,6 +577,12 @@ func (s *Store) apply(b *store.Batch, sync bool, ordered func()) error {
 		return store.ErrClosed
 	}
 	if b.Empty() {
+		if done != nil {
+			s.inflight.Add(1)
+			s.mu.Unlock()
+			s.syncQ <- asyncSync{done: done} // a barrier
+			return nil
+		}
 		s.mu.Unlock()
 		return nil
 	}
@@ -587,10 +651,14 @@ func (s *Store) apply(b *store.Batch, sync bool, ordered func()) error {
 	}
 	s.inflight.Add(1)
 	s.mu.Unlock()
-	defer s.inflight.Done()
 	if ordered != nil {
 		ordered()
 	}
+	if done != nil {
+		s.syncQ <- asyncSync{pb: bd.pb, done: done} // asyncLoop waits for the sync
+		return nil
+	}
+	defer s.inflight.Done()
 	// Wait for the sync outside the lock: batches that arrive meanwhile
 	// join the next sync.
 	if err := bd.pb.SyncWait(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -492,6 +493,77 @@ func TestApplyOrdered(t *testing.T) {
 			if len(st.Sessions) != 1 || len(st.Sessions[0].Queue) != 0 || len(st.Messages) != 0 {
 				t.Fatalf("after restart: %d sessions, %d messages; want alice's alone with an empty queue",
 					len(st.Sessions), len(st.Messages))
+			}
+		})
+	}
+}
+
+// TestApplyAsync: under SyncAlways done comes after the log's sync, in the
+// order of the calls, a barrier (an empty batch) after the batches before
+// it; a write from done's predecessor's ordered is accepted; Close waits
+// for every done; what was acknowledged by done is there after a restart.
+// Under the other policies done comes before ApplyAsync returns. A refused
+// batch gets no done.
+func TestApplyAsync(t *testing.T) {
+	for _, policy := range []store.SyncPolicy{store.SyncAlways, store.SyncNever} {
+		t.Run(fmt.Sprint(policy), func(t *testing.T) {
+			fs := newCountingFS()
+			dir := t.TempDir()
+			s, err := Open(dir, Options{Sync: policy, fs: fs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			var order []int
+			var syncsAtDone []int64
+			done := func(i int) func(error) {
+				return func(err error) {
+					if err != nil {
+						t.Errorf("done %d: %v", i, err)
+					}
+					mu.Lock()
+					order = append(order, i)
+					syncsAtDone = append(syncsAtDone, fs.walSyncs.Load())
+					mu.Unlock()
+				}
+			}
+			before := fs.walSyncs.Load()
+			for i := 1; i <= 20; i++ {
+				var b store.Batch
+				if i%5 != 0 { // every fifth is a barrier
+					b.PutSession(storetest.Sess(fmt.Sprintf("c%d", i)))
+				}
+				if err := s.ApplyAsync(&b, nil, done(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var bad store.Batch
+			bad.PutQueueEntry(storetest.Entry("c1", 1, 999)) // names no message: refused
+			if err := s.ApplyAsync(&bad, nil, func(error) { t.Error("done called for a refused batch") }); err == nil {
+				t.Error("a batch naming an unknown message was accepted")
+			}
+			closeStore(t, s)
+			mu.Lock()
+			if len(order) != 20 {
+				t.Fatalf("%d done calls after Close, want 20", len(order))
+			}
+			for i, got := range order {
+				if got != i+1 {
+					t.Fatalf("done order %v", order)
+				}
+			}
+			if policy == store.SyncAlways && syncsAtDone[0] == before {
+				t.Errorf("the first done came before any sync of the log")
+			}
+			mu.Unlock()
+			s = open(t, dir, policy)
+			defer closeStore(t, s)
+			st, err := s.Load(storetest.Base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(st.Sessions) != 16 {
+				t.Fatalf("after restart: %d sessions, want 16", len(st.Sessions))
 			}
 		})
 	}
