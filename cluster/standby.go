@@ -70,8 +70,12 @@ const heldBatch = 2000
 // heldAnswer answers reqHeldNode: the client ids let go whose sessions
 // queued something here, and whether more are held.
 type heldAnswer struct {
-	IDs  []string `json:"ids"`
-	More bool     `json:"more"`
+	IDs []string `json:"ids"`
+	// Queued is, for each of IDs, how many messages the held copy had
+	// queued or in flight: the bucket has at least that many entries of
+	// this node for it (collectOne reads until it sees them).
+	Queued []int `json:"queued,omitempty"`
+	More   bool  `json:"more"`
 }
 
 // ownedBy lists the client ids owned by node dead that go to this node:
@@ -296,13 +300,17 @@ func (n *Node) letHeldGo(ctx context.Context, id string) bool {
 	}
 	n.syncInterest()
 	n.drainInbound(ctx)
-	return n.dropHeld(ctx, id)
+	return n.dropHeld(ctx, id) > 0
 }
 
-// dropHeld lets the held session of id go, once drained.
-func (n *Node) dropHeld(ctx context.Context, id string) bool {
+// dropHeld lets the held session of id go, once drained, and returns how many
+// messages it had queued or in flight (their entries stay in the bucket).
+func (n *Node) dropHeld(ctx context.Context, id string) int {
 	d, ok := n.srv.ClientDetail(id)
-	queued := ok && d.Queued+d.Inflight > 0
+	queued := 0
+	if ok {
+		queued = d.Queued + d.Inflight
+	}
 	if _, err := n.srv.HandOver(ctx, id, true); err != nil {
 		n.log.Warn("cluster: session held for a lost node not let go", "client", id, "err", err)
 	}
@@ -385,8 +393,9 @@ func (n *Node) onHeldRequest(msg *nats.Msg, r ownerRequest) {
 				n.drainInbound(ctx)
 				for _, id := range ids {
 					dctx, dcancel := context.WithTimeout(context.Background(), takeoverWait)
-					if n.dropHeld(dctx, id) {
+					if q := n.dropHeld(dctx, id); q > 0 {
 						a.IDs = append(a.IDs, id)
+						a.Queued = append(a.Queued, q)
 					}
 					dcancel()
 				}
@@ -429,6 +438,7 @@ func (n *Node) collectHeld(peer string) {
 			// link is up, for a minute (a link that comes back later asks
 			// anew, watchLinks).
 			failures++
+			n.log.Debug("cluster: asking for the sessions held for this node: trying again", "peer", peer, "err", err)
 			if failures == 60 || !linkNames(n.ns)[peer] {
 				n.log.Warn("cluster: sessions held for this node not asked for: what the peer queued for them "+
 					"is read by their next move", "peer", peer, "err", err)
@@ -446,8 +456,12 @@ func (n *Node) collectHeld(peer string) {
 			n.log.Warn("cluster: unreadable answer about held sessions", "peer", peer, "err", err)
 			return
 		}
-		for _, id := range a.IDs {
-			if n.collectOne(id) {
+		for i, id := range a.IDs {
+			want := 1 // a node of an older version does not say: it said there were some
+			if i < len(a.Queued) {
+				want = a.Queued[i]
+			}
+			if n.collectOne(id, want) {
 				collected++
 			}
 		}
@@ -462,8 +476,9 @@ func (n *Node) collectHeld(peer string) {
 }
 
 // collectOne reads into this node's session of id what other nodes queued
-// for it; it reports whether there was anything.
-func (n *Node) collectOne(id string) bool {
+// for it, at least want messages (what the node that held it said it had);
+// it reports whether there was anything.
+func (n *Node) collectOne(id string, want int) bool {
 	// Right after a restart JetStream may take a while to serve the bucket.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -471,19 +486,50 @@ func (n *Node) collectOne(id string) bool {
 		if err != nil {
 			n.log.Warn("cluster: messages queued elsewhere for a session not read: its owner could not be "+
 				"read; its next move delivers them", "client", id, "err", err)
+		} else {
+			n.log.Debug("cluster: held messages not collected: the session is another node's", "client", id)
 		}
 		return false // another node's now: it reads them when it takes the session
 	}
 	if _, ok := n.srv.ClientDetail(id); !ok {
+		n.log.Debug("cluster: held messages not collected: no such session here", "client", id)
 		return false // not here: the CONNECT that resumes it reads the bucket
 	}
-	r, err := n.fetchRetrying(ctx, id, false)
-	if err != nil || r == nil || len(r.msgs) == 0 {
+	// Right after a restart this node's replica of the bucket may still be
+	// catching up, and a reading may miss what was written while it was
+	// away: read until what the holder said is there.
+	var r *replicated
+	for {
+		var err error
+		r, err = n.fetchRetrying(ctx, id, false)
 		if err != nil {
 			n.log.Warn("cluster: messages queued elsewhere for a session not read: its next move "+
 				"delivers them", "client", id, "err", err)
+			return false
 		}
-		return false
+		if r != nil && len(r.state.Queue) >= want {
+			break
+		}
+		got := 0
+		if r != nil {
+			got = len(r.state.Queue)
+		}
+		select {
+		case <-time.After(500 * time.Millisecond):
+			n.log.Debug("cluster: held messages not all in the bucket yet: reading again", "client", id,
+				"want", want, "got", got)
+			continue
+		case <-ctx.Done():
+		case <-n.done:
+		}
+		if got == 0 {
+			n.log.Warn("cluster: messages queued elsewhere for a session not found in the bucket: its next "+
+				"move delivers them", "client", id, "want", want)
+			return false
+		}
+		n.log.Warn("cluster: fewer messages queued elsewhere for a session found than were queued: the "+
+			"others are delivered by its next move", "client", id, "want", want, "got", got)
+		break
 	}
 	if _, err := n.srv.DeliverQueued(id, r.state, r.msgs); err != nil {
 		n.log.Warn("cluster: messages queued elsewhere for a session not taken: its next move delivers "+
