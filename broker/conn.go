@@ -385,7 +385,7 @@ func (c *conn) flushPending() error {
 		c.inAcks = 0
 		return nil
 	}
-	if len(b.pendAcks) > 0 && (!b.pend.Empty() || c.asyncBursts.Load() > 0) {
+	if len(b.pendAcks) > 0 && (!b.pend.Empty() && acksNeedStore(b.pendAcks) || c.asyncBursts.Load() > 0) {
 		if a := c.srv.asyncStore(); a != nil {
 			return c.flushAsync(a, b)
 		}
@@ -404,9 +404,10 @@ func (c *conn) flushPending() error {
 		return nil
 	}
 	// When nothing waits for these writes (a subscriber's acknowledgements
-	// deleting queue entries, say), losing them in a power cut costs a
-	// redelivery: they do not wait for the disk.
-	lazy := len(b.pendAcks) == 0
+	// deleting queue entries, say, with at most a PINGRESP in the same
+	// burst), losing them in a power cut costs a redelivery: they do not
+	// wait for the disk.
+	lazy := !acksNeedStore(b.pendAcks)
 	var ordered func()
 	if !lazy && len(b.held) > 0 {
 		ordered = b.releaseHeldQoS1

@@ -325,3 +325,56 @@ func TestAsyncAcksBeforeDisconnect(t *testing.T) {
 	}
 	sub.Ack(sub.ExpectPublish())
 }
+
+// lazyRecorder records which of a store's entry points applied each batch.
+type lazyRecorder struct {
+	*mem.Store
+	mu   sync.Mutex
+	lazy []bool // one per batch holding a queue entry's deletion
+}
+
+func (r *lazyRecorder) note(b *store.Batch, lazy bool) {
+	for _, op := range b.Ops() {
+		if op.Kind == store.OpDeleteQueueEntry {
+			r.mu.Lock()
+			r.lazy = append(r.lazy, lazy)
+			r.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (r *lazyRecorder) Apply(b *store.Batch) error {
+	r.note(b, false)
+	return r.Store.Apply(b)
+}
+
+func (r *lazyRecorder) ApplyNoSync(b *store.Batch) error {
+	r.note(b, true)
+	return r.Store.Apply(b)
+}
+
+// TestPingDoesNotSyncDeletions: a subscriber's PUBACK (deleting its queue
+// entry) and a PINGREQ in one burst: the PINGRESP tells the client nothing
+// was stored, so the deletion is written without waiting for the disk, as
+// without the PINGREQ (losing it costs a redelivery).
+func TestPingDoesNotSyncDeletions(t *testing.T) {
+	st := &lazyRecorder{Store: mem.New()}
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = st })
+	sub := brokertest.Dial(t, srv.Addr, packet.V311)
+	sub.Connect(&packet.Connect{ClientID: "keeper", KeepAlive: 60})
+	sub.Subscribe(1, 1, "lazy/#")
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V311, ClientID: "pub", CleanStart: true})
+	pub.Publish(&packet.Publish{Topic: "lazy/1", QoS: 1, PacketID: 1, Payload: []byte("x")})
+	p := sub.ExpectPublish()
+	var both []byte
+	both, _ = (&packet.Puback{PacketID: p.PacketID}).Encode(both, packet.V311)
+	both, _ = (&packet.Pingreq{}).Encode(both, packet.V311)
+	sub.SendRaw(both) // one write: one burst
+	sub.ExpectPacket(&packet.Pingresp{})
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.lazy) != 1 || !st.lazy[0] {
+		t.Fatalf("deletions applied lazily: %v, want [true]", st.lazy)
+	}
+}
