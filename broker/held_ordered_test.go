@@ -202,6 +202,25 @@ func heldQoS1BeforeSync(t *testing.T, s store.Store, st *syncGateStore) {
 	}
 }
 
+// asyncPair starts a broker on an asyncGateStore (opts add to its
+// options) with a persistent 3.1.1 subscriber "keeper" of held/# at QoS 1
+// and a clean publisher "pub" of version v.
+func asyncPair(t *testing.T, v packet.Version, opts ...func(*broker.Options)) (*asyncGateStore, *brokertest.Conn, *brokertest.Conn) {
+	t.Helper()
+	st := newAsyncGateStore(t)
+	srv := brokertest.Start(t, func(o *broker.Options) {
+		o.Store = st
+		for _, f := range opts {
+			f(o)
+		}
+	})
+	sub := brokertest.Dial(t, srv.Addr, packet.V311)
+	sub.Connect(&packet.Connect{ClientID: "keeper", KeepAlive: 60})
+	sub.Subscribe(1, 1, "held/#")
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: v, ClientID: "pub", CleanStart: true})
+	return st, sub, pub
+}
+
 // TestAsyncAcksKeepOrder_MQTT_4_6_0_2: with a store that need not be waited
 // for (store.AsyncApplier), a publisher's connection reads on while its
 // PUBACK waits for the disk: its next PUBLISH is routed and delivered
@@ -209,12 +228,7 @@ func heldQoS1BeforeSync(t *testing.T, s store.Store, st *syncGateStore) {
 // packets (PUBACK 1, PINGRESP, PUBACK 2) once the writes are durable
 // [MQTT-4.6.0-2].
 func TestAsyncAcksKeepOrder_MQTT_4_6_0_2(t *testing.T) {
-	st := newAsyncGateStore(t)
-	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = st })
-	sub := brokertest.Dial(t, srv.Addr, packet.V311)
-	sub.Connect(&packet.Connect{ClientID: "keeper", KeepAlive: 60})
-	sub.Subscribe(1, 1, "held/#")
-	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V311, ClientID: "pub", CleanStart: true})
+	st, sub, pub := asyncPair(t, packet.V311)
 
 	st.armed.Store(true)
 	pub.Send(&packet.Publish{Topic: "held/1", QoS: 1, PacketID: 1, Payload: []byte("one")})
@@ -241,12 +255,7 @@ func TestAsyncAcksKeepOrder_MQTT_4_6_0_2(t *testing.T) {
 // allows, each in a burst of its own, is disconnected with 0x93, after the
 // PUBACKs of what it sent before.
 func TestAsyncAcksCountForReceiveMaximum_MQTT_3_3_4_7(t *testing.T) {
-	st := newAsyncGateStore(t)
-	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = st; o.ReceiveMaximum = 2 })
-	sub := brokertest.Dial(t, srv.Addr, packet.V311)
-	sub.Connect(&packet.Connect{ClientID: "keeper", KeepAlive: 60})
-	sub.Subscribe(1, 1, "held/#")
-	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "pub", CleanStart: true})
+	st, sub, pub := asyncPair(t, packet.V5, func(o *broker.Options) { o.ReceiveMaximum = 2 })
 	st.armed.Store(true)
 	for id := uint16(1); id <= 2; id++ {
 		pub.Send(&packet.Publish{Topic: "held/x", QoS: 1, PacketID: id, Payload: []byte("x")})
@@ -278,12 +287,7 @@ func TestAsyncAcksCountForReceiveMaximum_MQTT_3_3_4_7(t *testing.T) {
 // disconnected (0x80), so that it sends the message again; the
 // subscriber's QoS 1 delivery had gone when the write was ordered.
 func TestAsyncSyncFails(t *testing.T) {
-	st := newAsyncGateStore(t)
-	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = st })
-	sub := brokertest.Dial(t, srv.Addr, packet.V311)
-	sub.Connect(&packet.Connect{ClientID: "keeper", KeepAlive: 60})
-	sub.Subscribe(1, 1, "held/#")
-	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "pub", CleanStart: true})
+	st, sub, pub := asyncPair(t, packet.V5)
 	st.armed.Store(true)
 	st.failSync.Store(true)
 	pub.Send(&packet.Publish{Topic: "held/1", QoS: 1, PacketID: 1, Payload: []byte("one")})
@@ -296,7 +300,10 @@ func TestAsyncSyncFails(t *testing.T) {
 			t.Fatalf("PUBACK sent for a write that failed: %v", ps)
 		}
 	}
-	if d, ok := ps[len(ps)-1].(*packet.Disconnect); len(ps) == 0 || !ok || d.ReasonCode != packet.UnspecifiedError {
+	if len(ps) == 0 {
+		t.Fatal("closed without DISCONNECT 0x80")
+	}
+	if d, ok := ps[len(ps)-1].(*packet.Disconnect); !ok || d.ReasonCode != packet.UnspecifiedError {
 		t.Fatalf("got %v, want DISCONNECT 0x80", ps)
 	}
 }
@@ -305,12 +312,7 @@ func TestAsyncSyncFails(t *testing.T) {
 // the connection ends only after the PUBACK that waited for the disk is
 // sent.
 func TestAsyncAcksBeforeDisconnect(t *testing.T) {
-	st := newAsyncGateStore(t)
-	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = st })
-	sub := brokertest.Dial(t, srv.Addr, packet.V311)
-	sub.Connect(&packet.Connect{ClientID: "keeper", KeepAlive: 60})
-	sub.Subscribe(1, 1, "held/#")
-	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V311, ClientID: "pub", CleanStart: true})
+	st, sub, pub := asyncPair(t, packet.V311)
 	st.armed.Store(true)
 	pub.Send(&packet.Publish{Topic: "held/1", QoS: 1, PacketID: 1, Payload: []byte("one")})
 	pub.Send(&packet.Disconnect{})

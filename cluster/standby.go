@@ -495,41 +495,24 @@ func (n *Node) collectOne(id string, want int) bool {
 		n.log.Debug("cluster: held messages not collected: no such session here", "client", id)
 		return false // not here: the CONNECT that resumes it reads the bucket
 	}
-	// Right after a restart this node's replica of the bucket may still be
-	// catching up, and a reading may miss what was written while it was
-	// away: read until what the holder said is there.
-	var r *replicated
-	for {
-		var err error
-		r, err = n.fetchRetrying(ctx, id, false)
-		if err != nil {
-			n.log.Warn("cluster: messages queued elsewhere for a session not read: its next move "+
-				"delivers them", "client", id, "err", err)
-			return false
-		}
-		if r != nil && len(r.state.Queue) >= want {
-			break
-		}
-		got := 0
-		if r != nil {
-			got = len(r.state.Queue)
-		}
-		select {
-		case <-time.After(500 * time.Millisecond):
-			n.log.Debug("cluster: held messages not all in the bucket yet: reading again", "client", id,
-				"want", want, "got", got)
-			continue
-		case <-ctx.Done():
-		case <-n.done:
-		}
-		if got == 0 {
-			n.log.Warn("cluster: messages queued elsewhere for a session not found in the bucket: its next "+
-				"move delivers them", "client", id, "want", want)
-			return false
-		}
+	r, err := n.fetchAtLeast(ctx, id, want)
+	if err != nil {
+		n.log.Warn("cluster: messages queued elsewhere for a session not read: its next move "+
+			"delivers them", "client", id, "err", err)
+		return false
+	}
+	got := 0
+	if r != nil {
+		got = len(r.state.Queue)
+	}
+	if got == 0 {
+		n.log.Warn("cluster: messages queued elsewhere for a session not found in the bucket: its next "+
+			"move delivers them", "client", id, "want", want)
+		return false
+	}
+	if got < want {
 		n.log.Warn("cluster: fewer messages queued elsewhere for a session found than were queued: the "+
 			"others are delivered by its next move", "client", id, "want", want, "got", got)
-		break
 	}
 	if _, err := n.srv.DeliverQueued(id, r.state, r.msgs); err != nil {
 		n.log.Warn("cluster: messages queued elsewhere for a session not taken: its next move delivers "+
@@ -541,6 +524,29 @@ func (n *Node) collectOne(id string, want int) bool {
 			"client", id, "err", err)
 	}
 	return true
+}
+
+// fetchAtLeast reads client id's session (fetchRetrying) until its queue
+// has at least want entries of other nodes, or ctx ends (then it returns
+// the last reading): right after a restart this node's replica of the
+// bucket may still be catching up, and a reading may miss what was written
+// while it was away.
+func (n *Node) fetchAtLeast(ctx context.Context, id string, want int) (*replicated, error) {
+	for {
+		r, err := n.fetchRetrying(ctx, id, false)
+		if err != nil || r != nil && len(r.state.Queue) >= want {
+			return r, err
+		}
+		select {
+		case <-time.After(500 * time.Millisecond):
+			n.log.Debug("cluster: held messages not all in the bucket yet: reading again", "client", id,
+				"want", want)
+		case <-ctx.Done():
+			return r, nil
+		case <-n.done:
+			return r, nil
+		}
+	}
 }
 
 func (n *Node) isDone() bool {
