@@ -228,6 +228,9 @@ func (c *conn) putOutLocked() {
 
 func newConn(s *Server, nc net.Conn, listener string) *conn {
 	_, vec := nc.(*net.TCPConn)
+	if _, ok := nc.(buffersWriter); ok {
+		vec = true
+	}
 	return &conn{srv: s, nc: nc, listener: listener, remote: nc.RemoteAddr().String(), vectored: vec,
 		lst: s.listenerFor(listener)}
 }
@@ -1060,10 +1063,23 @@ func (c *conn) flush(o *outBufs, buf []byte, items []outItem) (int64, error) {
 		iov = append(iov, buf[prev:])
 	}
 	keep := iov
-	n, err := iov.WriteTo(c.nc)
+	var n int64
+	var err error
+	if bw, ok := c.nc.(buffersWriter); ok {
+		n, err = bw.writeBuffers(&iov)
+	} else {
+		n, err = iov.WriteTo(c.nc)
+	}
 	clear(keep)
 	o.iov = keep[:0]
 	return n, err
+}
+
+// buffersWriter is a connection that writes net.Buffers with vectored
+// writes of its own (rawConn); net.Buffers.WriteTo does that only for the
+// net package's connections.
+type buffersWriter interface {
+	writeBuffers(v *net.Buffers) (int64, error)
 }
 
 // closeAfterFlush closes the connection once what is queued has been

@@ -66,7 +66,7 @@ func (s *Server) ServeListener(l net.Listener, lo ListenerOptions) error {
 	name := l.Addr().String()
 	s.lstates.Store(name, st)
 	defer s.lstates.CompareAndDelete(name, st)
-	return s.Serve(&limitListener{Listener: l, srv: s, st: st})
+	return s.Serve(&limitListener{Listener: s.wrapListener(l), srv: s, st: st})
 }
 
 // ListenerRefusals returns how many sockets were closed because their

@@ -202,16 +202,17 @@ const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
 
 // add registers c's socket; false means c must be served by a goroutine.
 func (p *poller) add(c *conn) bool {
-	tc, ok := c.nc.(*net.TCPConn)
-	if !ok {
-		return false
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return false
-	}
 	var fd int32 = -1
-	rc.Control(func(f uintptr) { fd = int32(f) })
+	switch nc := c.nc.(type) {
+	case *rawConn:
+		fd = nc.fd
+	case *net.TCPConn:
+		rc, err := nc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		rc.Control(func(f uintptr) { fd = int32(f) })
+	}
 	if fd < 0 {
 		return false
 	}

@@ -2,6 +2,8 @@
 
 package broker
 
+import "net"
+
 // poller is Linux-only; elsewhere every connection has its own read goroutine.
 type poller struct{ timers idleTimers }
 
@@ -11,3 +13,5 @@ func (p *poller) add(c *conn) bool     { return false }
 func (p *poller) rearmLocked(c *conn)  {}
 func (p *poller) removeLocked(c *conn) {}
 func (c *conn) moreToRead() bool       { return false }
+
+func (s *Server) wrapListener(l net.Listener) net.Listener { return l }

@@ -110,6 +110,7 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		return s.hookErr
 	}
+	l = s.wrapListener(l)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
