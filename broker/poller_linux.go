@@ -139,11 +139,11 @@ func (p *poller) runBlocking(events []syscall.EpollEvent) {
 // park run while events wait in the set, with no new edge to wake it.
 func epollWaitNow(epfd int, events []syscall.EpollEvent) (int, error) {
 	for {
-		n, err := syscall.EpollWait(epfd, events, 0)
+		n, err := sysEpollWaitNow(epfd, events)
 		if err == syscall.EINTR || err == syscall.EAGAIN {
 			continue
 		}
-		if err != nil {
+		if err != 0 {
 			return 0, err
 		}
 		return n, nil
@@ -251,7 +251,7 @@ func (p *poller) rearmLocked(c *conn) {
 		return // removed, or the poller stopped
 	}
 	ev := syscall.EpollEvent{Events: pollEvents, Fd: c.fd}
-	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(c.fd), &ev)
+	sysEpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, c.fd, &ev)
 }
 
 // removeLocked takes c out of the set before its socket is closed (so a
@@ -281,8 +281,5 @@ func (p *poller) removeLocked(c *conn) {
 // nothing and tells "more": the burst's next read then fails on the closed
 // connection, which is how it ends anyway.
 func (c *conn) moreToRead() bool {
-	var b [1]byte
-	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(&b[0])), 1,
-		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	return errno != syscall.EAGAIN && (errno != 0 || int(n) >= 0)
+	return sysPeek(c.fd)
 }

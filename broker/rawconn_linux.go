@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // rawConn is an accepted TCP socket that the broker reads and writes with
@@ -279,7 +278,7 @@ func (c *rawConn) Read(p []byte) (int, error) {
 		return 0, c.opError("read", os.ErrDeadlineExceeded)
 	}
 	for {
-		n, err := syscall.Read(int(c.fd), p)
+		n, err := sysRead(c.fd, p)
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -293,7 +292,7 @@ func (c *rawConn) Read(p []byte) (int, error) {
 		}
 		c.release()
 		switch {
-		case err != nil:
+		case err != 0:
 			return 0, c.opError("read", err)
 		case n == 0 && len(p) > 0:
 			return 0, io.EOF
@@ -319,7 +318,7 @@ func (c *rawConn) Write(p []byte) (int, error) {
 			c.release()
 			return total, c.opError("write", os.ErrDeadlineExceeded)
 		}
-		n, err := syscall.Write(int(c.fd), p[total:])
+		n, err := sysWrite(c.fd, p[total:])
 		switch err {
 		case syscall.EINTR:
 			c.release()
@@ -333,7 +332,7 @@ func (c *rawConn) Write(p []byte) (int, error) {
 			continue
 		}
 		c.release()
-		if err != nil {
+		if err != 0 {
 			return total, c.opError("write", err)
 		}
 		total += n
@@ -362,11 +361,11 @@ func writev(fd int, v net.Buffers) (int, syscall.Errno) {
 		iov[n].SetLen(len(b))
 		n++
 	}
-	var w uintptr
+	var w int
 	var errno syscall.Errno
 	if n > 0 {
 		for {
-			w, _, errno = syscall.Syscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+			w, errno = sysWritev(fd, &iov[0], n)
 			if errno != syscall.EINTR {
 				break
 			}
@@ -374,10 +373,7 @@ func writev(fd int, v net.Buffers) (int, syscall.Errno) {
 	}
 	clear(iov[:n])
 	iovPool.Put(iov)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(w), 0
+	return w, errno
 }
 
 // consume drops the first n bytes of v.

@@ -1,0 +1,99 @@
+package broker
+
+import (
+	"syscall"
+	"unsafe"
+)
+
+// The system calls of the polled connections' hot path, on non-blocking
+// descriptors: none of them ever waits. Outside race builds they are made
+// with RawSyscall, without telling the scheduler (entersyscall): a call
+// that takes longer than sysmon's 20 µs tick (a loopback write runs the
+// receiver's TCP stack inline) would otherwise have its P taken and handed
+// to another thread, which on one core only adds two context switches; and
+// sysmon, finding Ps to retake, keeps waking every 20 µs instead of backing
+// off to 10 ms. Race builds use the annotated wrappers (raceBuild) so
+// that the race detector still sees a write to a socket happen before the
+// read of its bytes, as it does for the net package.
+
+// sysRead is read(2).
+func sysRead(fd int32, p []byte) (int, syscall.Errno) {
+	if raceBuild {
+		n, err := syscall.Read(int(fd), p)
+		return n, errnoOf(err)
+	}
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+// sysWrite is write(2).
+func sysWrite(fd int32, p []byte) (int, syscall.Errno) {
+	if raceBuild {
+		n, err := syscall.Write(int(fd), p)
+		return n, errnoOf(err)
+	}
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(ptr), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+// sysWritev is writev(2) of iov[:n].
+func sysWritev(fd int, iov *syscall.Iovec, n int) (int, syscall.Errno) {
+	if raceBuild {
+		// What syscall.Write tells the race detector (one empty write).
+		syscall.Write(fd, nil)
+	}
+	w, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(iov)), uintptr(n))
+	if e != 0 {
+		return 0, e
+	}
+	return int(w), 0
+}
+
+// sysPeek reports whether fd has a byte (or EOF, or an error) to read.
+func sysPeek(fd int32) bool {
+	var b [1]byte
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return e != syscall.EAGAIN && (e != 0 || int(n) >= 0)
+}
+
+// sysEpollCtl is epoll_ctl(2).
+func sysEpollCtl(epfd, op int, fd int32, ev *syscall.EpollEvent) syscall.Errno {
+	_, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd),
+		uintptr(unsafe.Pointer(ev)), 0, 0)
+	return e
+}
+
+// sysEpollWaitNow is epoll_pwait(2) with a zero timeout: it never waits.
+func sysEpollWaitNow(epfd int, events []syscall.EpollEvent) (int, syscall.Errno) {
+	n, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
+		uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+func errnoOf(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	if e, ok := err.(syscall.Errno); ok {
+		return e
+	}
+	return syscall.EINVAL
+}
