@@ -198,8 +198,8 @@ func (c *conn) authenticate() error {
 	r, fails, d := l.failed(key, r, time.Now())
 	defer l.end(r)
 	d = min(d, opts.ConnectTimeout)
-	c.srv.log.Debug("login failed, refusal delayed", "client", c.info.ClientID, "remote", c.remote,
-		"listener", c.listener, "failures", fails, "delay", d)
+	c.srv.log.Debug("login failed, refusal delayed", "client", c.info.ClientID, "remote", c.info.Remote,
+		"listener", c.info.Listener, "failures", fails, "delay", d)
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -31,11 +31,9 @@ import (
 // padding pushes the struct into a larger allocation size class (480 bytes
 // on 64-bit platforms; checked below).
 type conn struct {
-	srv      *Server
-	nc       net.Conn
-	lst      *listenerState // per-listener settings; nil when served by plain Serve
-	listener string
-	remote   string
+	srv *Server
+	nc  net.Conn
+	lst *listenerState // per-listener settings; nil when served by plain Serve
 
 	// Store writes of the current read burst, the acknowledgements that
 	// wait for them and the deliveries held for them (read loop only); nil
@@ -231,8 +229,10 @@ func newConn(s *Server, nc net.Conn, listener string) *conn {
 	if _, ok := nc.(buffersWriter); ok {
 		vec = true
 	}
-	return &conn{srv: s, nc: nc, listener: listener, remote: nc.RemoteAddr().String(), vectored: vec,
-		lst: s.listenerFor(listener)}
+	// info's Remote and Listener are set here once and never written again:
+	// other goroutines read them (logs, introspection) without a lock.
+	return &conn{srv: s, nc: nc, vectored: vec, lst: s.listenerFor(listener),
+		info: ClientInfo{Remote: nc.RemoteAddr().String(), Listener: listener}}
 }
 
 // serve runs a connection that has its own read goroutine to its end.
@@ -458,7 +458,7 @@ func (c *conn) awaitGates(b *burstState) error {
 	for _, h := range c.srv.hooks.gate {
 		if err := h.AwaitAcks(&c.info, first, last); err != nil {
 			c.srv.log.Warn("acknowledgements withheld: the messages were not confirmed safe; the client will send them again",
-				"client", c.info.ClientID, "remote", c.remote, "err", err)
+				"client", c.info.ClientID, "remote", c.info.Remote, "err", err)
 			clear(b.pendAcks)
 			b.pendAcks = b.pendAcks[:0]
 			return packet.ServerBusy
@@ -1207,7 +1207,7 @@ func (c *conn) teardown(err error) {
 		level = slog.LevelDebug
 	}
 	if c.srv.log.Enabled(context.Background(), level) {
-		args := []any{"client", c.info.ClientID, "remote", c.remote, "listener", c.listener, "reason", cs.cause.String()}
+		args := []any{"client", c.info.ClientID, "remote", c.info.Remote, "listener", c.info.Listener, "reason", cs.cause.String()}
 		switch cs.cause {
 		case CauseDisconnect, CauseKeepAlive, CauseConnectTimeout, CauseTakenOver, CauseShutdown:
 			// the reason says it all

@@ -232,7 +232,7 @@ func (s *Server) Disconnect(clientID string, rc packet.ReasonCode) bool {
 	if c == nil {
 		return false
 	}
-	s.log.Info("client disconnected by the server", "client", clientID, "remote", c.remote, "listener", c.listener,
+	s.log.Info("client disconnected by the server", "client", clientID, "remote", c.info.Remote, "listener", c.info.Listener,
 		"reason_code", rc.Error())
 	c.disconnect(&adminClose{rc: rc})
 	c.closeWithin(takeoverGrace)

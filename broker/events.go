@@ -60,7 +60,7 @@ func (c *conn) emitConnected(clean bool, ka uint16, tookOver bool) {
 	if c.srv.opts.OnEvent == nil {
 		return
 	}
-	c.srv.emit(Event{Kind: EventConnected, Remote: c.remote, Port: c.port(), Listener: c.listener,
+	c.srv.emit(Event{Kind: EventConnected, Remote: c.info.Remote, Port: c.port(), Listener: c.info.Listener,
 		ClientID: c.info.ClientID, Username: c.info.Username, HasUsername: c.info.HasUsername,
 		Version: c.version, CleanStart: clean, KeepAlive: ka, TookOver: tookOver})
 }
@@ -70,7 +70,7 @@ func (c *conn) emitRefused(rc packet.ReasonCode) {
 	if c.srv.opts.OnEvent == nil {
 		return
 	}
-	c.srv.emit(Event{Kind: EventRefused, Remote: c.remote, Port: c.port(), Listener: c.listener,
+	c.srv.emit(Event{Kind: EventRefused, Remote: c.info.Remote, Port: c.port(), Listener: c.info.Listener,
 		ClientID: c.info.ClientID, Username: c.info.Username, HasUsername: c.info.HasUsername,
 		Version: c.version, Code: rc})
 }
@@ -82,7 +82,7 @@ func (c *conn) emitEnd(cs *closeState) {
 	if c.srv.opts.OnEvent == nil || cs.cause == CauseRefused {
 		return
 	}
-	ev := Event{Kind: EventDisconnected, Remote: c.remote, Port: c.port(), Listener: c.listener,
+	ev := Event{Kind: EventDisconnected, Remote: c.info.Remote, Port: c.port(), Listener: c.info.Listener,
 		ClientID: c.info.ClientID, Username: c.info.Username, HasUsername: c.info.HasUsername,
 		Version: c.version, Cause: cs.cause, Err: cs.err}
 	if !c.connected.Load() {

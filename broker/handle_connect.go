@@ -85,8 +85,10 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 		id = c.assignID() // [MQTT-3.1.3-6], [MQTT-3.2.2-16]
 		assigned = true
 	}
-	c.info = ClientInfo{ClientID: id, Username: strings.Clone(cp.Username), HasUsername: cp.HasUsername,
-		Password: cp.Password, HasPassword: cp.HasPassword, Remote: c.remote, Listener: c.listener, local: c.local}
+	// Field by field: Remote and Listener, set by newConn, are read by other
+	// goroutines.
+	c.info.ClientID, c.info.Username, c.info.HasUsername = id, strings.Clone(cp.Username), cp.HasUsername
+	c.info.Password, c.info.HasPassword, c.info.local = cp.Password, cp.HasPassword, c.local
 	if err := c.applyIdentity(cp); err != nil { // use_identity_as_username
 		c.srv.stats.authFailed.Add(1)
 		return c.refuse(packet.NotAuthorized, err)
@@ -311,13 +313,13 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	sess.mu.Unlock()
 	if dropped > 0 {
 		srv.log.Info("resumed session: messages the client may not read dropped", "client", id,
-			"listener", c.listener, "dropped", dropped)
+			"listener", c.info.Listener, "dropped", dropped)
 	}
 	srv.redistribute(redo)
 
 	if oldConn != nil {
 		oldConn.takenOver() // [MQTT-3.1.4-3]
-		srv.log.Info("client taken over", "client", id, "remote", oldConn.remote)
+		srv.log.Info("client taken over", "client", id, "remote", oldConn.info.Remote)
 	}
 	if old != nil && old != sess {
 		srv.endSession(old, false)
@@ -332,7 +334,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 		}
 		srv.noteSession(&c.info, ev)
 	}
-	srv.log.Info("client connected", "client", id, "remote", c.remote, "listener", c.listener,
+	srv.log.Info("client connected", "client", id, "remote", c.info.Remote, "listener", c.info.Listener,
 		"version", cp.Version.String(), "clean", cp.CleanStart, "keepalive", ka, "session_present", ack.SessionPresent)
 	return nil
 }
@@ -368,7 +370,7 @@ func (c *conn) refuse(rc packet.ReasonCode, why error) error {
 	}
 	c.send(ack)
 	c.emitRefused(rc)
-	c.srv.log.Info("connection refused", "remote", c.remote, "listener", c.listener,
+	c.srv.log.Info("connection refused", "remote", c.info.Remote, "listener", c.info.Listener,
 		"client", c.info.ClientID, "reason", rc.Error(), "err", why)
 	return errRefused
 }

@@ -157,8 +157,8 @@ func (ss *session) summaryLocked(id string) ClientSummary {
 		// remote, listener and version are set before the connection is
 		// attached to the session under ss.mu, and never change after.
 		cs.Connected = true
-		cs.Remote = c.remote
-		cs.Listener = c.listener
+		cs.Remote = c.info.Remote
+		cs.Listener = c.info.Listener
 		cs.Protocol = byte(c.version)
 	}
 	return cs

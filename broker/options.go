@@ -162,11 +162,11 @@ type Options struct {
 type ClientInfo struct {
 	ClientID    string
 	Username    string
-	HasUsername bool
 	Password    []byte
-	HasPassword bool
 	Remote      string
 	Listener    string
+	HasUsername bool
+	HasPassword bool
 
 	local bool // a DialLocal connection: the server's own, never checked
 }

@@ -22,7 +22,7 @@ func rawConnOf(t *testing.T, srv *Server, local net.Addr) *rawConn {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	for c := range srv.conns {
-		if c.remote == local.String() {
+		if c.info.Remote == local.String() {
 			rc, ok := c.nc.(*rawConn)
 			if !ok {
 				t.Fatalf("the server's connection is a %T, want a *rawConn (plain TCP, polled)", c.nc)

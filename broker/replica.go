@@ -394,8 +394,8 @@ func (srv *Server) takeOver(ctx context.Context, clientID string) (*session, err
 	c := s.conn
 	s.mu.Unlock()
 	if c != nil {
-		srv.log.Info("client taken over by another server", "client", clientID, "remote", c.remote,
-			"listener", c.listener)
+		srv.log.Info("client taken over by another server", "client", clientID, "remote", c.info.Remote,
+			"listener", c.info.Listener)
 		ch := make(chan struct{})
 		srv.detachWaiters.Store(s, ch)
 		defer srv.detachWaiters.CompareAndDelete(s, ch)
