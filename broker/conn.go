@@ -232,7 +232,7 @@ func newConn(s *Server, nc net.Conn, listener string) *conn {
 	// info's Remote and Listener are set here once and never written again:
 	// other goroutines read them (logs, introspection) without a lock.
 	return &conn{srv: s, nc: nc, vectored: vec, lst: s.listenerFor(listener),
-		info: ClientInfo{Remote: nc.RemoteAddr().String(), Listener: listener}}
+		info: ClientInfo{Remote: remoteString(nc), Listener: listener}}
 }
 
 // serve runs a connection that has its own read goroutine to its end.
@@ -1073,6 +1073,14 @@ func (c *conn) flush(o *outBufs, buf []byte, items []outItem) (int64, error) {
 	clear(keep)
 	o.iov = keep[:0]
 	return n, err
+}
+
+// remoteString is nc's peer address as a string; a rawConn has it ready.
+func remoteString(nc net.Conn) string {
+	if r, ok := nc.(interface{ remoteString() string }); ok {
+		return r.remoteString()
+	}
+	return nc.RemoteAddr().String()
 }
 
 // buffersWriter is a connection that writes net.Buffers with vectored

@@ -29,7 +29,7 @@ import (
 // idleConnBudget is the most heap (HeapInuse growth) one idle subscribed
 // connection may keep. Measured on Go 1.26, linux/amd64: about 1,630 bytes
 // (5,000 connections), of which the conn struct is 480, the session 240,
-// the topic index about 380, the raw socket (rawConn) 80; the session
+// the topic index about 380, the raw socket (rawConn) 64; the session
 // shares the connection's ClientInfo while it is connected.
 // docs/operations.md has the breakdown. The bound is about 1.1 x that: a
 // pooled read (4 KB) or write buffer kept while idle would pass it, so

@@ -107,14 +107,16 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		if max := l.st.opts.MaxConnections; max > 0 && l.st.active.Load() >= int64(max) {
 			l.st.refused.Add(1)
-			l.srv.log.Info("connection refused: max_connections reached", "remote", nc.RemoteAddr().String(),
+			l.srv.log.Info("connection refused: max_connections reached", "remote", remoteString(nc),
 				"listener", l.Addr().String(), "max_connections", max)
 			nc.Close()
 			continue
 		}
 		l.st.active.Add(1)
-		l.srv.emit(Event{Kind: EventAccepted, Remote: nc.RemoteAddr().String(), Port: l.st.opts.Port,
-			Listener: l.Addr().String()})
+		if l.srv.opts.OnEvent != nil { // the address and the name are not formatted for nobody
+			l.srv.emit(Event{Kind: EventAccepted, Remote: remoteString(nc), Port: l.st.opts.Port,
+				Listener: l.Addr().String()})
+		}
 		return nc, nil
 	}
 }

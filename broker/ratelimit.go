@@ -81,7 +81,7 @@ func (st *listenerState) rateAllow(s *Server, nc net.Conn, listener string) bool
 	}
 	r.refused.Add(1)
 	r.unlog++
-	remote := nc.RemoteAddr().String()
+	remote := remoteString(nc)
 	nc.Close() // a plain accepted socket: nothing to write on close
 	if now.Sub(r.logged) >= time.Second {
 		s.log.Warn("connections refused: max_connection_rate reached", "listener", listener, "remote", remote,

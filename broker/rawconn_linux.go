@@ -17,10 +17,10 @@ import (
 //
 // A *net.TCPConn registers its socket with the runtime's network poller
 // (a pollDesc, about 540 bytes of runtime memory per socket counted in
-// OtherSys) and keeps a netFD and two resolved addresses (about 280 bytes
+// OtherSys) and keeps a netFD and two resolved addresses (about 290 bytes
 // of heap). A polled connection needs none of them while it is idle: the
 // broker's own epoll set tells when to read. rawConn keeps the descriptor,
-// the peer's address and its deadlines (80 bytes). Reads and writes are
+// the peer's address and its deadlines (64 bytes). Reads and writes are
 // non-blocking system calls; only when one would block (a packet that
 // arrived in pieces, a client that reads too slowly) does the connection
 // hand its descriptor to an *os.File, registered with the runtime's poller,
@@ -40,7 +40,7 @@ type rawConn struct {
 	// Read and write deadlines, nanoseconds after rawBase on the monotonic
 	// clock; 0 means none. Applied to file when it is created.
 	rdl, wdl atomic.Int64
-	peer     netip.AddrPort
+	remote   string // the peer's address, as net.TCPAddr.String writes it; shared with ClientInfo.Remote
 }
 
 const rawClosing = 1 << 31
@@ -159,20 +159,22 @@ func (l *rawListener) Accept() (net.Conn, error) {
 			syscall.Close(fd) // already reset by its peer
 			continue
 		}
-		c := &rawConn{fd: int32(fd)}
+		var peer netip.AddrPort
 		switch a := sa.(type) {
 		case *syscall.SockaddrInet4:
-			c.peer = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+			peer = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
 		case *syscall.SockaddrInet6:
-			ip := netip.AddrFrom16(a.Addr)
+			// An IPv4 client of a dual-stack listener is written as net
+			// writes it, 192.0.2.1:port, not [::ffff:192.0.2.1]:port.
+			ip := netip.AddrFrom16(a.Addr).Unmap()
 			if a.ZoneId != 0 {
 				if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
 					ip = ip.WithZone(ifi.Name)
 				}
 			}
-			c.peer = netip.AddrPortFrom(ip, uint16(a.Port))
+			peer = netip.AddrPortFrom(ip, uint16(a.Port))
 		}
-		return c, nil
+		return &rawConn{fd: int32(fd), remote: peer.String()}, nil
 	}
 }
 
@@ -475,7 +477,17 @@ func (c *rawConn) Close() error {
 	return nil
 }
 
-func (c *rawConn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.peer) }
+// RemoteAddr parses the peer's address again: the broker keeps the string
+// (remoteString), and calls this once per CONNECT at most.
+func (c *rawConn) RemoteAddr() net.Addr {
+	ap, err := netip.ParseAddrPort(c.remote)
+	if err != nil {
+		return &net.TCPAddr{}
+	}
+	return net.TCPAddrFromAddrPort(ap)
+}
+
+func (c *rawConn) remoteString() string { return c.remote }
 
 func (c *rawConn) LocalAddr() net.Addr {
 	if !c.acquire() {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -257,6 +258,41 @@ func TestRawConn_ConcurrentClose(t *testing.T) {
 		if _, err := rc.Write([]byte{1}); !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("Write after Close: %v, want net.ErrClosed", err)
 		}
+		peer.Close()
+	}
+}
+
+// The peer's address reads as the net package writes it, also for an IPv4
+// client of a dual-stack listener (192.0.2.1:port, not [::ffff:...]).
+func TestRawListener_RemoteAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		t.Skipf("no dual-stack listener: %v", err)
+	}
+	rl := newRawListener(ln.(*net.TCPListener))
+	if rl == nil {
+		t.Skip("no raw listener")
+	}
+	defer rl.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		peer, err := net.Dial("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
+		if err != nil {
+			t.Logf("%s: %v", host, err)
+			continue
+		}
+		c, err := rl.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := peer.LocalAddr().String()
+		if got := remoteString(c); got != want {
+			t.Errorf("remote %q, want %q", got, want)
+		}
+		if got := c.RemoteAddr().String(); got != want {
+			t.Errorf("RemoteAddr %q, want %q", got, want)
+		}
+		c.Close()
 		peer.Close()
 	}
 }
