@@ -28,7 +28,7 @@ import (
 // authentication needs (authState) is allocated by it, a polled connection
 // has no timer of its own (idleTimers) and no goroutine, and the fields are
 // ordered by alignment (words, then 4-byte, then 1-byte fields) so that no
-// padding pushes the struct into a larger allocation size class (480 bytes
+// padding pushes the struct into a larger allocation size class (448 bytes
 // on 64-bit platforms; checked below).
 type conn struct {
 	srv *Server
@@ -121,11 +121,11 @@ type authState struct {
 	pendingConnect *connectAuth // CONNECT waiting for its exchange
 }
 
-// The size class conn must fit (see above): a field that grows it past 480
+// The size class conn must fit (see above): a field that grows it past 448
 // bytes on a 64-bit platform fails to compile here; reorder or move a rarely
 // used field out (as authState) rather than raise the bound lightly, it is
 // paid by every connection.
-var _ = [1]struct{}{}[unsafe.Sizeof(conn{})/481]
+var _ = [1]struct{}{}[unsafe.Sizeof(conn{})/449]
 
 // authPending reports whether a CONNECT waits for its AUTH exchange.
 func (c *conn) authPending() bool {
