@@ -264,38 +264,61 @@ func (c *rawConn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Addr: c.RemoteAddr(), Err: err}
 }
 
-func (c *rawConn) Read(p []byte) (int, error) {
+// enter prepares a raw system call for op: it returns the promoted file to
+// use instead, or why the call cannot be made (closed, deadline passed), or
+// neither, with a reference held for the call (see blocked and release).
+func (c *rawConn) enter(op string, deadline *atomic.Int64) (*os.File, error) {
 	if f := c.file.Load(); f != nil {
-		n, err := f.Read(p)
-		if err != nil {
-			err = c.opError("read", err)
-		}
-		return n, err
+		return f, nil
 	}
 	if !c.acquire() {
-		return 0, c.opError("read", net.ErrClosed)
+		return nil, c.opError(op, net.ErrClosed)
 	}
-	if passed(c.rdl.Load()) {
+	if passed(deadline.Load()) {
 		c.release()
-		return 0, c.opError("read", os.ErrDeadlineExceeded)
+		return nil, c.opError(op, os.ErrDeadlineExceeded)
 	}
+	return nil, nil
+}
+
+// blocked handles a raw call that would have blocked (EAGAIN): the
+// connection waits through the runtime's poller from now on (promote), and
+// the call's reference is dropped. The caller then goes through enter again.
+func (c *rawConn) blocked(op string) error {
+	f := c.promote()
+	c.release()
+	if f == nil {
+		return c.opError(op, net.ErrClosed)
+	}
+	return nil
+}
+
+func (c *rawConn) Read(p []byte) (int, error) {
 	for {
-		n, err := sysRead(c.fd, p)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			f := c.promote()
-			c.release()
-			if f == nil {
-				return 0, c.opError("read", net.ErrClosed)
+		f, err := c.enter("read", &c.rdl)
+		if err != nil {
+			return 0, err
+		}
+		if f != nil {
+			n, err := f.Read(p)
+			if err != nil {
+				err = c.opError("read", err)
 			}
-			return c.Read(p)
+			return n, err
+		}
+		n, errno := sysRead(c.fd, p)
+		if errno == syscall.EAGAIN {
+			if err := c.blocked("read"); err != nil {
+				return 0, err
+			}
+			continue
 		}
 		c.release()
 		switch {
-		case err != 0:
-			return 0, c.opError("read", err)
+		case errno == syscall.EINTR:
+			continue
+		case errno != 0:
+			return 0, c.opError("read", errno)
 		case n == 0 && len(p) > 0:
 			return 0, io.EOF
 		}
@@ -306,36 +329,30 @@ func (c *rawConn) Read(p []byte) (int, error) {
 func (c *rawConn) Write(p []byte) (int, error) {
 	total := 0
 	for total < len(p) {
-		if f := c.file.Load(); f != nil {
+		f, err := c.enter("write", &c.wdl)
+		if err != nil {
+			return total, err
+		}
+		if f != nil {
 			n, err := f.Write(p[total:])
 			if err != nil {
 				err = c.opError("write", err)
 			}
 			return total + n, err
 		}
-		if !c.acquire() {
-			return total, c.opError("write", net.ErrClosed)
-		}
-		if passed(c.wdl.Load()) {
-			c.release()
-			return total, c.opError("write", os.ErrDeadlineExceeded)
-		}
-		n, err := sysWrite(c.fd, p[total:])
-		switch err {
-		case syscall.EINTR:
-			c.release()
-			continue
-		case syscall.EAGAIN:
-			f := c.promote()
-			c.release()
-			if f == nil {
-				return total, c.opError("write", net.ErrClosed)
+		n, errno := sysWrite(c.fd, p[total:])
+		if errno == syscall.EAGAIN {
+			if err := c.blocked("write"); err != nil {
+				return total, err
 			}
 			continue
 		}
 		c.release()
-		if err != 0 {
-			return total, c.opError("write", err)
+		switch {
+		case errno == syscall.EINTR:
+			continue
+		case errno != 0:
+			return total, c.opError("write", errno)
 		}
 		total += n
 	}
@@ -401,23 +418,18 @@ func (c *rawConn) writeBuffers(v *net.Buffers) (int64, error) {
 	consume(v, 0)
 	var total int64
 	for len(*v) > 0 {
-		if f := c.file.Load(); f != nil {
+		f, err := c.enter("write", &c.wdl)
+		if err != nil {
+			return total, err
+		}
+		if f != nil {
 			n, err := c.writeFile(f, v)
 			return total + n, err
 		}
-		if !c.acquire() {
-			return total, c.opError("write", net.ErrClosed)
-		}
-		if passed(c.wdl.Load()) {
-			c.release()
-			return total, c.opError("write", os.ErrDeadlineExceeded)
-		}
-		n, errno := writev(int(c.fd), *v)
+		n, errno := writev(int(c.fd), *v) // EINTR is retried inside
 		if errno == syscall.EAGAIN {
-			f := c.promote()
-			c.release()
-			if f == nil {
-				return total, c.opError("write", net.ErrClosed)
+			if err := c.blocked("write"); err != nil {
+				return total, err
 			}
 			continue
 		}
