@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,7 +23,8 @@ func TestCLIBenchConnsSubscribe(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, mqttBin, "bench", "conns", "-L", srv.URL(), "--clients", "30", "--subscribe",
 		"--qos", "0", "--duration", "30", "--json")
-	var out, errOut bytes.Buffer
+	var out bytes.Buffer
+	var errOut lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -39,6 +41,10 @@ func TestCLIBenchConnsSubscribe(t *testing.T) {
 		return n, qos0
 	}
 	brokertest.Eventually(t, 15*time.Second, func() bool { n, _ := count(); return n == 30 }, "30 subscriptions")
+	// The broker holds a subscription before its SUBACK reaches the client:
+	// a SIGTERM sent now would cancel a SUBSCRIBE still waiting for it.
+	brokertest.Eventually(t, 15*time.Second, func() bool { return strings.Contains(errOut.String(), "holding them idle") },
+		"the connecting phase over")
 	if _, qos0 := count(); !qos0 {
 		t.Error("a subscription is not at --qos 0")
 	}
@@ -55,7 +61,7 @@ func TestCLIBenchConnsSubscribe(t *testing.T) {
 		t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
 	}
 	if res.Connections != 30 || res.ConnectErrors != 0 || res.ConnectRate <= 0 {
-		t.Errorf("got %+v", res)
+		t.Errorf("got %+v; stderr %q", res, errOut.String())
 	}
 }
 
@@ -79,4 +85,22 @@ func TestCLIBenchSubscribeOnlyConns(t *testing.T) {
 	if _, err := parseArgs("bench", []string{"conns", "--subscribe"}); err != nil {
 		t.Errorf("conns --subscribe: %v", err)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer the test reads while a process writes it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
