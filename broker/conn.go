@@ -567,6 +567,10 @@ func (c *conn) finishAsync(b *burstState, acks int32, wrote bool, start time.Tim
 			rc = packet.UnspecifiedError
 		}
 	}
+	// The quota is given back before the acknowledgements go: a client may
+	// send its next PUBLISH the moment one arrives, and the read loop must
+	// not count it twice then [MQTT-3.3.4-7].
+	c.asyncAcks.Add(-acks)
 	if rc == nil {
 		for _, p := range b.pendAcks {
 			c.send(p)
@@ -574,7 +578,6 @@ func (c *conn) finishAsync(b *burstState, acks int32, wrote bool, start time.Tim
 	}
 	clear(b.pendAcks)
 	b.pendAcks = b.pendAcks[:0]
-	c.asyncAcks.Add(-acks)
 	c.asyncBursts.Add(-1) // after the sends: a later acknowledgement may go straight now
 	b.put()
 	return rc

@@ -380,3 +380,26 @@ func TestPingDoesNotSyncDeletions(t *testing.T) {
 		t.Fatalf("deletions applied lazily: %v, want [true]", st.lazy)
 	}
 }
+
+// TestAsyncAcksReleaseReceiveQuota_MQTT_3_3_4_7: a PUBACK sent once the
+// disk has the write frees its place in the Receive Maximum before the
+// client can see it. A client that sends its next QoS 1 PUBLISH the moment
+// a PUBACK arrives, at exactly the server's Receive Maximum, is never
+// disconnected with 0x93.
+func TestAsyncAcksReleaseReceiveQuota_MQTT_3_3_4_7(t *testing.T) {
+	_, sub, pub := asyncPair(t, packet.V5, func(o *broker.Options) { o.ReceiveMaximum = 1 })
+	const n = 10000 // the quota used to come back after the PUBACK: 0x93 within a few thousand
+	for i := range n {
+		id := uint16(i%60000 + 1)
+		pub.Send(&packet.Publish{Topic: "held/x", QoS: 1, PacketID: id, Payload: []byte("x")})
+		p := pub.Recv()
+		if a, ok := p.(*packet.Puback); !ok || a.PacketID != id {
+			t.Fatalf("message %d: got %s, want PUBACK %d", i, brokertest.Describe(p), id)
+		}
+		if i%10 == 9 { // the persistent subscriber takes them in tens
+			for range 10 {
+				sub.Ack(sub.ExpectPublish())
+			}
+		}
+	}
+}
