@@ -35,6 +35,7 @@ import (
 	"github.com/mqttd/mqttd/broker"
 	"github.com/mqttd/mqttd/cluster"
 	"github.com/mqttd/mqttd/config"
+	"github.com/mqttd/mqttd/internal/memtrim"
 	"github.com/mqttd/mqttd/listener"
 	"github.com/mqttd/mqttd/metrics"
 	"github.com/mqttd/mqttd/store"
@@ -208,6 +209,7 @@ type running struct {
 	wg         sync.WaitGroup
 	errs       chan error
 	pidFile    string
+	stopTrim   context.CancelFunc // ends the heap trimmer (internal/memtrim)
 }
 
 // start opens the logs, the listeners and the metrics endpoint and serves.
@@ -394,6 +396,15 @@ func start(cfg *config.Config, o options) (*running, error) {
 		}()
 	}
 	logger.Info("mqttd version " + version + " running")
+	// The heap's free pages go back to the system once the broker is quiet
+	// (after a wave of connections, say): docs/operations.md, "Sizing".
+	trimCtx, stopTrim := context.WithCancel(context.Background())
+	r.stopTrim = stopTrim
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		(&memtrim.Trimmer{Logger: logger}).Run(trimCtx)
+	}()
 	r.bridges = map[string]*bridge.Bridge{}
 	r.srv.AddSysSource(r.bridgeSys)
 	r.startBridges(cfg.Bridges)
@@ -645,6 +656,9 @@ func storeDirIf(cfg *config.Config, dir string) string {
 // closeAll stops the metrics endpoint, closes the store (after Shutdown, or
 // when starting failed), removes the pid file and closes logs.
 func (r *running) closeAll() {
+	if r.stopTrim != nil {
+		r.stopTrim()
+	}
 	if r.store != nil {
 		if err := r.store.Close(); err != nil {
 			r.log.Error("closing the store", "err", err)
