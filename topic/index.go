@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Entry is one subscription in an Index.
@@ -34,9 +35,9 @@ type Index[K comparable, V any] struct {
 	mu sync.RWMutex
 	// root is the node above the first level. Guarded by mu.
 	root node[K, V]
-	// edges holds the literal children of every node, keyed by parent and
-	// level: one map for the whole trie keeps a node with a single child
-	// (the common case for topics like devices/<id>/cmd) small. Guarded by mu.
+	// edges holds the literal children of every node that has more than
+	// one, keyed by parent and level: one map for the whole trie keeps the
+	// nodes small (an only child is node.only). Guarded by mu.
 	edges map[edgeKey[K, V]]*node[K, V]
 	// nodes counts the nodes below the root. Guarded by mu.
 	nodes int
@@ -54,17 +55,62 @@ type Index[K comparable, V any] struct {
 }
 
 // node is one level of the trie. A subscription is held by the node of its
-// filter's last level.
+// filter's last level. A node is 64 bytes: what most nodes lack (wildcard
+// children, an index of many subscriptions, several literal children) is
+// in nodeExt, allocated only by a node that has some.
 type node[K comparable, V any] struct {
 	parent *node[K, V]
 	level  string // the literal level; "" for the root and for '+' and '#' nodes
-	plus   *node[K, V]
-	hash   *node[K, V] // a '#' as the last level; never has children
-	kids   int32       // literal children, in Index.edges
 	subs   []Entry[K, V]
+	// only is the literal child of a node that has exactly one, kept out
+	// of Index.edges (a level that is a device id, say, under which one
+	// level follows); nil when the node has none or several.
+	only *node[K, V]
+	x    *nodeExt[K, V] // nil while the node needs none of it
+}
+
+// nodeExt is the part of a node that most nodes do without.
+type nodeExt[K comparable, V any] struct {
+	plus *node[K, V]
+	hash *node[K, V] // a '#' as the last level; never has children
 	// idx finds a subscription in subs by (group, key) once subs is long;
 	// nil while subs is short and scanned instead.
-	idx map[subKey[K]]int32
+	idx  map[subKey[K]]int32
+	kids int32 // literal children in Index.edges (none while only is set)
+}
+
+// ext returns n's nodeExt, allocating it.
+func (n *node[K, V]) ext() *nodeExt[K, V] {
+	if n.x == nil {
+		n.x = new(nodeExt[K, V])
+	}
+	return n.x
+}
+
+// dropExt frees n's nodeExt once it holds nothing.
+func (n *node[K, V]) dropExt() {
+	if x := n.x; x != nil && x.plus == nil && x.hash == nil && x.idx == nil && x.kids == 0 {
+		n.x = nil
+	}
+}
+
+func (n *node[K, V]) plus() *node[K, V] {
+	if n.x == nil {
+		return nil
+	}
+	return n.x.plus
+}
+
+func (n *node[K, V]) hash() *node[K, V] {
+	if n.x == nil {
+		return nil
+	}
+	return n.x.hash
+}
+
+// empty reports whether n holds no subscription and no child.
+func (n *node[K, V]) empty() bool {
+	return len(n.subs) == 0 && n.only == nil && n.x == nil
 }
 
 type edgeKey[K comparable, V any] struct {
@@ -199,12 +245,26 @@ func (ix *Index[K, V]) Match(name string) []Entry[K, V] {
 func (ix *Index[K, V]) lookupLocked(n *node[K, V], level string, last bool) *node[K, V] {
 	switch {
 	case level == "+":
-		return n.plus
+		return n.plus()
 	case level == "#" && last:
-		return n.hash
+		return n.hash()
 	default:
-		return ix.edges[edgeKey[K, V]{n, level}]
+		return ix.literalLocked(n, level)
 	}
+}
+
+// literalLocked returns n's literal child for level, or nil.
+func (ix *Index[K, V]) literalLocked(n *node[K, V], level string) *node[K, V] {
+	if c := n.only; c != nil {
+		if c.level == level {
+			return c
+		}
+		return nil
+	}
+	if n.x == nil || n.x.kids == 0 {
+		return nil
+	}
+	return ix.edges[edgeKey[K, V]{n, level}]
 }
 
 // childLocked returns the child of n for level, creating it if needed.
@@ -215,32 +275,49 @@ func (ix *Index[K, V]) childLocked(n *node[K, V], level string, last bool) *node
 	c := &node[K, V]{parent: n}
 	switch {
 	case level == "+":
-		n.plus = c
+		n.ext().plus = c
 	case level == "#" && last:
-		n.hash = c
+		n.ext().hash = c
 	default:
 		c.level = level
-		ix.edges[edgeKey[K, V]{n, level}] = c
-		ix.edgesPeak = max(ix.edgesPeak, len(ix.edges))
-		n.kids++
+		switch {
+		case n.only == nil && (n.x == nil || n.x.kids == 0):
+			n.only = c
+		default:
+			if o := n.only; o != nil { // a second child: both go to edges
+				n.only = nil
+				ix.putEdgeLocked(n, o)
+			}
+			ix.putEdgeLocked(n, c)
+		}
 	}
 	ix.nodes++
 	return c
 }
 
+// putEdgeLocked files c under its parent n in edges.
+func (ix *Index[K, V]) putEdgeLocked(n, c *node[K, V]) {
+	ix.edges[edgeKey[K, V]{n, c.level}] = c
+	ix.edgesPeak = max(ix.edgesPeak, len(ix.edges))
+	n.ext().kids++
+}
+
 // pruneLocked removes n and then its ancestors while they hold nothing.
 func (ix *Index[K, V]) pruneLocked(n *node[K, V]) {
-	for n != &ix.root && len(n.subs) == 0 && n.kids == 0 && n.plus == nil && n.hash == nil {
+	for n != &ix.root && n.empty() {
 		p := n.parent
-		switch n {
-		case p.plus:
-			p.plus = nil
-		case p.hash:
-			p.hash = nil
+		switch {
+		case p.only == n:
+			p.only = nil
+		case n == p.plus():
+			p.x.plus = nil
+		case n == p.hash():
+			p.x.hash = nil
 		default:
 			delete(ix.edges, edgeKey[K, V]{p, n.level})
-			p.kids--
+			p.x.kids--
 		}
+		p.dropExt()
 		n.parent = nil
 		ix.nodes--
 		n = p
@@ -260,15 +337,15 @@ func (ix *Index[K, V]) matchLocked(name string, out []Entry[K, V]) []Entry[K, V]
 	level, rest, more := nextLevel(name)
 	// [MQTT-4.7.2-1] a name starting with '$' is not matched by a filter
 	// whose first level is a wildcard.
-	if !IsSys(name) {
-		if root.hash != nil {
-			out = append(out, root.hash.subs...)
+	if x := root.x; x != nil && !IsSys(name) {
+		if x.hash != nil {
+			out = append(out, x.hash.subs...)
 		}
-		if root.plus != nil {
-			out = ix.walkLocked(root.plus, rest, more, out)
+		if x.plus != nil {
+			out = ix.walkLocked(x.plus, rest, more, out)
 		}
 	}
-	if c := ix.edges[edgeKey[K, V]{root, level}]; c != nil {
+	if c := ix.literalLocked(root, level); c != nil {
 		out = ix.walkLocked(c, rest, more, out)
 	}
 	return out
@@ -277,33 +354,32 @@ func (ix *Index[K, V]) matchLocked(name string, out []Entry[K, V]) []Entry[K, V]
 // walkLocked appends the subscriptions below n that match the rest of the
 // name. n matched the previous level; more reports whether a level remains.
 func (ix *Index[K, V]) walkLocked(n *node[K, V], name string, more bool, out []Entry[K, V]) []Entry[K, V] {
+	x := n.x
 	if !more {
 		out = append(out, n.subs...)
-		if n.hash != nil {
+		if x != nil && x.hash != nil {
 			// [MQTT-4.7.1-2] "a/#" matches "a".
-			out = append(out, n.hash.subs...)
+			out = append(out, x.hash.subs...)
 		}
 		return out
 	}
-	if n.hash != nil {
-		out = append(out, n.hash.subs...)
+	if x != nil && x.hash != nil {
+		out = append(out, x.hash.subs...)
 	}
 	level, rest, more := nextLevel(name)
-	if n.plus != nil {
-		out = ix.walkLocked(n.plus, rest, more, out)
+	if x != nil && x.plus != nil {
+		out = ix.walkLocked(x.plus, rest, more, out)
 	}
-	if n.kids > 0 {
-		if c := ix.edges[edgeKey[K, V]{n, level}]; c != nil {
-			out = ix.walkLocked(c, rest, more, out)
-		}
+	if c := ix.literalLocked(n, level); c != nil {
+		out = ix.walkLocked(c, rest, more, out)
 	}
 	return out
 }
 
 // find returns the position of (group, key) in n.subs, or -1.
 func (n *node[K, V]) find(group string, key K) int {
-	if n.idx != nil {
-		if i, ok := n.idx[subKey[K]{group, key}]; ok {
+	if n.x != nil && n.x.idx != nil {
+		if i, ok := n.x.idx[subKey[K]{group, key}]; ok {
 			return int(i)
 		}
 		return -1
@@ -319,23 +395,28 @@ func (n *node[K, V]) find(group string, key K) int {
 func (n *node[K, V]) insert(e Entry[K, V]) {
 	n.subs = append(n.subs, e)
 	switch {
-	case n.idx != nil:
-		n.idx[subKey[K]{e.Group, e.Key}] = int32(len(n.subs) - 1)
+	case n.x != nil && n.x.idx != nil:
+		n.x.idx[subKey[K]{e.Group, e.Key}] = int32(len(n.subs) - 1)
 	case len(n.subs) >= idxMin:
-		n.idx = make(map[subKey[K]]int32, len(n.subs))
+		idx := make(map[subKey[K]]int32, len(n.subs))
 		for i := range n.subs {
-			n.idx[subKey[K]{n.subs[i].Group, n.subs[i].Key}] = int32(i)
+			idx[subKey[K]{n.subs[i].Group, n.subs[i].Key}] = int32(i)
 		}
+		n.ext().idx = idx
 	}
 }
 
 // removeAt removes n.subs[i] by moving the last subscription into its place.
 func (n *node[K, V]) removeAt(i int) {
 	last := len(n.subs) - 1
-	if n.idx != nil {
-		delete(n.idx, subKey[K]{n.subs[i].Group, n.subs[i].Key})
+	var idx map[subKey[K]]int32
+	if n.x != nil {
+		idx = n.x.idx
+	}
+	if idx != nil {
+		delete(idx, subKey[K]{n.subs[i].Group, n.subs[i].Key})
 		if i != last {
-			n.idx[subKey[K]{n.subs[last].Group, n.subs[last].Key}] = int32(i)
+			idx[subKey[K]{n.subs[last].Group, n.subs[last].Key}] = int32(i)
 		}
 	}
 	n.subs[i] = n.subs[last]
@@ -347,7 +428,13 @@ func (n *node[K, V]) removeAt(i int) {
 	case cap(n.subs) > 2*idxMin && last < cap(n.subs)/4:
 		n.subs = append([]Entry[K, V](nil), n.subs...)
 	}
-	if n.idx != nil && last < idxMin/2 {
-		n.idx = nil
+	if idx != nil && last < idxMin/2 {
+		n.x.idx = nil
+		n.dropExt()
 	}
 }
+
+// The size class node must fit: a field that grows it past 64 bytes on a
+// 64-bit platform fails to compile here; it is paid by every level of
+// every filter.
+var _ = [1]struct{}{}[unsafe.Sizeof(node[int, int]{})/65]

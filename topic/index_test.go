@@ -70,9 +70,9 @@ func checkEmpty(t testing.TB, ix *Index[int, int]) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	r := &ix.root
-	if ix.Len() != 0 || ix.nodes != 0 || len(ix.edges) != 0 || r.kids != 0 || r.plus != nil || r.hash != nil || len(r.subs) != 0 {
-		t.Fatalf("index not empty: Len %d, nodes %d, edges %d, root kids %d plus %v hash %v subs %d",
-			ix.Len(), ix.nodes, len(ix.edges), r.kids, r.plus != nil, r.hash != nil, len(r.subs))
+	if ix.Len() != 0 || ix.nodes != 0 || len(ix.edges) != 0 || r.only != nil || r.x != nil || len(r.subs) != 0 {
+		t.Fatalf("index not empty: Len %d, nodes %d, edges %d, root only %v ext %v subs %d",
+			ix.Len(), ix.nodes, len(ix.edges), r.only != nil, r.x != nil, len(r.subs))
 	}
 }
 
@@ -497,8 +497,8 @@ func TestIndexManySubscribersOneFilter(t *testing.T) {
 	}
 	checkAgainstModel(t, ix, m, []string{"a/b"})
 	n := ix.lookupLocked(ix.lookupLocked(&ix.root, "a", false), "b", true)
-	if n.idx != nil || cap(n.subs) > 2*idxMin {
-		t.Fatalf("node keeps idx %v, cap %d with %d subscriptions", n.idx != nil, cap(n.subs), len(n.subs))
+	if n.x != nil || cap(n.subs) > 2*idxMin {
+		t.Fatalf("node keeps its ext %v, cap %d with %d subscriptions", n.x != nil, cap(n.subs), len(n.subs))
 	}
 }
 
@@ -859,13 +859,13 @@ func TestIndexEdgesShrink(t *testing.T) {
 	for i := range n {
 		ix.Add("d/"+strconv.Itoa(i), "", 1, 0)
 	}
-	if ix.edgesPeak != n+1 {
-		t.Fatalf("edgesPeak = %d, want %d", ix.edgesPeak, n+1)
+	if ix.edgesPeak != n { // "d" is the root's only child, not in edges
+		t.Fatalf("edgesPeak = %d, want %d", ix.edgesPeak, n)
 	}
 	for i := range n - 10 {
 		ix.Remove("d/"+strconv.Itoa(i), "", 1)
 	}
-	if ix.edgesPeak > n/4 || len(ix.edges) != 11 {
+	if ix.edgesPeak > n/4 || len(ix.edges) != 10 {
 		t.Fatalf("after removing most: edgesPeak %d, edges %d", ix.edgesPeak, len(ix.edges))
 	}
 	m := model{}
@@ -873,4 +873,54 @@ func TestIndexEdgesShrink(t *testing.T) {
 		m[sub{"d/" + strconv.Itoa(i), "", 1}] = 0
 	}
 	checkAgainstModel(t, ix, m, []string{"d/" + strconv.Itoa(n-1), "d/" + strconv.Itoa(n-11), "d/5"})
+}
+
+// TestIndexOnlyChild follows a node through its shapes: one literal child
+// (node.only, not in edges), a second (both in edges), back to one (left
+// in edges), a wildcard child (nodeExt) and empty again, matching the
+// model at each step.
+func TestIndexOnlyChild(t *testing.T) {
+	ix := NewIndex[int, int](0)
+	m := model{}
+	names := []string{"dev/1/cmd", "dev/1/cfg", "dev/1", "dev/2/cmd", "dev/1/x/y"}
+	add := func(f string, k int) {
+		ix.Add(f, "", k, k)
+		m[sub{f, "", k}] = k
+		checkAgainstModel(t, ix, m, names)
+	}
+	remove := func(f string, k int) {
+		if !ix.Remove(f, "", k) {
+			t.Fatalf("Remove(%q, %d) found nothing", f, k)
+		}
+		delete(m, sub{f, "", k})
+		checkAgainstModel(t, ix, m, names)
+	}
+	dev1 := func() *node[int, int] {
+		return ix.lookupLocked(ix.lookupLocked(&ix.root, "dev", false), "1", false)
+	}
+	add("dev/1/cmd", 1)
+	if d := dev1(); d.only == nil || d.only.level != "cmd" || d.x != nil || len(ix.edges) != 0 {
+		t.Fatalf("one child: only %v, ext %v, edges %d", d.only, d.x, len(ix.edges))
+	}
+	add("dev/1/cfg", 2)
+	if d := dev1(); d.only != nil || d.x == nil || d.x.kids != 2 || len(ix.edges) != 2 {
+		t.Fatalf("two children: only %v, ext %v, edges %d", d.only, d.x, len(ix.edges))
+	}
+	remove("dev/1/cmd", 1)
+	if d := dev1(); d.only != nil || d.x == nil || d.x.kids != 1 || len(ix.edges) != 1 {
+		t.Fatalf("back to one: only %v, ext %v, edges %d", d.only, d.x, len(ix.edges))
+	}
+	add("dev/1/cmd", 3) // goes to edges too: the node's children are there
+	add("dev/+/cmd", 4)
+	add("dev/1/#", 5)
+	add("dev/2/cmd", 6)
+	remove("dev/1/cmd", 3)
+	remove("dev/1/cfg", 2)
+	if d := dev1(); d.only != nil || d.x == nil || d.x.kids != 0 || d.x.hash == nil {
+		t.Fatalf("only '#' left: only %v, ext %v", d.only, d.x)
+	}
+	remove("dev/1/#", 5)
+	remove("dev/+/cmd", 4)
+	remove("dev/2/cmd", 6)
+	checkEmpty(t, ix)
 }
