@@ -1,7 +1,7 @@
 package topic
 
 import (
-	"maps"
+	"hash/maphash"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -36,17 +36,13 @@ type Index[K comparable, V any] struct {
 	// root is the node above the first level. Guarded by mu.
 	root node[K, V]
 	// edges holds the literal children of every node that has more than
-	// one, keyed by parent and level: one map for the whole trie keeps the
-	// nodes small (an only child is node.only). Guarded by mu.
-	edges map[edgeKey[K, V]]*node[K, V]
+	// one, found by parent and level: one table for the whole trie keeps
+	// the nodes small (an only child is node.only). Guarded by mu.
+	edges edgeSet[K, V]
 	// nodes counts the nodes below the root. Guarded by mu.
 	nodes int
-	// edgesPeak is the most entries edges has held since it was made; a
-	// Go map keeps its peak size, so pruneLocked rebuilds it once it holds
-	// far fewer. Guarded by mu.
-	edgesPeak int
-	count     atomic.Int64
-	cache     matchCache[K, V]
+	count atomic.Int64
+	cache matchCache[K, V]
 	// beforePut, when set by a test, runs on a cache miss between walking
 	// the trie and caching the result.
 	beforePut func()
@@ -113,11 +109,6 @@ func (n *node[K, V]) empty() bool {
 	return len(n.subs) == 0 && n.only == nil && n.x == nil
 }
 
-type edgeKey[K comparable, V any] struct {
-	parent *node[K, V]
-	level  string
-}
-
 type subKey[K comparable] struct {
 	group string
 	key   K
@@ -132,9 +123,6 @@ const (
 	idxMin = 16
 	// maxScratch is the largest Match buffer (in entries) kept for reuse.
 	maxScratch = 4096
-	// minEdgesShrink is the peak size of the edges map from which it is
-	// rebuilt smaller when it empties.
-	minEdgesShrink = 4096
 )
 
 // NewIndex returns an empty index whose match cache holds about cacheSize
@@ -143,7 +131,8 @@ func NewIndex[K comparable, V any](cacheSize int) *Index[K, V] {
 	if cacheSize <= 0 {
 		cacheSize = defaultCacheSize
 	}
-	ix := &Index[K, V]{edges: make(map[edgeKey[K, V]]*node[K, V])}
+	ix := &Index[K, V]{}
+	ix.edges.seed = maphash.MakeSeed()
 	ix.cache.init(cacheSize)
 	return ix
 }
@@ -264,7 +253,7 @@ func (ix *Index[K, V]) literalLocked(n *node[K, V], level string) *node[K, V] {
 	if n.x == nil || n.x.kids == 0 {
 		return nil
 	}
-	return ix.edges[edgeKey[K, V]{n, level}]
+	return ix.edges.get(n, level)
 }
 
 // childLocked returns the child of n for level, creating it if needed.
@@ -297,8 +286,7 @@ func (ix *Index[K, V]) childLocked(n *node[K, V], level string, last bool) *node
 
 // putEdgeLocked files c under its parent n in edges.
 func (ix *Index[K, V]) putEdgeLocked(n, c *node[K, V]) {
-	ix.edges[edgeKey[K, V]{n, c.level}] = c
-	ix.edgesPeak = max(ix.edgesPeak, len(ix.edges))
+	ix.edges.put(c)
 	n.ext().kids++
 }
 
@@ -314,20 +302,13 @@ func (ix *Index[K, V]) pruneLocked(n *node[K, V]) {
 		case n == p.hash():
 			p.x.hash = nil
 		default:
-			delete(ix.edges, edgeKey[K, V]{p, n.level})
+			ix.edges.remove(n)
 			p.x.kids--
 		}
 		p.dropExt()
 		n.parent = nil
 		ix.nodes--
 		n = p
-	}
-	if ix.edgesPeak >= minEdgesShrink && len(ix.edges) < ix.edgesPeak/4 {
-		// Not maps.Clone, which keeps the old capacity.
-		edges := make(map[edgeKey[K, V]]*node[K, V], len(ix.edges))
-		maps.Copy(edges, ix.edges)
-		ix.edges = edges
-		ix.edgesPeak = len(ix.edges)
 	}
 }
 

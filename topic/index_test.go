@@ -70,9 +70,9 @@ func checkEmpty(t testing.TB, ix *Index[int, int]) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	r := &ix.root
-	if ix.Len() != 0 || ix.nodes != 0 || len(ix.edges) != 0 || r.only != nil || r.x != nil || len(r.subs) != 0 {
+	if ix.Len() != 0 || ix.nodes != 0 || ix.edges.len() != 0 || r.only != nil || r.x != nil || len(r.subs) != 0 {
 		t.Fatalf("index not empty: Len %d, nodes %d, edges %d, root only %v ext %v subs %d",
-			ix.Len(), ix.nodes, len(ix.edges), r.only != nil, r.x != nil, len(r.subs))
+			ix.Len(), ix.nodes, ix.edges.len(), r.only != nil, r.x != nil, len(r.subs))
 	}
 }
 
@@ -851,22 +851,24 @@ func BenchmarkIndexMemory(b *testing.B) {
 	b.ReportMetric(perSub, "B/sub")
 }
 
-// TestIndexEdgesShrink checks that the literal-children map is rebuilt small
-// once most subscriptions are gone, so a burst does not hold memory forever.
+// TestIndexEdgesShrink checks that the table of literal children is
+// rebuilt small once most subscriptions are gone, so a burst does not hold
+// memory forever.
 func TestIndexEdgesShrink(t *testing.T) {
 	ix := NewIndex[int, int](0)
-	const n = 3 * minEdgesShrink
+	const n = 3 * shrinkEdgeSlots
 	for i := range n {
 		ix.Add("d/"+strconv.Itoa(i), "", 1, 0)
 	}
-	if ix.edgesPeak != n { // "d" is the root's only child, not in edges
-		t.Fatalf("edgesPeak = %d, want %d", ix.edgesPeak, n)
+	if ix.edges.len() != n { // "d" is the root's only child, not in edges
+		t.Fatalf("edges hold %d, want %d", ix.edges.len(), n)
 	}
+	peak := len(ix.edges.slots)
 	for i := range n - 10 {
 		ix.Remove("d/"+strconv.Itoa(i), "", 1)
 	}
-	if ix.edgesPeak > n/4 || len(ix.edges) != 10 {
-		t.Fatalf("after removing most: edgesPeak %d, edges %d", ix.edgesPeak, len(ix.edges))
+	if len(ix.edges.slots) >= shrinkEdgeSlots || ix.edges.len() != 10 {
+		t.Fatalf("after removing most: %d slots (%d at the peak), %d edges", len(ix.edges.slots), peak, ix.edges.len())
 	}
 	m := model{}
 	for i := n - 10; i < n; i++ {
@@ -899,16 +901,16 @@ func TestIndexOnlyChild(t *testing.T) {
 		return ix.lookupLocked(ix.lookupLocked(&ix.root, "dev", false), "1", false)
 	}
 	add("dev/1/cmd", 1)
-	if d := dev1(); d.only == nil || d.only.level != "cmd" || d.x != nil || len(ix.edges) != 0 {
-		t.Fatalf("one child: only %v, ext %v, edges %d", d.only, d.x, len(ix.edges))
+	if d := dev1(); d.only == nil || d.only.level != "cmd" || d.x != nil || ix.edges.len() != 0 {
+		t.Fatalf("one child: only %v, ext %v, edges %d", d.only, d.x, ix.edges.len())
 	}
 	add("dev/1/cfg", 2)
-	if d := dev1(); d.only != nil || d.x == nil || d.x.kids != 2 || len(ix.edges) != 2 {
-		t.Fatalf("two children: only %v, ext %v, edges %d", d.only, d.x, len(ix.edges))
+	if d := dev1(); d.only != nil || d.x == nil || d.x.kids != 2 || ix.edges.len() != 2 {
+		t.Fatalf("two children: only %v, ext %v, edges %d", d.only, d.x, ix.edges.len())
 	}
 	remove("dev/1/cmd", 1)
-	if d := dev1(); d.only != nil || d.x == nil || d.x.kids != 1 || len(ix.edges) != 1 {
-		t.Fatalf("back to one: only %v, ext %v, edges %d", d.only, d.x, len(ix.edges))
+	if d := dev1(); d.only != nil || d.x == nil || d.x.kids != 1 || ix.edges.len() != 1 {
+		t.Fatalf("back to one: only %v, ext %v, edges %d", d.only, d.x, ix.edges.len())
 	}
 	add("dev/1/cmd", 3) // goes to edges too: the node's children are there
 	add("dev/+/cmd", 4)
