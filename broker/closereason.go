@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/mqttd/mqttd/packet"
 )
@@ -61,6 +62,9 @@ func (c Cause) String() string {
 type closeState struct {
 	cause Cause
 	err   error
+	// killTimer closes the socket if what is queued is not written in
+	// time (closeWithin). Guarded by the connection's outMu.
+	killTimer *time.Timer
 }
 
 // setClose records why c ends unless a reason is already recorded, and

@@ -23,12 +23,15 @@ import (
 // goroutine that runs only while there is something to write.
 //
 // An idle connection is mostly this struct (docs/operations.md counts its
-// bytes): what only a read burst needs (burst) or only a running writer
-// (out) is taken from a pool while in use, what only enhanced
-// authentication needs (authState) is allocated by it, a polled connection
+// bytes): what only a read burst needs (burst) or only a backlog (out,
+// with the backlog's size and the session waiting for it to drain) is taken
+// from a pool while in use, what only enhanced authentication (authState),
+// inbound topic aliases or a publish rate (rx) need is allocated by them,
+// the timer that bounds a closing connection lives with the reason it
+// closes (closeState), a polled connection
 // has no timer of its own (idleTimers) and no goroutine, and the fields are
 // ordered by alignment (words, then 4-byte, then 1-byte fields) so that no
-// padding pushes the struct into a larger allocation size class (448 bytes
+// padding pushes the struct into a larger allocation size class (384 bytes
 // on 64-bit platforms; checked below).
 type conn struct {
 	srv *Server
@@ -41,34 +44,22 @@ type conn struct {
 	burst *burstState
 
 	// read loop
-	sess      *session
-	info      ClientInfo // shared with sess while connected (finishConnect, releaseInfo)
-	will      *packet.Will
-	keepAlive time.Duration
-	aliases   map[uint16]string // v5 inbound topic aliases
-	pubRate   *tokenBucket      // MaxPublishRate (ratelimit.go); nil until the first PUBLISH
+	sess *session
+	info ClientInfo // shared with sess while connected (finishConnect, releaseInfo)
+	will *packet.Will
+	rx   *readExtras // inbound topic aliases, the publish rate bucket; nil until needed
 	// v5 enhanced authentication (auth_enhanced.go), read loop: nil unless
 	// the CONNECT named an Authentication Method. Its fields are promoted:
 	// read them only once authState is known to be set.
 	*authState
 
-	// set during CONNECT before the session is attached; read under session.mu
-	recvMax    int // client's receive maximum (v5), our send window
-	maxOutSize int // largest packet the client accepts (v5); 0 = no limit
 	// Outbound topic aliases (TopicAliasLRU), and the properties of the
 	// PUBLISH being encoded with one; guarded by outMu.
 	aliasOut *aliasTable // nil unless the client allows aliases and the policy is on
 
 	// guarded by outMu (see below)
-	out *outBufs // encoded packets waiting to be written; nil when none wait and no writer runs
-	// outBytes is the backlog in bytes: every packet queued (PUBLISH of any
-	// QoS and control packets), counted from when it is queued until the
-	// write that carries it has completed (writeLoop subtracts what was
-	// written), so it includes the batch being written. See backlogFullLocked.
-	outBytes   int
-	backlogSub *session // its queued QoS 1/2 wait for the backlog to drain (drainedLocked)
-	writerWG   sync.WaitGroup
-	killTimer  *time.Timer // closeWithin: closes nc if the backlog is not written in time
+	out      *outBufs // encoded packets waiting to be written; nil when none wait and no writer runs
+	writerWG sync.WaitGroup
 
 	closed atomic.Pointer[closeState] // why the connection ends; set once (closereason.go)
 
@@ -80,6 +71,10 @@ type conn struct {
 
 	fd     int32
 	inAcks int32 // PUBACK/PUBCOMP waiting in pendAcks (receive maximum); read loop
+	// set during CONNECT before the session is attached; read under session.mu
+	maxOutSize uint32 // largest packet the client accepts (v5); 0 = no limit
+	recvMax    uint16 // client's receive maximum (v5), our send window
+	keepAlive  uint16 // seconds; 0: none (keepAliveDur)
 	// Bursts whose acknowledgements wait for the store's sync while the
 	// read loop goes on (flushAsync), and the PUBACK/PUBCOMP among them
 	// (receive maximum). Raised by the read loop, lowered by the store's
@@ -121,11 +116,32 @@ type authState struct {
 	pendingConnect *connectAuth // CONNECT waiting for its exchange
 }
 
-// The size class conn must fit (see above): a field that grows it past 448
+// The size class conn must fit (see above): a field that grows it past 384
 // bytes on a 64-bit platform fails to compile here; reorder or move a rarely
 // used field out (as authState) rather than raise the bound lightly, it is
 // paid by every connection.
-var _ = [1]struct{}{}[unsafe.Sizeof(conn{})/449]
+var _ = [1]struct{}{}[unsafe.Sizeof(conn{})/385]
+
+// readExtras is what a connection's read loop needs for some clients only
+// (conn.rx): allocated by the first v5 PUBLISH that sets a topic alias, or
+// the first PUBLISH under MaxPublishRate. Read loop only.
+type readExtras struct {
+	aliases map[uint16]string // v5 inbound topic aliases
+	pubRate *tokenBucket      // MaxPublishRate (ratelimit.go)
+}
+
+// extras returns c.rx, allocating it. Read loop only.
+func (c *conn) extras() *readExtras {
+	if c.rx == nil {
+		c.rx = new(readExtras)
+	}
+	return c.rx
+}
+
+// keepAliveDur is the keep alive the connection runs with (0: none).
+func (c *conn) keepAliveDur() time.Duration {
+	return time.Duration(c.keepAlive) * time.Second
+}
 
 // authPending reports whether a CONNECT waits for its AUTH exchange.
 func (c *conn) authPending() bool {
@@ -154,6 +170,15 @@ type burstState struct {
 // once the backlog is written. Guarded by outMu, except that the running
 // writer uses iov and the batch it took on its own.
 type outBufs struct {
+	// bytes is the backlog in bytes: every packet queued (PUBLISH of any
+	// QoS and control packets), counted from when it is queued until the
+	// write that carries it has completed (writeLoop subtracts what was
+	// written), so it includes the batch being written; 0 when the
+	// buffers go back to the pool. See backlogFullLocked.
+	bytes int
+	// backlogSub's queued QoS 1/2 wait for the backlog to drain
+	// (drainedLocked): set only while it is full, so while c.out is held.
+	backlogSub *session
 	buf        []byte    // encoded packets waiting to be written
 	items      []outItem // large payloads written straight from the shared message
 	spare      []byte
@@ -210,6 +235,7 @@ func (c *conn) putOutLocked() {
 		return
 	}
 	c.out = nil
+	o.bytes, o.backlogSub = 0, nil
 	for _, b := range []*[]byte{&o.buf, &o.spare} {
 		if cap(*b) > bufPoolCap {
 			*b = nil // larger buffers are not pooled
@@ -245,8 +271,8 @@ func (c *conn) serve() {
 // finish drops the ended connection from the server.
 func (c *conn) finish() {
 	c.outMu.Lock()
-	if c.killTimer != nil {
-		c.killTimer.Stop()
+	if cs := c.closed.Load(); cs != nil && cs.killTimer != nil {
+		cs.killTimer.Stop()
 	}
 	c.outMu.Unlock()
 	s := c.srv
@@ -694,7 +720,7 @@ func (c *conn) readPacket(br *bufio.Reader) error {
 	}
 	if c.keepAlive > 0 {
 		// [MQTT-3.1.2-24] (3.1.1) / [MQTT-3.1.2-22] (5.0): 1.5 x keep alive.
-		c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+		c.nc.SetReadDeadline(time.Now().Add(c.keepAliveDur() * 3 / 2))
 	}
 	return nil
 }
@@ -809,7 +835,7 @@ func (c *conn) send(p packet.Packet) {
 		return
 	}
 	o.buf = b
-	c.outBytes += len(b) - n
+	o.bytes += len(b) - n
 	c.stats.msgsOut.Add(1)
 	c.kickLocked()
 }
@@ -873,7 +899,7 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 	size := len(b) - start + len(m.Payload)
 	// Never send a packet larger than the client allows [MQTT-3.1.2-24] (5.0):
 	// it is discarded as if it had been sent [MQTT-3.1.2-25].
-	if c.maxOutSize > 0 && size > c.maxOutSize {
+	if c.maxOutSize > 0 && size > int(c.maxOutSize) {
 		o.buf = b[:start]
 		c.putOutLocked()
 		c.srv.stats.droppedTooLarge.Add(1)
@@ -890,7 +916,7 @@ func (c *conn) writePublish(m *Message, qos byte, id uint16, retain, dup bool, s
 		o.items = append(o.items, outItem{hdrEnd: len(b), payload: m.Payload})
 	}
 	o.buf = b
-	c.outBytes += size
+	o.bytes += size
 	c.stats.msgsOut.Add(1)
 	c.stats.pubOut[qos].Add(1)
 	c.stats.pubBytesOut.Add(int64(len(m.Payload)))
@@ -941,7 +967,7 @@ func outProps(m *Message, subIDs []uint32) *packet.Properties {
 // the session (backlogRoom), within max_queued_messages / max_queued_bytes,
 // until the writer drains the backlog below the bound. outMu is held.
 func (c *conn) backlogFullLocked() bool {
-	return c.outBytes >= c.srv.opts.MaxBacklogBytes
+	return c.out != nil && c.out.bytes >= c.srv.opts.MaxBacklogBytes
 }
 
 // backlogRoom reports whether the backlog takes another QoS 1/2 PUBLISH for
@@ -953,18 +979,19 @@ func (c *conn) backlogRoom(s *session) bool {
 	if c.dead || c.closeAfter || !c.backlogFullLocked() {
 		return true
 	}
-	c.backlogSub = s
+	c.out.backlogSub = s // the backlog is full: c.out is held
 	return false
 }
 
 // drainedLocked returns the session waiting for room in the backlog, if
 // the backlog is below the bound again. outMu is held.
 func (c *conn) drainedLocked() *session {
-	s := c.backlogSub
-	if s == nil || c.backlogFullLocked() {
+	o := c.out
+	if o == nil || o.backlogSub == nil || c.backlogFullLocked() {
 		return nil
 	}
-	c.backlogSub = nil
+	s := o.backlogSub
+	o.backlogSub = nil
 	return s
 }
 
@@ -1007,7 +1034,7 @@ func (c *conn) writeLoop() {
 		if o.buf == nil {
 			o.buf = make([]byte, 0, 4096)
 		}
-		// The batch stays in outBytes until it is written.
+		// The batch stays in o.bytes until it is written.
 		batch := len(buf)
 		for _, it := range items {
 			batch += len(it.payload)
@@ -1020,10 +1047,10 @@ func (c *conn) writeLoop() {
 
 		c.outMu.Lock()
 		o.spare, o.spareItems = buf[:0], items[:0]
-		c.outBytes -= batch // written whole (a transport may count its framing in n)
+		o.bytes -= batch // written whole (a transport may count its framing in n)
 		if err != nil {
-			c.outBytes = 0 // nothing more is written
-			c.backlogSub = nil
+			o.bytes = 0 // nothing more is written
+			o.backlogSub = nil
 			c.writeFailed(err)
 			act := closeNone
 			if !c.dead {
@@ -1113,12 +1140,15 @@ func (c *conn) closeAfterFlush() {
 // a client that does not read cannot hold a closing connection open for
 // WriteTimeout. The close unblocks the writer.
 func (c *conn) closeWithin(d time.Duration) {
+	// Every caller has recorded why c ends (disconnect) first; the timer
+	// lives with that record.
+	cs := c.setClose(CauseError, net.ErrClosed)
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
-	if c.dead || c.killTimer != nil {
+	if c.dead || cs.killTimer != nil {
 		return
 	}
-	c.killTimer = time.AfterFunc(d, c.forceClose)
+	cs.killTimer = time.AfterFunc(d, c.forceClose)
 }
 
 // forceClose closes the socket now, whatever is left to write.

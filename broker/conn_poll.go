@@ -94,7 +94,7 @@ func (c *conn) pollRead(drain bool) {
 	switch {
 	case !c.connected.Load(): // the connect timeout keeps running
 	case c.keepAlive > 0:
-		t.schedule(c, t.now()+int64(c.keepAlive*3/2)) // [MQTT-3.1.2-24]
+		t.schedule(c, t.now()+int64(c.keepAliveDur()*3/2)) // [MQTT-3.1.2-24]
 	default:
 		t.cancel(c) // keep alive 0: no timeout
 	}

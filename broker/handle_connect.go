@@ -52,7 +52,7 @@ func (c *conn) handleConnect(fh packet.FixedHeader, body []byte) error {
 			// them [MQTT-3.1.2-29].
 			c.problemInfo = p.RequestProblemInfo == nil || *p.RequestProblemInfo == 1
 			if p.MaximumPacketSize != nil {
-				c.maxOutSize = int(*p.MaximumPacketSize) // [MQTT-3.1.2-24]
+				c.maxOutSize = *p.MaximumPacketSize // [MQTT-3.1.2-24]
 			}
 		}
 	}
@@ -156,7 +156,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 		ka = opts.MaxKeepAlive
 		serverKA = packet.Ptr(ka)
 	}
-	c.keepAlive = time.Duration(ka) * time.Second
+	c.keepAlive = ka
 
 	// Session lifetime.
 	persistent := !cp.CleanStart
@@ -183,7 +183,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 		c.recvMax = 65535
 		if p := cp.Props; p != nil {
 			if p.ReceiveMaximum != nil {
-				c.recvMax = int(*p.ReceiveMaximum)
+				c.recvMax = *p.ReceiveMaximum
 			}
 			if p.TopicAliasMaximum != nil && *p.TopicAliasMaximum > 0 && opts.TopicAliasPolicy == TopicAliasLRU {
 				// Aliases only up to the client's Topic Alias Maximum, and

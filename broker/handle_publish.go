@@ -56,7 +56,11 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 			return errors.Join(packet.TopicAliasInvalid, fmt.Errorf("topic alias %d not in 1..%d", alias, opts.MaxTopicAlias))
 		}
 		if p.Topic == "" {
-			t, ok := c.aliases[alias]
+			var t string
+			ok := false
+			if c.rx != nil {
+				t, ok = c.rx.aliases[alias]
+			}
 			if !ok {
 				// An alias never set on this connection (mappings do not
 				// carry over [MQTT-3.3.2-7]): protocol error.
@@ -64,10 +68,11 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 			}
 			p.Topic = t
 		} else {
-			if c.aliases == nil {
-				c.aliases = make(map[uint16]string)
+			x := c.extras()
+			if x.aliases == nil {
+				x.aliases = make(map[uint16]string)
 			}
-			c.aliases[alias] = p.Topic
+			x.aliases[alias] = p.Topic
 		}
 	}
 	if err := topic.ValidateName(p.Topic); err != nil {

@@ -27,16 +27,18 @@ import (
 )
 
 // idleConnBudget is the most heap (HeapInuse growth) one idle subscribed
-// connection may keep. Measured on Go 1.26, linux/amd64: about 1,630 bytes
-// (5,000 connections), of which the conn struct is 480, the session 240,
-// the topic index about 380, the raw socket (rawConn) 64; the session
+// connection may keep. Measured on Go 1.26, linux/amd64: about 1,300 bytes
+// (5,000 connections), of which the conn struct is 384, the session 240,
+// the topic index about 190 (two 64-byte trie nodes, the subscriber entry,
+// a share of the edge table), the raw socket (rawConn) 64; the session
 // shares the connection's ClientInfo while it is connected.
 // docs/operations.md has the breakdown. The bound is about 1.1 x that: a
 // pooled read (4 KB) or write buffer kept while idle would pass it, so
 // would a net.TCPConn (its netFD and addresses, about 290 bytes, and its
-// runtime pollDesc off the heap), and a parked read goroutine fails the
+// runtime pollDesc off the heap), the conn struct back in the 448-byte
+// class with an 80-byte trie node, and a parked read goroutine fails the
 // stack check below.
-const idleConnBudget = 1792
+const idleConnBudget = 1440
 
 // rawDial opens a blocking TCP socket to addr outside Go's poller: dialled
 // by the net package (a raw connect fails with EINTR when the runtime's

@@ -189,7 +189,7 @@ func (c *conn) memWait() {
 	if c.keepAlive > 0 {
 		c.pollMu.Lock()
 		if !c.closeReq { // a close in progress set its own short deadline
-			c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+			c.nc.SetReadDeadline(time.Now().Add(c.keepAliveDur() * 3 / 2))
 		}
 		c.pollMu.Unlock()
 	}

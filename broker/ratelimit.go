@@ -120,10 +120,11 @@ func (c *conn) publishRateWait(pkt packet.Packet) error {
 		return nil
 	}
 	now := time.Now()
-	if c.pubRate == nil {
-		c.pubRate = newTokenBucket(rate, rate, now)
+	x := c.extras()
+	if x.pubRate == nil {
+		x.pubRate = newTokenBucket(rate, rate, now)
 	}
-	d := c.pubRate.take(now)
+	d := x.pubRate.take(now)
 	if d == 0 {
 		return nil
 	}
@@ -142,14 +143,14 @@ func (c *conn) publishRateWait(pkt packet.Packet) error {
 		if c.memWaitEnds() {
 			return nil
 		}
-		if d = c.pubRate.take(time.Now()); d > 0 {
+		if d = x.pubRate.take(time.Now()); d > 0 {
 			t.Reset(min(d, publishRateStep))
 		}
 	}
 	if c.keepAlive > 0 {
 		c.pollMu.Lock()
 		if !c.closeReq { // a close in progress set its own short deadline
-			c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+			c.nc.SetReadDeadline(time.Now().Add(c.keepAliveDur() * 3 / 2))
 		}
 		c.pollMu.Unlock()
 	}

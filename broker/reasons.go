@@ -16,7 +16,7 @@ func (c *conn) reasonProps(text string) *packet.Properties {
 	if text == "" || c.version != packet.V5 || !c.problemInfo {
 		return nil
 	}
-	if c.maxOutSize > 0 && len(text)+16 > c.maxOutSize {
+	if c.maxOutSize > 0 && len(text)+16 > int(c.maxOutSize) {
 		return nil
 	}
 	return &packet.Properties{ReasonString: text}

@@ -161,8 +161,8 @@ func (s *session) removeSubLocked(group, filter string) bool {
 // windowLocked is how many QoS 1/2 messages may be in flight to the client.
 func (s *session) windowLocked() int {
 	w := s.srv.opts.MaxInflight
-	if c := s.conn; c != nil && c.recvMax > 0 && c.recvMax < w {
-		w = c.recvMax // the client's Receive Maximum [MQTT-3.3.4-9]
+	if c := s.conn; c != nil && c.recvMax > 0 && int(c.recvMax) < w {
+		w = int(c.recvMax) // the client's Receive Maximum [MQTT-3.3.4-9]
 	}
 	return w
 }

@@ -26,6 +26,8 @@ var allowed = map[string]struct {
 	"broker":     {[]string{"packet", "topic", "auth", "store", "metrics"}, true},
 	"client":     {[]string{"packet", "topic", "auth/scram"}, true},
 	"cmd/mqtt":   {[]string{"client", "packet", "topic", "auth/scram", "internal/strftime"}, true},
+	// Process-wide memory policy, run by cmd/mqttd.
+	"internal/memtrim": {nil, false},
 
 	// The HTTP and JWT backends are broker hooks: the broker (and what it
 	// brings in, store and metrics) and auth, nothing of config.
