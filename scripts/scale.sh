@@ -101,15 +101,22 @@ start() {
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 
 status_kb() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$pid/status"; }
-# settled: VmRSS (kB) once two readings a second apart differ by < 1%.
+# settled: VmRSS (kB) once six readings a second apart (five seconds) stay
+# within 1% of the first of them, as scripts/sizing.sh: mqttd gives the
+# heap's spare memory back a few seconds after a wave of connections
+# (internal/memtrim).
 settled() {
-  local a b
+  local a b n=0
   a=$(status_kb VmRSS)
-  for _ in $(seq 30); do
+  for _ in $(seq 60); do
     sleep 1
     b=$(status_kb VmRSS)
-    if [ $(((a > b ? a - b : b - a) * 100)) -le "$b" ]; then break; fi
-    a=$b
+    if [ $(((a > b ? a - b : b - a) * 100)) -le "$a" ]; then
+      n=$((n + 1))
+      if [ "$n" -ge 5 ]; then break; fi
+    else
+      a=$b n=0
+    fi
   done
   echo "$b"
 }
