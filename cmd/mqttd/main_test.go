@@ -43,6 +43,21 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// waitListening waits until a broker accepts connections on 127.0.0.1:port
+// and returns that address.
+func waitListening(t *testing.T, port int) string {
+	t.Helper()
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	brokertest.Eventually(t, 15*time.Second, func() bool {
+		c, err := brokertest.TryDial(addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "mqttd listening on %s", addr)
+	return addr
+}
+
 // TestServeAndSignalShutdown starts the binary with -p, exchanges a message
 // over a real socket and stops it with SIGTERM: exit status 0.
 func TestServeAndSignalShutdown(t *testing.T) {

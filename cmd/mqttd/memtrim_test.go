@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -33,14 +32,7 @@ func TestHeapTrimmedAfterConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	brokertest.Eventually(t, 15*time.Second, func() bool {
-		c, err := brokertest.TryDial(addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, "mqttd listening on %s", addr)
+	addr := waitListening(t, port)
 
 	const n = 3000
 	conns := make([]*brokertest.Conn, n)

@@ -34,14 +34,7 @@ func startLogged(t *testing.T, conf string, port int) *exec.Cmd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	brokertest.Eventually(t, 15*time.Second, func() bool {
-		c, err := brokertest.TryDial(addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, "mqttd listening on %s", addr)
+	waitListening(t, port)
 	return cmd
 }
 
