@@ -138,6 +138,15 @@ func (c *conn) extras() *readExtras {
 	return c.rx
 }
 
+// alias returns the topic an inbound topic alias stands for; x may be nil.
+func (x *readExtras) alias(a uint16) (string, bool) {
+	if x == nil {
+		return "", false
+	}
+	t, ok := x.aliases[a]
+	return t, ok
+}
+
 // keepAliveDur is the keep alive the connection runs with (0: none).
 func (c *conn) keepAliveDur() time.Duration {
 	return time.Duration(c.keepAlive) * time.Second

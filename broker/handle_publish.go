@@ -56,11 +56,7 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 			return errors.Join(packet.TopicAliasInvalid, fmt.Errorf("topic alias %d not in 1..%d", alias, opts.MaxTopicAlias))
 		}
 		if p.Topic == "" {
-			var t string
-			ok := false
-			if c.rx != nil {
-				t, ok = c.rx.aliases[alias]
-			}
+			t, ok := c.rx.alias(alias)
 			if !ok {
 				// An alias never set on this connection (mappings do not
 				// carry over [MQTT-3.3.2-7]): protocol error.
