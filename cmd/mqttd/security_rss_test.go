@@ -88,16 +88,29 @@ func TestSecurity_PreAuthHeaderRoundsRSS(t *testing.T) {
 
 func procRSS(t *testing.T, pid int) int64 {
 	t.Helper()
+	return procStatusKB(t, pid, "VmRSS:")
+}
+
+// procAnonRSS is the anonymous part of a process's RSS: the memory it
+// allocated, without the pages of its binary and the files it maps.
+func procAnonRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	return procStatusKB(t, pid, "RssAnon:")
+}
+
+// procStatusKB reads one "Name: N kB" line of /proc/PID/status, in bytes.
+func procStatusKB(t *testing.T, pid int, name string) int64 {
+	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		t.Fatalf("read RSS: %v", err)
+		t.Fatalf("read %s: %v", name, err)
 	}
 	for line := range bytes.Lines(data) {
-		if rest, ok := bytes.CutPrefix(line, []byte("VmRSS:")); ok {
+		if rest, ok := bytes.CutPrefix(line, []byte(name)); ok {
 			kb, _ := strconv.ParseInt(strings.Fields(string(rest))[0], 10, 64)
 			return kb << 10
 		}
 	}
-	t.Fatal("no VmRSS")
+	t.Fatal("no " + name)
 	return 0
 }
