@@ -73,6 +73,11 @@ func (s *Server) startDiskGuard() {
 	if d.dir == "" || d.minFree <= 0 {
 		return
 	}
+	if _, err := freeBytes(d.dir); errors.Is(err, errors.ErrUnsupported) {
+		s.log.Warn("persistence_min_free_bytes is not supported on this system: relying on the store's write errors",
+			"dir", d.dir)
+		return
+	}
 	s.checkDisk(d)
 	s.wg.Add(1)
 	go func() {
@@ -93,11 +98,10 @@ func (s *Server) startDiskGuard() {
 // checkDisk reads the free space of the store's file system and logs a
 // change of state, once per transition.
 func (s *Server) checkDisk(d *diskGuard) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(d.dir, &st); err != nil {
+	free, err := freeBytes(d.dir)
+	if err != nil {
 		return // the store reports its own failures
 	}
-	free := int64(st.Bavail) * int64(st.Bsize)
 	low := free < d.minFree
 	if d.low.Swap(low) == low {
 		return

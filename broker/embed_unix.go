@@ -22,7 +22,15 @@ func (s *Server) DialLocal() (net.Conn, error) {
 	if s.isClosing() {
 		return nil, ErrServerClosed
 	}
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	// Not every unix has SOCK_CLOEXEC: the fork lock keeps a concurrent
+	// exec from inheriting the pair before it is marked close-on-exec.
+	syscall.ForkLock.RLock()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fds[0])
+		syscall.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("broker: DialLocal: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"log/syslog"
 	"net"
 	"os"
 	"strconv"
@@ -37,7 +36,7 @@ type logState struct {
 	levels  map[slog.Level]bool
 	all     bool
 	writers []io.Writer
-	syslog  *syslog.Writer
+	syslog  sysLogger
 	closers []io.Closer
 }
 
@@ -62,6 +61,16 @@ func newLoggingTo(lc LogConfig, verbose bool, stdout, stderr io.Writer) (*Loggin
 	}
 	l.state.Store(st)
 	return l, nil
+}
+
+// sysLogger is the system logger (log/syslog's Writer where there is one).
+type sysLogger interface {
+	Err(string) error
+	Warning(string) error
+	Notice(string) error
+	Info(string) error
+	Debug(string) error
+	Close() error
 }
 
 // errLogDest reports an unusable log destination.
@@ -107,7 +116,7 @@ func openLog(lc LogConfig, verbose bool, stdout, stderr io.Writer) (*logState, e
 			st.writers = append(st.writers, f)
 			st.closers = append(st.closers, f)
 		case "syslog":
-			w, err := syslog.New(syslog.LOG_INFO|syslog.LOG_DAEMON, "mqttd")
+			w, err := openSyslog()
 			if err != nil {
 				st.close()
 				return nil, fmt.Errorf("%w: syslog: %w", errLogDest, err)

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/mqttd/mqttd/client"
@@ -130,16 +129,6 @@ func runBench(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 			max(res.Lost, 0), res.Expected, c.qos, res.PublishErrors)}
 	}
 	return nil
-}
-
-// raiseFileLimit lifts the soft limit on open files to the hard limit, for
-// runs with many connections.
-func raiseFileLimit() {
-	var l syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
-		l.Cur = l.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l) // best effort: the run reports connect errors if short
-	}
 }
 
 func (b *bench) dial(ctx context.Context, role string, i int) (*client.Client, error) {

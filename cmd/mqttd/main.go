@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -680,91 +679,6 @@ func (r *running) closeAll() {
 		}
 	}
 	r.logging.Close()
-}
-
-// defaultUser is the user a process started as root switches to without a
-// `user` option, as in Mosquitto.
-const defaultUser = "mosquitto"
-
-// account is the user a root process switches to.
-type account struct {
-	name     string
-	uid, gid int
-	explicit bool // named by the user option, not the default
-}
-
-// targetAccount says which user a process started as root runs as: the
-// `user` option, by default mosquitto. It returns nil to stay as it is: not
-// started as root, `user root` (with a warning), or no user option and no
-// mosquitto user (with a warning: Mosquitto would try nobody). A user named
-// by the option that does not exist is an error.
-func targetAccount(name string, log *slog.Logger) (*account, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	explicit := name != ""
-	if !explicit {
-		name = defaultUser
-	}
-	if name == "root" {
-		log.Warn("running as root (user root): every client-facing bug runs with full privileges; " +
-			"set user to an unprivileged account")
-		return nil, nil
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		if explicit {
-			return nil, fmt.Errorf("user %s: cannot drop privileges: %w", name, err)
-		}
-		log.Warn("started as root without a user option and user " + defaultUser + " does not exist: " +
-			"mqttd keeps running AS ROOT; set user to an unprivileged account (or user root to keep root)")
-		return nil, nil
-	}
-	uid, err1 := strconv.Atoi(u.Uid)
-	gid, err2 := strconv.Atoi(u.Gid)
-	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("user %s: non-numeric uid or gid", name)
-	}
-	return &account{name: name, uid: uid, gid: gid, explicit: explicit}, nil
-}
-
-// switchUser, for a process started as root, gives the store directory
-// (created if missing) to the account of targetAccount and switches to it.
-// A store directory that user cannot reach is an error with the user
-// option, and a loud warning and no switch with the default user (a
-// configuration written for an mqttd that ran as root keeps working).
-func switchUser(cfg *config.Config, storeDir string, log *slog.Logger) error {
-	a, err := targetAccount(cfg.User, log)
-	if a == nil || err != nil {
-		return err
-	}
-	if cfg.Persistence {
-		if err := prepareStoreDir(storeDir, a); err != nil {
-			if a.explicit {
-				return err
-			}
-			log.Warn("started as root without a user option: mqttd keeps running AS ROOT, because the default user " +
-				a.name + " cannot use the store (" + err.Error() + "); set user (root to keep root)")
-			return nil
-		}
-	}
-	if cfg.Cluster.Enabled() { // the cluster's JetStream directory, beside the store
-		if err := prepareStoreDir(clusterDir(storeDir), a); err != nil {
-			return err
-		}
-	}
-	// Go applies these to every thread of the process (Linux, Go >= 1.16).
-	if err := syscall.Setgroups([]int{a.gid}); err != nil {
-		return fmt.Errorf("user %s: setgroups: %w", a.name, err)
-	}
-	if err := syscall.Setgid(a.gid); err != nil {
-		return fmt.Errorf("user %s: setgid: %w", a.name, err)
-	}
-	if err := syscall.Setuid(a.uid); err != nil {
-		return fmt.Errorf("user %s: setuid: %w", a.name, err)
-	}
-	log.Info("dropped privileges", "user", a.name, "uid", a.uid, "gid", a.gid)
-	return nil
 }
 
 // metricsAccess reads metrics_password_file and metrics_token_file.

@@ -21,7 +21,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble/v2"
@@ -1037,20 +1036,13 @@ func prepareDir(dir string) error {
 		if d.IsDir() {
 			mode = dirMode
 		}
-		owner := -1
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			owner = int(st.Uid)
-		}
+		owner := fileOwner(info)
 		if info.Mode().Perm()&^mode != 0 && (owner == euid || euid == 0) {
 			if err := os.Chmod(path, info.Mode().Perm()&mode); err != nil {
 				return openError(dir, err)
 			}
 		}
-		want := uint32(2) // W_OK
-		if d.IsDir() {
-			want |= 1 // X_OK
-		}
-		if err := syscall.Access(path, want); err != nil {
+		if err := writable(path, d.IsDir()); err != nil {
 			return fmt.Errorf("store/pebble: cannot open the store in %s: %s is not writable by uid %d (owner uid %d): %w; "+
 				"chown -R the directory to the user mqttd runs as", dir, path, euid, owner, err)
 		}
