@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -566,5 +567,67 @@ func TestApplyAsync(t *testing.T) {
 				t.Fatalf("after restart: %d sessions, want 16", len(st.Sessions))
 			}
 		})
+	}
+}
+
+// TestSyncAlwaysGroupsConcurrentWriters: under SyncAlways, batches that
+// wait on the log together share syncs: after a sync that took
+// groupedSync batches or more, the next one waits syncGap (syncPause), so
+// a stream of batches applied without waiting for their syncs (as
+// ApplyAsync is used by connections reading on) is synced in groups of
+// many, and every batch's done still comes after its sync.
+func TestSyncAlwaysGroupsConcurrentWriters(t *testing.T) {
+	fs := newCountingFS()
+	s, err := Open(t.TempDir(), Options{Sync: store.SyncAlways, fs: fs})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer closeStore(t, s)
+	const batches = 4000
+	base := fs.walSyncs.Load()
+	start := time.Now()
+	var done sync.WaitGroup
+	var failed atomic.Int64
+	for i := range batches {
+		var b store.Batch
+		b.PutSession(storetest.Sess(fmt.Sprintf("c%d", i)))
+		done.Add(1)
+		if err := s.ApplyAsync(&b, nil, func(err error) {
+			if err != nil {
+				failed.Add(1)
+			}
+			done.Done()
+		}); err != nil {
+			t.Fatalf("ApplyAsync: %v", err)
+		}
+	}
+	done.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d batches failed", n)
+	}
+	syncs, took := fs.walSyncs.Load()-base, time.Since(start)
+	t.Logf("%d batches in %d WAL syncs in %v", batches, syncs, took)
+	// Every sync but the first few of a stream took groupedSync batches or
+	// more, so each is syncGap after the one before.
+	if most := int64(took/syncGap) + 10; syncs > most {
+		t.Errorf("%d WAL syncs in %v for %d batches applied back to back: want at most %d (one per %v, and 10)",
+			syncs, took, batches, most, syncGap)
+	}
+}
+
+// TestSyncPause: the gap follows a sync that took groupedSync batches or
+// more, and only that sync; a lone writer's batches are synced at once.
+func TestSyncPause(t *testing.T) {
+	var s Store
+	s.synced.Store(groupedSync - 1)
+	if d := s.syncPause(); d != 0 {
+		t.Errorf("after a sync of %d batches: pause %v, want none", groupedSync-1, d)
+	}
+	s.synced.Store(groupedSync)
+	if d := s.syncPause(); d != syncGap {
+		t.Errorf("after a sync of %d batches: pause %v, want %v", groupedSync, d, syncGap)
+	}
+	if d := s.syncPause(); d != 0 {
+		t.Errorf("after a sync of no batch: pause %v, want none", d)
 	}
 }
