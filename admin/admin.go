@@ -26,6 +26,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqttd/mqttd/auth"
@@ -64,10 +65,8 @@ type Server struct {
 	cfg     Config
 	b       *broker.Server
 	log     *slog.Logger
-	checkPw func(user, password string) bool
-	token   [sha256.Size]byte
-	hasTok  bool
-	tlsConf *tls.Config
+	creds   atomic.Pointer[Credentials] // swapped by Reload
+	tlsConf *tls.Config                 // the listener's; its certificate is the current creds'
 
 	routes []string // method + " " + pattern of every API route (the OpenAPI test walks them)
 	mux    *http.ServeMux
@@ -106,7 +105,11 @@ func New(b *broker.Server, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.checkPw, s.token, s.hasTok, s.tlsConf = cr.checkPw, cr.token, cr.hasTok, cr.tlsConf
+	s.creds.Store(cr)
+	if cr.cert != nil {
+		s.tlsConf = &tls.Config{MinVersion: tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.creds.Load().cert, nil }}
+	}
 	if err := b.AddHook(&s.since); err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
@@ -122,7 +125,19 @@ type Credentials struct {
 	checkPw func(user, password string) bool
 	token   [sha256.Size]byte
 	hasTok  bool
-	tlsConf *tls.Config
+	cert    *tls.Certificate
+}
+
+// Reload puts credentials read again (SIGHUP) in place for the requests
+// that follow. The listener's scheme stays as it started: credentials
+// with a certificate for a plain HTTP listener, or without one for an
+// HTTPS listener, are refused and the current ones kept.
+func (s *Server) Reload(cr *Credentials) error {
+	if (cr.cert != nil) != (s.tlsConf != nil) {
+		return errors.New("admin_certfile/admin_keyfile added or removed: restart mqttd to change the admin listener's scheme")
+	}
+	s.creds.Store(cr)
+	return nil
 }
 
 // LoadCredentials reads the files cfg names and checks that a listener on
@@ -156,7 +171,7 @@ func LoadCredentials(cfg Config) (*Credentials, error) {
 		if err != nil {
 			return nil, fmt.Errorf("admin_certfile: %w", err)
 		}
-		cr.tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		cr.cert = &cert
 	}
 	if cfg.Addr != "" && !isLoopback(cfg.Addr) && cr.checkPw == nil && !cr.hasTok {
 		return nil, fmt.Errorf("admin_listener %s is not a loopback address: set admin_password_file or admin_token_file", cfg.Addr)
@@ -179,7 +194,10 @@ func isLoopback(addr string) bool {
 }
 
 // open reports whether no credentials are configured.
-func (s *Server) open() bool { return s.checkPw == nil && !s.hasTok }
+func (s *Server) open() bool {
+	cr := s.creds.Load()
+	return cr.checkPw == nil && !cr.hasTok
+}
 
 // Start listens on Config.Addr and serves until Shutdown.
 func (s *Server) Start() error {
@@ -263,17 +281,18 @@ func securityHeaders(h http.Handler) http.Handler {
 
 // allows reports whether r carries accepted credentials.
 func (s *Server) allows(r *http.Request) bool {
-	if s.open() {
+	cr := s.creds.Load()
+	if cr.checkPw == nil && !cr.hasTok {
 		return true
 	}
 	scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	switch {
-	case s.hasTok && strings.EqualFold(scheme, "Bearer"):
+	case cr.hasTok && strings.EqualFold(scheme, "Bearer"):
 		got := sha256.Sum256([]byte(strings.TrimSpace(cred)))
-		return subtle.ConstantTimeCompare(got[:], s.token[:]) == 1
-	case s.checkPw != nil && strings.EqualFold(scheme, "Basic"):
+		return subtle.ConstantTimeCompare(got[:], cr.token[:]) == 1
+	case cr.checkPw != nil && strings.EqualFold(scheme, "Basic"):
 		user, pw, ok := r.BasicAuth()
-		return ok && s.checkPw(user, pw) // the password file compares in constant time
+		return ok && cr.checkPw(user, pw) // the password file compares in constant time
 	}
 	return false
 }
@@ -296,10 +315,11 @@ func (s *Server) protect(h http.Handler) http.Handler {
 			t.Stop()
 			return
 		}
-		if s.checkPw != nil {
+		cr := s.creds.Load()
+		if cr.checkPw != nil {
 			w.Header().Add("WWW-Authenticate", `Basic realm="mqttd admin", charset="UTF-8"`)
 		}
-		if s.hasTok {
+		if cr.hasTok {
 			w.Header().Add("WWW-Authenticate", `Bearer realm="mqttd admin"`)
 		}
 		writeError(w, http.StatusUnauthorized, "credentials needed (admin_password_file, admin_token_file)")

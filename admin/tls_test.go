@@ -68,3 +68,64 @@ func TestTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadKeepsScheme: credentials read again may not turn an HTTPS
+// listener into a plain one or the other way round: Reload refuses them,
+// and the listener goes on with the credentials it had.
+func TestReloadKeepsScheme(t *testing.T) {
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	withTLS := admin.Config{Addr: "127.0.0.1:0", CertFile: certFile, KeyFile: keyFile}
+	plain := admin.Config{Addr: "127.0.0.1:0"}
+	b := broker.New(broker.Options{SysInterval: -1})
+
+	for _, c := range []struct {
+		name        string
+		start, next admin.Config
+	}{{"https to http", withTLS, plain}, {"http to https", plain, withTLS}} {
+		t.Run(c.name, func(t *testing.T) {
+			a, err := admin.New(b, c.start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer a.Shutdown(t.Context())
+			cr, err := admin.LoadCredentials(c.next)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Reload(cr); err == nil {
+				t.Fatal("Reload changed the listener's scheme")
+			}
+			scheme := "http://"
+			if c.start.CertFile != "" {
+				scheme = "https://"
+			}
+			hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+				TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+			res, err := hc.Get(scheme + a.Addr().String() + "/api/v1/broker")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != 200 {
+				t.Fatalf("after the refused reload: %d", res.StatusCode)
+			}
+		})
+	}
+}

@@ -586,10 +586,32 @@ func (r *running) reload() {
 			r.log.Error("reload: TLS certificates kept as they were", "certfile", t.CertFile, "err", err)
 		}
 	}
+	if next != nil && r.admin != nil {
+		r.reloadAdmin(next)
+	}
 	if next != nil {
 		r.reloadBridges(next.Bridges)
 	}
 	r.log.Info("Reload done.")
+}
+
+// reloadAdmin reads the admin listener's password file, token and
+// certificate again, as Mosquitto reads its password file again on SIGHUP.
+// The listener's address stays as it started.
+func (r *running) reloadAdmin(next *config.Config) {
+	acfg := adminConfig(next)
+	if acfg.Addr != r.cfg.AdminAddr {
+		r.log.Warn("reload: admin_listener changed; the new address takes effect on restart",
+			"listener", r.cfg.AdminAddr)
+		acfg.Addr = r.cfg.AdminAddr // the non-loopback check is of the address served
+	}
+	cr, err := admin.LoadCredentials(acfg)
+	if err == nil {
+		err = r.admin.Reload(cr)
+	}
+	if err != nil {
+		r.log.Error("reload: admin credentials kept as they were", "err", err)
+	}
 }
 
 // wait serves until SIGINT or SIGTERM, reloading on SIGHUP.
