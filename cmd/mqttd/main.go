@@ -199,6 +199,8 @@ type running struct {
 	sig     chan os.Signal
 	tls     []*listener.TLSConfig
 	metrics *http.Server
+	scrape  swapHandler               // /metrics behind its credentials, replaced on SIGHUP
+	metricH http.Handler              // /metrics itself
 	admin   *admin.Server             // admin_listener; nil without one
 	bridges map[string]*bridge.Bridge // by connection name; main goroutine only
 	// running bridges for the metrics and $SYS readers (other goroutines),
@@ -374,7 +376,9 @@ func start(cfg *config.Config, o options) (*running, error) {
 	}
 	if ml != nil {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics.Protect(metrics.Handler(r.snapshot), access))
+		r.metricH = metrics.Handler(r.snapshot)
+		r.scrape.set(metrics.Protect(r.metricH, access))
+		mux.Handle("/metrics", &r.scrape)
 		r.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		r.wg.Add(1)
 		go func() {
@@ -589,10 +593,26 @@ func (r *running) reload() {
 	if next != nil && r.admin != nil {
 		r.reloadAdmin(next)
 	}
+	if next != nil && r.metrics != nil {
+		if access, err := metricsAccess(next); err != nil {
+			r.log.Error("reload: metrics credentials kept as they were", "err", err)
+		} else {
+			r.scrape.set(metrics.Protect(r.metricH, access))
+		}
+	}
 	if next != nil {
 		r.reloadBridges(next.Bridges)
 	}
 	r.log.Info("Reload done.")
+}
+
+// swapHandler serves the handler set last.
+type swapHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (s *swapHandler) set(h http.Handler) { s.h.Store(&h) }
+
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
 }
 
 // reloadAdmin reads the admin listener's password file, token and

@@ -97,3 +97,48 @@ func TestSighupReloadsAdminCredentials(t *testing.T) {
 	expect("after a broken password file", second, 200, 2002)
 	stopGracefully(t, cmd)
 }
+
+// TestSighupReloadsMetricsCredentials: SIGHUP reads metrics_token_file
+// again: a scrape with the old token is refused and one with the new token
+// served; an empty token file keeps the token as it was.
+func TestSighupReloadsMetricsCredentials(t *testing.T) {
+	dir := searchableDir(t)
+	tok := filepath.Join(dir, "metrics.token")
+	os.WriteFile(tok, []byte("scrape-one\n"), 0o644)
+	port, mport := freePort(t), freePort(t)
+	logFile := filepath.Join(dir, "mqttd.log")
+	conf := filepath.Join(dir, "mosquitto.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("log_dest file %s\nlog_type all\nlistener %d 127.0.0.1\nallow_anonymous true\n"+
+		"persistence false\nmetrics_listener %d 127.0.0.1\nmetrics_token_file %s\n", logFile, port, mport, tok)), 0o644)
+	cmd := startLogged(t, conf, port)
+	waitListening(t, mport)
+	scrape := func(token string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://127.0.0.1:"+strconv.Itoa(mport)+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if a, b := scrape("scrape-one"), scrape("scrape-two"); a != 200 || b != 401 {
+		t.Fatalf("before: old token %d, new token %d; want 200, 401", a, b)
+	}
+	os.WriteFile(tok, []byte("scrape-two\n"), 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	logged(t, logFile, "Reload done.", 1)
+	if a, b := scrape("scrape-one"), scrape("scrape-two"); a != 401 || b != 200 {
+		t.Fatalf("after SIGHUP: old token %d, new token %d; want 401, 200", a, b)
+	}
+	os.WriteFile(tok, []byte("\n"), 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	logged(t, logFile, "Reload done.", 2)
+	logged(t, logFile, "reload: metrics credentials kept as they were", 1)
+	if b := scrape("scrape-two"); b != 200 {
+		t.Fatalf("after an empty token file: %d, want 200 (kept)", b)
+	}
+	stopGracefully(t, cmd)
+}
