@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -446,6 +447,17 @@ func (c *conn) flushPending() error {
 	// burst), losing them in a power cut costs a redelivery: they do not
 	// wait for the disk.
 	lazy := !acksNeedStore(b.pendAcks)
+	if lazy && c.writerPending() {
+		// The deliveries this burst's acknowledgements let go (a
+		// persistent subscriber's next messages) are queued for the
+		// writer goroutine, which would otherwise run only after these
+		// deletions are written: on a busy processor that write sits in
+		// the subscriber's round trip, which bounds its rate at its
+		// in-flight window. Nothing waits for lazy writes, so the writer
+		// goes first. QoS 1 fan-in to persistent sessions on one core:
+		// 80k-92k -> 118k-123k msg/s (docs/performance.md).
+		runtime.Gosched()
+	}
 	var ordered func()
 	if !lazy && len(b.held) > 0 {
 		ordered = b.releaseHeldQoS1
@@ -1002,6 +1014,14 @@ func (c *conn) drainedLocked() *session {
 	s := o.backlogSub
 	o.backlogSub = nil
 	return s
+}
+
+// writerPending reports whether the writer goroutine has been started and
+// has not finished: something was queued for the socket.
+func (c *conn) writerPending() bool {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	return c.writing
 }
 
 // kickLocked starts the writer if none runs. outMu is held.
