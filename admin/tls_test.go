@@ -20,7 +20,10 @@ import (
 	"github.com/mqttd/mqttd/broker"
 )
 
-func TestTLS(t *testing.T) {
+// selfSigned writes a certificate for 127.0.0.1 and its key into a new
+// directory and returns their files and the certificate.
+func selfSigned(t *testing.T) (certFile, keyFile string, der []byte) {
+	t.Helper()
 	dir := t.TempDir()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -30,15 +33,19 @@ func TestTLS(t *testing.T) {
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour),
 		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	der, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	kder, _ := x509.MarshalECPrivateKey(key)
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	return certFile, keyFile, der
+}
 
+func TestTLS(t *testing.T) {
+	certFile, keyFile, der := selfSigned(t)
 	b := broker.New(broker.Options{SysInterval: -1})
 	a, err := admin.New(b, admin.Config{Addr: "127.0.0.1:0", CertFile: certFile, KeyFile: keyFile})
 	if err != nil {
@@ -73,21 +80,7 @@ func TestTLS(t *testing.T) {
 // listener into a plain one or the other way round: Reload refuses them,
 // and the listener goes on with the credentials it had.
 func TestReloadKeepsScheme(t *testing.T) {
-	dir := t.TempDir()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	certFile, keyFile, _ := selfSigned(t)
 	withTLS := admin.Config{Addr: "127.0.0.1:0", CertFile: certFile, KeyFile: keyFile}
 	plain := admin.Config{Addr: "127.0.0.1:0"}
 	b := broker.New(broker.Options{SysInterval: -1})
