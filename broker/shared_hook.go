@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"strings"
 	"time"
 )
@@ -72,10 +73,13 @@ func (s *Server) routeSharedHooks(m *Message, key string) bool {
 // reports false when no member of the group here matches (it left
 // meanwhile) or the server is closing: the caller may then offer m to the
 // group elsewhere. The message goes to no other subscription, and to no
-// SharedRouteHook.
-func (s *Server) DeliverShared(m *Message, group, filter string) bool {
+// SharedRouteHook. A QoS 1 or 2 delivery to a persistent member is in the
+// store (and the ReplicaHooks' copies) when it returns; err says that
+// write failed: the member got m as without a store, which a kill -9
+// would lose.
+func (s *Server) DeliverShared(m *Message, group, filter string) (delivered bool, err error) {
 	if m == nil || group == "" || s.isClosing() {
-		return false
+		return false, nil
 	}
 	var members []*session
 	for _, e := range s.subs.Match(m.Topic) {
@@ -84,16 +88,18 @@ func (s *Server) DeliverShared(m *Message, group, filter string) bool {
 		}
 	}
 	if len(members) == 0 {
-		return false
+		return false, nil
 	}
 	if m.Props != nil && m.Props.MessageExpiry != nil && m.Created.IsZero() {
 		m.Created = time.Now()
 	}
 	if m.expired(time.Now()) {
-		return true // [MQTT-3.3.2-5]: no member gets it, none should
+		return true, nil // [MQTT-3.3.2-5]: no member gets it, none should
 	}
 	b := s.heldBatch() // deliveries to persistent sessions wait for it (persist.go)
 	n := s.deliverShared(group+"\x00"+filter, members, m, b)
-	s.applyHeld(b)
-	return n > 0
+	if err := s.applyHeld(b); err != nil {
+		return n > 0, fmt.Errorf("broker: deliver to a shared subscription: %w", err)
+	}
+	return n > 0, nil
 }

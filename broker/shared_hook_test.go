@@ -91,14 +91,16 @@ func TestSharedRouteHook(t *testing.T) {
 	// DeliverShared: QoS 1 published, granted 0 → QoS 0, to the only
 	// member of k; and false for a group or filter with no member here.
 	msg := &broker.Message{Topic: "h/3", QoS: 1, Payload: []byte("c")}
-	if !srv.DeliverShared(msg, "k", "h/+") {
-		t.Fatal("DeliverShared to group k: false")
+	if ok, err := srv.DeliverShared(msg, "k", "h/+"); !ok || err != nil {
+		t.Fatalf("DeliverShared to group k: %v, %v", ok, err)
 	}
 	if p := m2.ExpectPublish(); p.QoS != 0 || p.Retain || string(p.Payload) != "c" {
 		t.Fatalf("DeliverShared delivered %s, want QoS 0", brokertest.Describe(p))
 	}
-	if srv.DeliverShared(&broker.Message{Topic: "h/3"}, "none", "h/+") ||
-		srv.DeliverShared(&broker.Message{Topic: "x/3"}, "k", "h/+") {
+	if ok, _ := srv.DeliverShared(&broker.Message{Topic: "h/3"}, "none", "h/+"); ok {
+		t.Fatal("DeliverShared to a group with no member: true")
+	}
+	if ok, _ := srv.DeliverShared(&broker.Message{Topic: "x/3"}, "k", "h/+"); ok {
 		t.Fatal("DeliverShared with no matching member: true")
 	}
 	if c := h.set(false); len(c) != 2 {

@@ -53,6 +53,20 @@ import (
 // One mark is in flight at a time; the publishers that forwarded while it
 // was wait for the next, so marks batch themselves (one per round trip)
 // however many publishers there are.
+//
+// Shared subscriptions (shared.go) receive on the node's second NATS
+// connection, which the server feeds apart from the first: a mark on the
+// first says nothing of what waits on the second. So each node subscribes
+// to its marks on both connections, NATS delivers a copy on each, and the
+// answer waits until publishLoop reached both copies. The second
+// connection has echo on: a message this node forwards may be chosen for
+// its own member of a shared group, and wait in its own queue like one
+// from another node. So while the node holds shared queue subscriptions
+// and the server handed that connection anything since the last mark, the
+// node marks itself too (the copy arrives on the second connection only,
+// the first having NoEcho) and publishLoop answers it in place. Not
+// covered: a message a node offers to its group elsewhere (its member
+// left), from deliverShared or OfferShared.
 
 // subjMark is where a node receives marks: subjMark.<node>.
 const subjMark = subjControl + ".mark"
@@ -94,6 +108,7 @@ type ackState struct {
 
 	routes map[uint64]map[string][]uint64 // route ids by generation, from the oldest a token may need
 	sentTo map[string]routeCount          // messages out on each node's routes when it last confirmed (markLoop only)
+	ownOut uint64                         // messages out to the second connection when it last confirmed (markLoop only)
 
 	slowConsumers atomic.Int64 // slow consumer events of the node's NATS connection
 	publishLost   atomic.Int64 // QoS 1 and 2 messages from the cluster the broker refused, or undecodable
@@ -381,12 +396,16 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 		return last, lostUpTo, fmt.Errorf("cluster: flush before a mark: %w", err)
 	}
 	out := routeOut(n.ns)
+	own, ownOK := n.ownOut()
 	body := fmt.Appendf(nil, "%d %s", round.k, n.cfg.Node)
 	a.mu.Lock()
 	for name := range now {
 		if o, ok := out[name]; !ok || o != a.sentTo[name] {
 			round.need[name] = true
 		}
+	}
+	if n.share.live.Load() > 0 && (!ownOK || own != a.ownOut) {
+		round.need[n.cfg.Node] = true // its own shared subscriptions may hold some
 	}
 	waiting := len(round.need) > 0 // round.need is onMarked's (under mu) from here
 	need := make([]string, 0, len(round.need))
@@ -400,13 +419,18 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 			break
 		}
 	}
-	// What the marks add to the counts: one message on each route.
+	// What the marks add to the counts: one message on each route, one to
+	// the second connection.
 	for name, o := range out {
 		if slices.Contains(need, name) {
 			o.msgs++
 		}
 		a.sentTo[name] = o
 	}
+	if slices.Contains(need, n.cfg.Node) {
+		own++
+	}
+	a.ownOut = own
 	defer func() {
 		a.mu.Lock()
 		a.cur = nil
@@ -469,13 +493,35 @@ func sameRoutes(before, now map[string][]uint64) bool {
 	return true
 }
 
+// ownOut returns the messages the embedded server handed the second
+// connection (the shared subscriptions'); false if it cannot say.
+func (n *Node) ownOut() (uint64, bool) {
+	if n.share.nc == nil || n.share.live.Load() == 0 {
+		return 0, true // nothing this node forwards can come that way
+	}
+	cid, err := n.share.nc.GetClientID()
+	if err != nil {
+		return 0, false
+	}
+	cz, err := n.ns.Connz(&server.ConnzOptions{CID: cid})
+	if err != nil || len(cz.Conns) != 1 {
+		return 0, false
+	}
+	return uint64(cz.Conns[0].OutMsgs), true
+}
+
 // onMarked takes another node's answer to a mark: "K ok|lost NODE".
 func (n *Node) onMarked(msg *nats.Msg) {
 	f := strings.Fields(string(msg.Data))
 	if len(f) != 3 {
 		return
 	}
-	k, err := strconv.ParseUint(f[0], 10, 64)
+	n.marked(f[0], f[1], f[2])
+}
+
+// marked takes the answer verdict of node to mark k.
+func (n *Node) marked(k, verdict, node string) {
+	kn, err := strconv.ParseUint(k, 10, 64)
 	if err != nil {
 		return
 	}
@@ -483,11 +529,11 @@ func (n *Node) onMarked(msg *nats.Msg) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	r := a.cur
-	if r == nil || r.k != k || !r.need[f[2]] {
+	if r == nil || r.k != kn || !r.need[node] {
 		return
 	}
-	delete(r.need, f[2])
-	if f[1] != "ok" {
+	delete(r.need, node)
+	if verdict != "ok" {
 		r.lost = true
 	}
 	if len(r.need) == 0 {
@@ -504,15 +550,38 @@ func (n *Node) stampMark(msg *nats.Msg) {
 	msg.Data = data
 }
 
-// answerMark answers a mark publishLoop reached: every message before it
-// from its node has been published to the broker (flushed). Publish loop
-// only.
-func (n *Node) answerMark(msg *nats.Msg) {
+// markingState is publishLoop's part of the marks.
+type markingState struct {
+	seen map[string]string // node → the mark of it whose first copy was reached
+}
+
+// isMark reports whether msg is a mark, on either connection.
+func (n *Node) isMark(msg *nats.Msg) bool {
+	return msg.Sub != nil && (msg.Sub == n.markSub || msg.Sub == n.shareMarkSub)
+}
+
+// reachMark takes a copy of a mark publishLoop reached: every message
+// before it on its connection, from its node, has been published to the
+// broker (flushed). The mark is answered once both copies were reached,
+// or at once for a mark of this node's own (on the second connection
+// only). Publish loop only.
+func (n *Node) reachMark(msg *nats.Msg) {
 	f := strings.Fields(string(msg.Data)) // "K NODE DROPS" (stampMark added DROPS)
-	if len(f) != 3 || f[1] == n.cfg.Node {
+	if len(f) != 3 {
 		return
 	}
 	k, node := f[0], f[1]
+	if node != n.cfg.Node && n.shareMarkSub != nil {
+		ms := &n.marking
+		if ms.seen == nil {
+			ms.seen = make(map[string]string)
+		}
+		if ms.seen[node] != k {
+			ms.seen[node] = k // the first copy; a lost one is replaced by the next mark's
+			return
+		}
+		delete(ms.seen, node)
+	}
 	queued, err := strconv.ParseInt(f[2], 10, 64)
 	if err != nil {
 		return
@@ -524,6 +593,10 @@ func (n *Node) answerMark(msg *nats.Msg) {
 		verdict = "lost"
 	}
 	a.lossAt[node] = loss
+	if node == n.cfg.Node {
+		n.marked(k, verdict, node)
+		return
+	}
 	body := k + " " + verdict + " " + n.cfg.Node
 	if err := n.nc.Publish(subjControl+"."+encodeLevel(node)+".marked", []byte(body)); err != nil {
 		n.log.Warn("cluster: answer a mark", "peer", node, "err", err)

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/mqttd/mqttd/internal/brokertest"
 	"github.com/mqttd/mqttd/packet"
 )
@@ -131,4 +133,85 @@ func TestNoAckWhenNodeDiesFirst(t *testing.T) {
 		t.Fatalf("publisher got %s, want DISCONNECT Server busy", brokertest.Describe(got))
 	}
 	unblock()
+}
+
+// TestAckWaitsForOwnSharedMember: NATS may choose the publishing node's
+// own member of a shared subscription group [MQTT-4.8.2-3]; the message
+// then waits in that node's own queue from the cluster. Its PUBACK
+// [MQTT-4.3.2-2] waits until the node delivered (and stored) it there:
+// the node marks itself.
+func TestAckWaitsForOwnSharedMember(t *testing.T) {
+	t.Parallel() // a cluster of its own
+	nodes := startStored(t, "as")
+	a, b := nodes[0], nodes[1]
+	member, _ := persistentConnect(t, a, "as-member")
+	member.Subscribe(1, 1, "$share/g/as/#")
+	pub := connect(t, a, "as-pub")
+
+	// a's queue from the cluster is held by a message from b.
+	holder := connect(t, a, "as-hold")
+	holder.Subscribe(1, 0, "hold/#")
+	unblock := holdCluster(t, a, "hold/#")
+	waitInterest(t, b, "hold/x", a)
+	before := a.node.Stats().ForwardedIn
+	pubB := connect(t, b, "as-pub-b")
+	pubB.Send(&packet.Publish{Topic: "hold/x", Payload: []byte("h")})
+	brokertest.Eventually(t, 10*time.Second, func() bool { return a.node.Stats().ForwardedIn > before },
+		"a took b's message")
+
+	pub.Send(&packet.Publish{Topic: "as/t", QoS: 1, PacketID: 1, Payload: []byte("s")})
+	pub.ExpectNothing(300 * time.Millisecond) // behind b's message in a's queue
+	member.ExpectNothing(0)
+	unblock()
+	if got := pub.Recv(); !isPuback(got) {
+		t.Fatalf("after a delivered it: %s", brokertest.Describe(got))
+	}
+	if p := member.ExpectPublish(); p.Topic != "as/t" || p.QoS != 1 {
+		t.Fatalf("member got %s", brokertest.Describe(p))
+	}
+}
+
+// TestMarkAnsweredAfterBothCopies: messages for shared subscriptions reach
+// a node on its second NATS connection, the others on its first, and the
+// server feeds the two apart. A mark comes on both; the node answers it
+// once its queue reached both copies, each after what came before it on
+// its connection.
+func TestMarkAnsweredAfterBothCopies(t *testing.T) {
+	t.Parallel() // a cluster of its own
+	nodes := startStored(t, "am")
+	b := nodes[1].node
+	nc, err := nats.Connect("", nats.InProcessServer(b.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	answers, err := nc.SubscribeSync(subjControl + "." + encodeLevel("elsewhere") + ".marked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mark := func(sub *nats.Subscription, k string) {
+		b.inbound <- &nats.Msg{Subject: sub.Subject, Data: []byte(k + " elsewhere"), Sub: sub}
+	}
+	mark(b.markSub, "7")
+	if m, err := answers.NextMsg(300 * time.Millisecond); err == nil {
+		t.Fatalf("answered after one copy: %q", m.Data)
+	}
+	mark(b.shareMarkSub, "7")
+	m, err := answers.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no answer after both copies: %v", err)
+	}
+	if want := "7 ok " + b.cfg.Node; string(m.Data) != want {
+		t.Fatalf("answer %q, want %q", m.Data, want)
+	}
+	// A copy lost: the next mark's copies replace it.
+	mark(b.shareMarkSub, "8")
+	mark(b.markSub, "9")
+	mark(b.shareMarkSub, "9")
+	if m, err := answers.NextMsg(10 * time.Second); err != nil || string(m.Data) != "9 ok "+b.cfg.Node {
+		t.Fatalf("answer %v, %v; want 9 ok", m, err)
+	}
 }

@@ -145,28 +145,30 @@ type Node struct {
 
 	forwardedOut atomic.Int64
 	forwardedIn  atomic.Int64
-	takeoversOut atomic.Int64    // clients this node asked another node to disconnect
-	takeoversIn  atomic.Int64    // clients this node disconnected for another
-	sessionsIn   atomic.Int64    // sessions this node imported from another (sessions.go)
-	adoptedIn    atomic.Int64    // of those, sessions of a node that went away, adopted without a CONNECT
-	adopting     sync.Map        // client id → *adoption under way (sessions.go)
-	moving       sync.Map        // client id → former owner, while a move of its session here is unfinished (sessions.go)
-	adoptRetry   sync.Map        // lost node → when its adoption failed in part: watchLinks tries again (sessions.go)
-	linkWake     chan struct{}   // a route came or went: watchLinks looks at once (acks.go)
-	gate         holdGate        // refuses acknowledgements until a lost node's sessions are held (holdgate.go)
-	held         sync.Map        // client id → node it is held for ("": being taken here), sessions held for a lost node (standby.go)
-	linksUp      atomic.Int32    // links to other nodes, as watchLinks last saw them
-	linksChecked atomic.Int64    // when haveMajority last counted them itself (unix ns)
-	size         int             // nodes in the cluster: this one and its peers (haveMajority)
-	arrived      atomic.Int64    // messages receive took from inbound
-	settled      atomic.Int64    // of those, published to the broker or dropped (drainInbound)
-	dropped      atomic.Int64    // inbound messages that could not be decoded or published
-	overload     [2]atomic.Int64 // inbound messages dropped past InboundBytes: QoS 0, QoS 1 and 2
-	ncDropped    int64           // NATS drops counted by subscriptions since unsubscribed (under mu)
-	share        shareState      // shared subscriptions across the cluster (shared.go)
-	wills        willState       // clean sessions' wills (wills.go)
-	acks         ackState        // forwarded messages confirmed before their PUBACK (acks.go)
-	markSub      *nats.Subscription
+	takeoversOut atomic.Int64       // clients this node asked another node to disconnect
+	takeoversIn  atomic.Int64       // clients this node disconnected for another
+	sessionsIn   atomic.Int64       // sessions this node imported from another (sessions.go)
+	adoptedIn    atomic.Int64       // of those, sessions of a node that went away, adopted without a CONNECT
+	adopting     sync.Map           // client id → *adoption under way (sessions.go)
+	moving       sync.Map           // client id → former owner, while a move of its session here is unfinished (sessions.go)
+	adoptRetry   sync.Map           // lost node → when its adoption failed in part: watchLinks tries again (sessions.go)
+	linkWake     chan struct{}      // a route came or went: watchLinks looks at once (acks.go)
+	gate         holdGate           // refuses acknowledgements until a lost node's sessions are held (holdgate.go)
+	held         sync.Map           // client id → node it is held for ("": being taken here), sessions held for a lost node (standby.go)
+	linksUp      atomic.Int32       // links to other nodes, as watchLinks last saw them
+	linksChecked atomic.Int64       // when haveMajority last counted them itself (unix ns)
+	size         int                // nodes in the cluster: this one and its peers (haveMajority)
+	arrived      atomic.Int64       // messages receive took from inbound
+	settled      atomic.Int64       // of those, published to the broker or dropped (drainInbound)
+	dropped      atomic.Int64       // inbound messages that could not be decoded or published
+	overload     [2]atomic.Int64    // inbound messages dropped past InboundBytes: QoS 0, QoS 1 and 2
+	ncDropped    int64              // NATS drops counted by subscriptions since unsubscribed (under mu)
+	share        shareState         // shared subscriptions across the cluster (shared.go)
+	wills        willState          // clean sessions' wills (wills.go)
+	acks         ackState           // forwarded messages confirmed before their PUBACK (acks.go)
+	markSub      *nats.Subscription // marks on the first connection
+	shareMarkSub *nats.Subscription // the same marks on the second (shared.go)
+	marking      markingState       // publishLoop's part of the marks (acks.go)
 
 	kvLatency kvLatency     // JetStream key-value calls
 	ret       retainedState // retained messages beyond the broker's (retained.go)
@@ -512,6 +514,11 @@ func (n *Node) start(ctx context.Context) error {
 	if n.markSub, err = nc.ChanSubscribe(subjMark+"."+encodeLevel(n.cfg.Node), n.inbound); err != nil {
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
+	// The messages for shared subscriptions come on the second connection:
+	// a copy of each mark there follows them (acks.go).
+	if n.shareMarkSub, err = n.share.nc.ChanSubscribe(subjMark+"."+encodeLevel(n.cfg.Node), n.inbound); err != nil {
+		return fmt.Errorf("cluster: subscribe: %w", err)
+	}
 	if _, err = nc.Subscribe(subjControl+"."+encodeLevel(n.cfg.Node)+".marked", n.onMarked); err != nil {
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
@@ -768,7 +775,7 @@ func (n *Node) enqueue(msg *nats.Msg) {
 		limit *= 2
 	}
 	q := &n.inq
-	mark := msg.Sub != nil && msg.Sub == n.markSub
+	mark := n.isMark(msg)
 	if mark {
 		n.stampMark(msg)
 	}
@@ -813,7 +820,7 @@ func (n *Node) dequeue() *nats.Msg {
 	m := q.msgs[q.head]
 	q.msgs[q.head] = nil
 	q.head++
-	if m.Sub != nil && m.Sub == n.markSub {
+	if n.isMark(m) {
 		q.marks--
 	} else {
 		q.bytes -= len(m.Data)
@@ -1052,9 +1059,9 @@ func (n *Node) publishLoop() {
 			}
 			continue
 		}
-		if m.Sub != nil && m.Sub == n.markSub {
+		if n.isMark(m) {
 			flush() // what came before it is published, with its store writes
-			n.answerMark(m)
+			n.reachMark(m)
 			n.settled.Add(1)
 			continue
 		}
@@ -1332,6 +1339,7 @@ func (n *Node) dropLocked(client, f string) {
 		return
 	}
 	for _, s := range in.subs {
+		n.share.forget(s)
 		if d, err := s.Dropped(); err == nil {
 			n.ncDropped += int64(d)
 		}

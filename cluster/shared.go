@@ -62,6 +62,15 @@ type shareState struct {
 	delivered atomic.Int64 // messages given to a local member of a group
 	redone    atomic.Int64 // messages offered to their group again: the member had left
 	lost      atomic.Int64 // messages no member took after maxShareHops offers
+	live      atomic.Int64 // the node's queue subscriptions on nc: while there are, it marks itself (acks.go)
+}
+
+// forget counts s, a subscription just ended, out of live if it was one
+// of the queue subscriptions on the second connection.
+func (st *shareState) forget(s *nats.Subscription) {
+	if strings.HasPrefix(s.Queue, shareQueuePrefix) && !strings.HasPrefix(s.Subject, subjShared+".") {
+		st.live.Add(-1)
+	}
 }
 
 var b64 = base64.RawURLEncoding
@@ -129,7 +138,8 @@ func (n *Node) connectShared() error {
 	nc, err := nats.Connect("", nats.InProcessServer(n.ns), nats.Name("mqttd-"+n.cfg.Node+"-shared"),
 		nats.MaxReconnects(-1), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
-				return // counted by the subscription, reported by watchDrops
+				n.acks.slowConsumers.Add(1) // fails the next mark answered (acks.go)
+				return                      // counted by the subscription, reported by watchDrops
 			}
 			n.log.Warn("cluster: nats error (shared subscriptions)", "err", err)
 		}))
@@ -163,6 +173,7 @@ func (n *Node) subscribeSharedLocked(group, filter string, in *interest) error {
 		if err != nil {
 			return err
 		}
+		n.share.live.Add(1)
 		in.subs = append(in.subs, sub)
 	}
 	// Messages offered again are published on the first connection, whose
@@ -219,7 +230,13 @@ func (n *Node) deliverShared(msg *nats.Msg, group, filter string) {
 	// Taken from the cluster, as the messages of the ordinary interest
 	// (NATS may pick this node for a message of its own publishers too).
 	n.forwardedIn.Add(1)
-	if n.srv.DeliverShared(m, group, filter) {
+	ok, err := n.srv.DeliverShared(m, group, filter)
+	if err != nil && m.QoS > 0 {
+		n.acks.publishLost.Add(1) // not stored: the next mark answered says lost (acks.go)
+		n.log.Warn("cluster: cannot store a message from the cluster for a shared subscription",
+			"group", group, "topic", m.Topic, "err", err)
+	}
+	if ok {
 		n.share.delivered.Add(1)
 		return
 	}
@@ -234,6 +251,9 @@ func (n *Node) deliverShared(msg *nats.Msg, group, filter string) {
 	}
 	// On the NoEcho connection: NATS chooses another node.
 	if err := n.nc.Publish(shareRedoSubject(msg.Sub.Queue, hop+1), msg.Data); err != nil {
+		if m.QoS > 0 {
+			n.acks.publishLost.Add(1) // the next mark answered says lost (acks.go)
+		}
 		n.shareLost(group, m.Topic, hop+1, err)
 		return
 	}
@@ -296,6 +316,7 @@ func (n *Node) lingerSharedLocked(f string, in *interest) bool {
 // unsubscribeLocked ends one NATS subscription of the interest key f,
 // counting what NATS dropped for it. n.mu is held.
 func (n *Node) unsubscribeLocked(f string, s *nats.Subscription) {
+	n.share.forget(s)
 	if d, err := s.Dropped(); err == nil {
 		n.ncDropped += int64(d)
 	}
