@@ -27,10 +27,11 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
-	mu        sync.Mutex // guards listeners, conns, closing
+	mu        sync.Mutex // guards listeners, conns, closing, quiescing
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	closing   bool
+	quiescing bool           // Quiesce began: no more connections
 	wg        sync.WaitGroup // every goroutine the server starts
 
 	detachWaiters sync.Map      // *session → chan struct{}: TakeOver waits for its connection's detach (replica.go)
@@ -128,7 +129,7 @@ func (s *Server) Serve(l net.Listener) error {
 	for {
 		nc, err := l.Accept()
 		if err != nil {
-			if s.isClosing() {
+			if s.isClosing() || s.isQuiescing() {
 				return ErrServerClosed
 			}
 			var ne net.Error
@@ -157,6 +158,12 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
+func (s *Server) isQuiescing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.quiescing
+}
+
 func (s *Server) isClosing() bool {
 	select {
 	case <-s.done:
@@ -167,11 +174,11 @@ func (s *Server) isClosing() bool {
 }
 
 // trackConn registers a new connection, or closes nc and returns nil once
-// Shutdown has begun (no goroutine starts after that).
+// Shutdown or Quiesce has begun (no goroutine starts after that).
 func (s *Server) trackConn(nc net.Conn, listener string) *conn {
 	c := newConn(s, nc, listener)
 	s.mu.Lock()
-	if s.closing {
+	if s.closing || s.quiescing {
 		s.mu.Unlock()
 		nc.Close() // no lock across a close: a TLS close writes
 		return nil
@@ -274,6 +281,51 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.log.Info("server stopped")
 	return nil
+}
+
+// Quiesce prepares a Shutdown that hands the sessions to other servers (a
+// cluster node leaving): it stops the listeners, refuses new connections,
+// and ends every client's connection as Shutdown does (5.0: DISCONNECT
+// 0x8B; wills as on any close by the server), but the server goes on: the
+// messages published through the embedding API (a cluster's link) are
+// routed and queued for the sessions, now offline, and HandOver lets them
+// go. It returns once the connections are done, or with ctx's error when
+// ctx ends first; Shutdown follows either way.
+func (s *Server) Quiesce(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closing || s.quiescing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.quiescing = true
+	ls := make([]net.Listener, 0, len(s.listeners))
+	for l := range s.listeners {
+		ls = append(ls, l)
+	}
+	cs := s.connsLocked()
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
+	for _, c := range cs {
+		c.disconnect(errShuttingDown)
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		left := len(s.conns)
+		s.mu.Unlock()
+		if left == 0 {
+			s.log.Info("server quiesced: no connections; sessions kept")
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("broker: quiesce: %d connections still open: %w", left, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // forceCloseWait is how long a Shutdown past its deadline waits for the

@@ -193,7 +193,7 @@ func (n *Node) watchRoutes() {
 			}
 			count, looked = c, now
 			ids := routeIDs(n.ns)
-			if sameRoutes(cur, ids) && sameRoutes(ids, cur) {
+			if sameRoutes(cur, ids, nil) && sameRoutes(ids, cur, nil) {
 				continue
 			}
 			// A node lost closes the hold gate before the generation
@@ -362,7 +362,7 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 	for g, r := range a.routes {
 		if g < since {
 			delete(a.routes, g)
-		} else if !sameRoutes(r, now) && (!lost || g > lostGen) {
+		} else if !sameRoutes(r, now, n.hasLeft) && (!lost || g > lostGen) {
 			lostGen, lost = g, true
 		}
 	}
@@ -453,7 +453,26 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 		}
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		return !sameRoutes(now, a.routes[a.gen.Load()])
+		return !sameRoutes(now, a.routes[a.gen.Load()], n.hasLeft)
+	}
+	// A node that left (leave.go) and whose links are gone answers no
+	// more: it had nothing to lose.
+	dropLeft := func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		cur := a.routes[a.gen.Load()]
+		for name := range round.need {
+			if _, up := cur[name]; !up && n.hasLeft(name) {
+				delete(round.need, name)
+			}
+		}
+		if len(round.need) == 0 {
+			select {
+			case <-round.done:
+			default:
+				close(round.done)
+			}
+		}
 	}
 	for {
 		select {
@@ -472,6 +491,7 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 			if lostLink() {
 				return last, lostUpTo, errLinkChanged
 			}
+			dropLeft()
 		case <-timeout.C:
 			return last, lostUpTo, errMarkTimeout
 		case <-n.done:
@@ -481,9 +501,13 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 }
 
 // sameRoutes reports whether every route of before is still up in now
-// (routes added since lost nothing).
-func sameRoutes(before, now map[string][]uint64) bool {
+// (routes added since lost nothing), but for the nodes skip reports (nil:
+// none).
+func sameRoutes(before, now map[string][]uint64, skip func(string) bool) bool {
 	for name, ids := range before {
+		if skip != nil && skip(name) {
+			continue
+		}
 		for _, id := range ids {
 			if !slices.Contains(now[name], id) {
 				return false

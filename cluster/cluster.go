@@ -169,6 +169,7 @@ type Node struct {
 	markSub      *nats.Subscription // marks on the first connection
 	shareMarkSub *nats.Subscription // the same marks on the second (shared.go)
 	marking      markingState       // publishLoop's part of the marks (acks.go)
+	leave        leaveState         // a graceful leave (leave.go)
 
 	kvLatency kvLatency     // JetStream key-value calls
 	ret       retainedState // retained messages beyond the broker's (retained.go)

@@ -44,6 +44,30 @@ type holdGate struct {
 	pending map[string]map[string]bool      // lost node → nodes whose hold is awaited
 	since   map[string]time.Time            // lost node → when the gate opened for it
 	early   map[string]map[string]time.Time // lost node → nodes that said so before this one saw the loss
+	left    map[string]time.Time            // node → when it said it left, its sessions handed over (leave.go)
+}
+
+// nodeLeft records that node name left the cluster after handing its
+// sessions over: the loss of its links that follows closes no gate.
+func (n *Node) nodeLeft(name string) {
+	g := &n.gate
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.left == nil {
+		g.left = make(map[string]time.Time)
+	}
+	g.left[name] = time.Now()
+	n.log.Info("cluster: a node leaves, its sessions handed over", "peer", name)
+}
+
+// hasLeft reports whether node name said it left (nodeLeft) within
+// holdGateMax, and has not come back since.
+func (n *Node) hasLeft(name string) bool {
+	g := &n.gate
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	at, ok := g.left[name]
+	return ok && time.Since(at) < holdGateMax
 }
 
 // gateLost closes the gate for node lost, whose links just went (from
@@ -55,6 +79,14 @@ func (n *Node) gateLost(lost string, live map[string][]uint64) {
 	defer g.mu.Unlock()
 	for _, p := range g.pending {
 		delete(p, lost)
+	}
+	if at, ok := g.left[lost]; ok {
+		if time.Since(at) < holdGateMax {
+			n.log.Info("cluster: a node that left is gone: it owned no session, acknowledgements go on",
+				"peer", lost)
+			n.gateUpdateLocked()
+			return
+		}
 	}
 	if _, ok := g.pending[lost]; !ok && n.srv.HasStore() && (len(live)+1)*2 > n.size {
 		p := map[string]bool{n.cfg.Node: true}
@@ -83,6 +115,7 @@ func (n *Node) gateBack(name string) {
 	defer g.mu.Unlock()
 	delete(g.pending, name)
 	delete(g.since, name)
+	delete(g.left, name)
 	n.gateUpdateLocked()
 }
 
@@ -120,6 +153,11 @@ func (n *Node) gateExpire() {
 				"sessions of a lost node", "peer", lost, "waited", holdGateMax.String())
 			delete(g.pending, lost)
 			delete(g.since, lost)
+		}
+	}
+	for name, at := range g.left {
+		if time.Since(at) >= holdGateMax {
+			delete(g.left, name)
 		}
 	}
 	for lost, m := range g.early {

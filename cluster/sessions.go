@@ -435,8 +435,18 @@ func (n *Node) onTakeoverRequest(msg *nats.Msg) {
 	if err := json.Unmarshal(msg.Data, &r); err != nil || r.ID == "" {
 		r = ownerRequest{ID: string(msg.Data), Op: reqTakeover}
 	}
-	if r.Op == reqHeldNode {
+	switch r.Op {
+	case reqHeldNode:
 		n.onHeldRequest(msg, r)
+		return
+	case reqTake: // leave.go
+		n.onTake(msg, r)
+		return
+	case reqLeft:
+		n.nodeLeft(r.ID)
+		if err := msg.Respond([]byte("ok")); err != nil {
+			n.log.Debug("cluster: left answer", "peer", r.ID, "err", err)
+		}
 		return
 	}
 	if v, ok := n.adopting.Load(r.ID); ok && r.Op != reqSync {

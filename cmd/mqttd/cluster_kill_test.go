@@ -206,41 +206,7 @@ func clusterKillRun(t *testing.T, name string) killCounts {
 	victim := rand.IntN(3)
 	survivor := procs[(victim+1)%3]
 	const sessions = 4
-	for i := range sessions {
-		c, _, err := rawConnect(procs[victim].addr, &packet.Connect{ClientID: fmt.Sprintf("%s-s%d", name, i),
-			Props: &packet.Properties{SessionExpiry: packet.Ptr[uint32](3600)}})
-		if err != nil {
-			t.Fatalf("%v (logs: %s)", err, procs[victim].logs)
-		}
-		c.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: fmt.Sprintf("%s/%d/#", name, i), QoS: 1}}})
-		if p, err := c.recv(10 * time.Second); err != nil {
-			t.Fatalf("SUBACK: %v %v", p, err)
-		}
-		c.send(&packet.Disconnect{})
-		c.nc.Close()
-	}
-	// The survivor learns the sessions' interest in the background: a
-	// probe subscribed after them on the same node shows when it has.
-	probe, _, err := rawConnect(procs[victim].addr, &packet.Connect{ClientID: name + "-probe", CleanStart: true})
-	if err != nil {
-		t.Fatalf("probe: %v (logs: %s)", err, procs[victim].logs)
-	}
-	probe.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: name + "/probe"}}})
-	if _, err := probe.recv(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	prober, _, err := rawConnect(survivor.addr, &packet.Connect{ClientID: name + "-prober", CleanStart: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	brokertest.Eventually(t, 20*time.Second, func() bool {
-		prober.send(&packet.Publish{Topic: name + "/probe", Payload: []byte("p")})
-		p, err := probe.recv(200 * time.Millisecond)
-		_, ok := p.(*packet.Publish)
-		return err == nil && ok
-	}, "the survivor knows the victim's interest")
-	probe.nc.Close()
-	prober.nc.Close()
+	offlineSessions(t, name, procs[victim], survivor, sessions)
 	type stream struct {
 		mu    sync.Mutex
 		acked map[string]time.Time // payload → when its PUBACK came
@@ -430,4 +396,46 @@ func clusterKillRun(t *testing.T, name string) killCounts {
 	}
 	return killCounts{acked: acked, lost: lost, crossAcked: crossAcked, crossLost: crossLost,
 		afterAcked: after.acked, afterLost: after.lost}
+}
+
+// offlineSessions gives sessions persistent sessions, NAME-s0 and on,
+// subscribed to NAME/i/# at QoS 1, on node at, offline, and returns once
+// node from knows their interest.
+func offlineSessions(t *testing.T, name string, at, from *clusterProc, sessions int) {
+	t.Helper()
+	for i := range sessions {
+		c, _, err := rawConnect(at.addr, &packet.Connect{ClientID: fmt.Sprintf("%s-s%d", name, i),
+			Props: &packet.Properties{SessionExpiry: packet.Ptr[uint32](3600)}})
+		if err != nil {
+			t.Fatalf("%v (logs: %s)", err, at.logs)
+		}
+		c.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: fmt.Sprintf("%s/%d/#", name, i), QoS: 1}}})
+		if p, err := c.recv(10 * time.Second); err != nil {
+			t.Fatalf("SUBACK: %v %v", p, err)
+		}
+		c.send(&packet.Disconnect{})
+		c.nc.Close()
+	}
+	// The other node learns the sessions' interest in the background: a
+	// probe subscribed after them on the same node shows when it has.
+	probe, _, err := rawConnect(at.addr, &packet.Connect{ClientID: name + "-probe", CleanStart: true})
+	if err != nil {
+		t.Fatalf("probe: %v (logs: %s)", err, at.logs)
+	}
+	defer probe.nc.Close()
+	probe.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: name + "/probe"}}})
+	if _, err := probe.recv(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	prober, _, err := rawConnect(from.addr, &packet.Connect{ClientID: name + "-prober", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prober.nc.Close()
+	brokertest.Eventually(t, 20*time.Second, func() bool {
+		prober.send(&packet.Publish{Topic: name + "/probe", Payload: []byte("p")})
+		p, err := probe.recv(200 * time.Millisecond)
+		_, ok := p.(*packet.Publish)
+		return err == nil && ok
+	}, "node %s knows the interest of node %s", from.addr, at.addr)
 }

@@ -660,6 +660,9 @@ loop:
 		delete(r.bridges, name)
 	}
 	r.listBridges()
+	if r.cluster != nil {
+		r.leaveCluster()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := r.srv.Shutdown(ctx); err != nil {
@@ -673,6 +676,28 @@ loop:
 	r.wg.Wait()
 	return status
 }
+
+// leaveCluster hands this node's persistent sessions to the other nodes
+// of its cluster before the broker shuts down: its clients are
+// disconnected (0x8B), nothing can connect, and each session goes to
+// another node, so the others neither hold them nor refuse
+// acknowledgements when this node's links go (cluster/leave.go).
+func (r *running) leaveCluster() {
+	qctx, qcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer qcancel()
+	if err := r.srv.Quiesce(qctx); err != nil {
+		r.log.Warn("shutdown: clients still connected", "err", err)
+	}
+	lctx, lcancel := context.WithTimeout(context.Background(), leaveTimeout)
+	defer lcancel()
+	if moved, err := r.cluster.Leave(lctx); err != nil {
+		r.log.Warn("shutdown: not every session handed over to the other nodes: they hold and adopt the rest "+
+			"as a lost node's", "sessions", moved, "err", err)
+	}
+}
+
+// leaveTimeout bounds the handover of a node's sessions at shutdown.
+const leaveTimeout = 60 * time.Second
 
 // adminConfig is the admin_* options.
 func adminConfig(cfg *config.Config) admin.Config {

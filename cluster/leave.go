@@ -1,0 +1,293 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/mqttd/mqttd/broker"
+)
+
+// A graceful leave: a node that is shut down hands its persistent sessions
+// to the others before its links go.
+//
+// Without it, a node that stops is a lost node like one killed: until the
+// others hold its sessions (standby.go) they refuse the acknowledgement of
+// every QoS 1 and 2 message they forward (holdgate.go), seconds during
+// which every QoS 1 and 2 publisher of the cluster is disconnected, and
+// its sessions wait cluster_adopt_after for their adoption. A rolling
+// restart would do that once per node.
+//
+// So Leave, called after broker.Server.Quiesce (no client is connected,
+// none can connect, and what the cluster publishes is still queued for the
+// sessions), asks for each persistent session the node owns that another
+// node take it, chosen by a hash of its client id as adoption chooses
+// (reqTake). That node moves it as for a client connecting there
+// (beforeSession: ownership, subscriptions, the release by this node, the
+// queue from the bucket), without a client. Once every session went, the
+// node tells each other node that it left (reqLeft): when its links go,
+// they know there is nothing of it to hold, and do not refuse
+// acknowledgements. A session that could not be moved keeps the loss's
+// behaviour: the others do not hear "left", hold the node's sessions and
+// adopt them.
+
+const (
+	reqTake = "take" // take the session of ID from the node asking (it leaves)
+	reqLeft = "left" // the node asking left: it owns no session any more
+)
+
+// leaveWorkers is how many sessions a leaving node hands over at once.
+const leaveWorkers = 8
+
+// takeTimeout bounds one session's move to the node taking it.
+const takeTimeout = 15 * time.Second
+
+// errNoPeer is Leave's error when no other node can take the sessions.
+var errNoPeer = errors.New("cluster: no other node of a majority to hand the sessions to")
+
+// errLeaving answers a node asking this one, which leaves too, to take a
+// session (the whole cluster is stopped): the session stays where it is.
+var errLeaving = errors.New("cluster: the node asked leaves too")
+
+// Leave hands the node's persistent sessions to the other nodes (see the
+// top of this file); call it after broker.Server.Quiesce and before the
+// broker's Shutdown and Close. It returns how many sessions moved, and an
+// error when some did not (they are held and adopted as a lost node's), or
+// when ctx ended first.
+func (n *Node) Leave(ctx context.Context) (moved int, err error) {
+	if !n.running() || !n.srv.HasStore() {
+		return 0, nil
+	}
+	start := time.Now()
+	// No session is taken from the others any more; those being taken
+	// from another that leaves (the whole cluster is stopped) are here
+	// first, and listed below.
+	if err := n.leave.begin(ctx); err != nil {
+		return 0, err
+	}
+	var peers []string
+	for name := range linkNames(n.ns) {
+		if !n.hasLeft(name) {
+			peers = append(peers, name)
+		}
+	}
+	slices.Sort(peers)
+	if len(peers) == 0 || !n.haveMajority() {
+		return 0, errNoPeer
+	}
+	var ids []string
+	cursor := ""
+	for {
+		page, next := n.srv.ClientsPage(broker.ClientFilter{}, cursor, 0, 500)
+		for _, cs := range page {
+			if _, held := n.held.Load(cs.ID); cs.Persistent && !held {
+				ids = append(ids, cs.ID) // sessions held for a lost node stay its own
+			}
+		}
+		if next == "" || len(page) == 0 {
+			break
+		}
+		cursor = next
+	}
+	// A request to a node whose link goes (it stopped too) ends then, not
+	// after takeTimeout.
+	peerCtx := make(map[string]context.Context, len(peers))
+	cancels := make(map[string]context.CancelFunc, len(peers))
+	for _, p := range peers {
+		peerCtx[p], cancels[p] = context.WithCancel(ctx)
+	}
+	watchDone := make(chan struct{})
+	defer close(watchDone)
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-watchDone:
+				for _, c := range cancels {
+					c()
+				}
+				return
+			case <-tick.C:
+			}
+			up := linkNames(n.ns)
+			for p, c := range cancels {
+				if !up[p] {
+					c()
+				}
+			}
+		}
+	}()
+	var done, failed atomic.Int64
+	var mu sync.Mutex
+	var firstErr error
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range leaveWorkers {
+		wg.Go(func() {
+			for id := range work {
+				to := takerOf(id, peers)
+				if err := n.askTake(peerCtx[to], to, id); err != nil {
+					failed.Add(1)
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					n.log.Warn("cluster: session not handed over before shutdown: it is held and adopted as a "+
+						"lost node's", "client", id, "peer", to, "err", err)
+					continue
+				}
+				done.Add(1)
+			}
+		})
+	}
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			failed.Add(1)
+			continue
+		}
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	moved = int(done.Load())
+	if f := failed.Load(); f > 0 {
+		if firstErr == nil {
+			firstErr = ctx.Err()
+		}
+		return moved, fmt.Errorf("cluster: %d of %d sessions not handed over: %w", f, len(ids), firstErr)
+	}
+	// Every node hears that this one left before its links go.
+	for _, peer := range peers {
+		if err := n.askCtx(ctx, peer, n.cfg.Node, reqLeft); err != nil {
+			return moved, fmt.Errorf("cluster: node %s not told that this node leaves: %w", peer, err)
+		}
+	}
+	n.log.Info("cluster: sessions handed over to the other nodes before shutdown", "sessions", moved,
+		"took", time.Since(start).Round(time.Millisecond).String())
+	return moved, nil
+}
+
+// takerOf is the node of peers (sorted) that takes the session of client
+// id from a node that leaves: the one adoption would choose.
+func takerOf(id string, peers []string) string {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return peers[h.Sum32()%uint32(len(peers))]
+}
+
+// askTake asks node to take the session of client id; nil once it has.
+func (n *Node) askTake(ctx context.Context, node, id string) error {
+	tctx, cancel := context.WithTimeout(ctx, takeTimeout)
+	defer cancel()
+	return n.askCtx(tctx, node, id, reqTake)
+}
+
+// askCtx sends the request op about client id to node and waits for its
+// answer, "ok" or an error text.
+func (n *Node) askCtx(ctx context.Context, node, id, op string) error {
+	body, _ := json.Marshal(ownerRequest{ID: id, Op: op})
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, askTimeout)
+		defer cancel()
+	}
+	msg, err := n.nc.RequestWithContext(ctx, subjControl+"."+encodeLevel(node)+".takeover", body)
+	if err != nil {
+		return err
+	}
+	if s := string(msg.Data); s != "ok" {
+		return errors.New(s)
+	}
+	return nil
+}
+
+// onTake takes the session of r.ID from a node that leaves, as a CONNECT
+// here would, and answers once it is here (its own goroutine: the move
+// asks other nodes, whose requests to this node must not wait behind it).
+func (n *Node) onTake(msg *nats.Msg, r ownerRequest) {
+	if !n.leave.take() {
+		if err := msg.Respond([]byte(errLeaving.Error())); err != nil {
+			n.log.Debug("cluster: take answer", "client", r.ID, "err", err)
+		}
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer n.leave.taken()
+		ctx, cancel := n.untilClosed()
+		defer cancel()
+		tctx, tcancel := context.WithTimeout(ctx, takeTimeout)
+		defer tcancel()
+		answer := "ok"
+		if !n.running() {
+			answer = broker.ErrServerClosed.Error()
+		} else if err := n.beforeSession(tctx, r.ID, false); err != nil {
+			answer = err.Error()
+		} else {
+			n.log.Info("cluster: session taken from a node that leaves", "client", r.ID)
+		}
+		if err := msg.Respond([]byte(answer)); err != nil {
+			n.log.Debug("cluster: take answer", "client", r.ID, "err", err)
+		}
+	}()
+}
+
+// leaveState is whether the node leaves, and the sessions it is taking
+// from others meanwhile.
+type leaveState struct {
+	mu      sync.Mutex
+	leaving bool
+	taking  int
+}
+
+// take counts a session taken from another node; false once the node
+// leaves.
+func (l *leaveState) take() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.leaving {
+		return false
+	}
+	l.taking++
+	return true
+}
+
+func (l *leaveState) taken() {
+	l.mu.Lock()
+	l.taking--
+	l.mu.Unlock()
+}
+
+// begin marks the node leaving and waits until the sessions it was taking
+// are here (or ctx ends).
+func (l *leaveState) begin(ctx context.Context) error {
+	l.mu.Lock()
+	l.leaving = true
+	l.mu.Unlock()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		l.mu.Lock()
+		n := l.taking
+		l.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mqttd/mqttd/internal/brokertest"
+	"github.com/mqttd/mqttd/packet"
+)
+
+// TestGracefulLeave: a node shut down gracefully (Quiesce, Leave) hands its
+// persistent sessions to the other nodes before its links go: its
+// connected clients are told 0x8B [MQTT-3.14.2-1], each session is owned
+// by another node with its queue, and when the links go the others refuse
+// no acknowledgement (no hold gate), so the cluster's QoS 1 publishers are
+// not disconnected. The clients resume their sessions on any node with
+// every message [MQTT-4.6.0-6], those published after the node left too.
+func TestGracefulLeave(t *testing.T) {
+	t.Parallel() // a cluster of its own
+	nodes := startStored(t, "lv")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	const before, after = 5, 5
+	queueOffline(t, a, "lv-off", "lv/off", before, b, c)
+	on, _ := persistentConnect(t, a, "lv-on")
+	on.Subscribe(1, 1, "lv/on")
+	waitInterest(t, b, "lv/on", a)
+	pub := connect(t, b, "lv-pub")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Server.Server.Quiesce(ctx); err != nil {
+		t.Fatalf("quiesce: %v", err)
+	}
+	got, err := on.RecvTimeout(5 * time.Second)
+	if d, ok := got.(*packet.Disconnect); err != nil || !ok || d.ReasonCode != packet.ServerShuttingDown {
+		t.Fatalf("connected client got %s, %v; want DISCONNECT 0x8B", brokertest.Describe(got), err)
+	}
+	// Published while the sessions are offline on a and not moved yet.
+	if rc := pub.Publish(&packet.Publish{Topic: "lv/on", QoS: 1, PacketID: 1, Payload: []byte("0")}); rc != packet.Success {
+		t.Fatalf("publish: %v", rc)
+	}
+	brokertest.Eventually(t, 10*time.Second, func() bool { return queued(a, "lv-on") == 1 }, "queued on a")
+
+	moved, err := a.node.Leave(ctx)
+	if err != nil || moved != 2 {
+		t.Fatalf("leave: %d sessions moved, %v; want 2", moved, err)
+	}
+	for _, id := range []string{"lv-off", "lv-on"} {
+		if o := owner(t, b, id); o != b.node.Name() && o != c.node.Name() {
+			t.Fatalf("%s owned by %q after the leave", id, o)
+		}
+		if queued(a, id) != -1 {
+			t.Fatalf("%s still on the node that left", id)
+		}
+	}
+	kill(a)
+	brokertest.Eventually(t, 10*time.Second, func() bool {
+		return !countsOn(b, a.node.Name()) && !countsOn(c, a.node.Name())
+	}, "b and c see a gone")
+	if b.node.acks.gating.Load() || c.node.acks.gating.Load() {
+		t.Fatal("the hold gate closed for a node that left with its sessions handed over")
+	}
+	for i := range after {
+		for _, tp := range []string{"lv/off", "lv/on"} {
+			p := &packet.Publish{Topic: tp, QoS: 1, PacketID: uint16(10 + 2*i), Payload: []byte(fmt.Sprint(before + i))}
+			if tp == "lv/on" {
+				p.PacketID++
+				p.Payload = []byte(fmt.Sprint(1 + i))
+			}
+			if rc := pub.Publish(p); rc != packet.Success {
+				t.Fatalf("publish after the leave: %v", rc)
+			}
+		}
+	}
+
+	// Each client resumes on the node that does not hold its session: the
+	// session moves once more, with everything.
+	for _, tc := range []struct {
+		id, topic string
+		n         int
+	}{{"lv-off", "lv/off", before + after}, {"lv-on", "lv/on", 1 + after}} {
+		at := b
+		if owner(t, b, tc.id) == b.node.Name() {
+			at = c
+		}
+		conn, ack := persistentConnect(t, at, tc.id)
+		if !ack.SessionPresent {
+			t.Fatalf("%s: session present 0 on %s", tc.id, at.node.Name())
+		}
+		expectAll(t, conn, tc.id, tc.topic, tc.n, 10*time.Second)
+	}
+}
