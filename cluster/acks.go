@@ -56,19 +56,23 @@ import (
 //
 // Shared subscriptions (shared.go) receive on the node's second NATS
 // connection, which the server feeds apart from the first: a mark on the
-// first says nothing of what waits on the second. So each node subscribes
-// to its marks on both connections, NATS delivers a copy on each, and the
-// answer waits until publishLoop reached both copies. The second
-// connection has echo on: a message this node forwards may be chosen for
-// its own member of a shared group, and wait in its own queue like one
-// from another node. So while the node holds shared queue subscriptions
-// and the server handed that connection anything since the last mark, the
-// node marks itself too (the copy arrives on the second connection only,
-// the first having NoEcho) and publishLoop answers it in place. Not
-// covered: a message a node offers to its group elsewhere (its member
-// left), from deliverShared or OfferShared.
+// first says nothing of what waits on the second. But the server handed
+// the second connection what came before the mark before it handed the
+// first the mark. So when publishLoop reaches a mark, echoMarks flushes
+// the second connection (its PONG comes after those messages, which its
+// reader put in the node's channel first) and then puts an echo of the
+// mark in the channel; the mark is answered when publishLoop reaches the
+// echo. The second connection has echo on: a message this node forwards
+// may be chosen for its own member of a shared group, and wait in its own
+// queue like one from another node. So while the node holds shared queue
+// subscriptions and the server handed that connection anything since the
+// last mark, the node marks itself too, on subjMark.<node>.own, which only
+// the second connection subscribes to, and publishLoop answers that mark
+// in place. Not covered: a message a node offers to its group elsewhere
+// (its member left), from deliverShared or OfferShared.
 
-// subjMark is where a node receives marks: subjMark.<node>.
+// subjMark is where a node receives marks: subjMark.<node>, and its own
+// on subjMark.<node>.own.
 const subjMark = subjControl + ".mark"
 
 // markTimeout bounds the wait for the answers to one mark.
@@ -415,7 +419,11 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 	a.cur = round
 	a.mu.Unlock()
 	for _, name := range need {
-		if err = n.nc.Publish(subjMark+"."+encodeLevel(name), body); err != nil {
+		subj := subjMark + "." + encodeLevel(name)
+		if name == n.cfg.Node {
+			subj += ownMark
+		}
+		if err = n.nc.Publish(subj, body); err != nil {
 			break
 		}
 	}
@@ -574,37 +582,67 @@ func (n *Node) stampMark(msg *nats.Msg) {
 	msg.Data = data
 }
 
-// markingState is publishLoop's part of the marks.
+// ownMark is the suffix of the subject of a node's marks to itself.
+const ownMark = ".own"
+
+// markingState is the echo of marks (see the top of the file).
 type markingState struct {
-	seen map[string]string // node → the mark of it whose first copy was reached
+	echo chan *nats.Msg     // marks reached, for echoMarks
+	sub  *nats.Subscription // the Sub of an echo (no subscription of NATS)
 }
 
-// isMark reports whether msg is a mark, on either connection.
+// isMark reports whether msg is a mark, its echo, or a mark of its own.
 func (n *Node) isMark(msg *nats.Msg) bool {
-	return msg.Sub != nil && (msg.Sub == n.markSub || msg.Sub == n.shareMarkSub)
+	return msg.Sub != nil && (msg.Sub == n.markSub || msg.Sub == n.shareMarkSub || msg.Sub == n.marking.sub)
 }
 
-// reachMark takes a copy of a mark publishLoop reached: every message
-// before it on its connection, from its node, has been published to the
-// broker (flushed). The mark is answered once both copies were reached,
-// or at once for a mark of this node's own (on the second connection
-// only). Publish loop only.
+// echoMarks puts in the node's channel, for each mark publishLoop
+// reached, its echo, once the second connection is flushed: publishLoop
+// reaches the echo after every message that connection had from the
+// mark's node before the mark.
+func (n *Node) echoMarks() {
+	defer n.wg.Done()
+	for {
+		var m *nats.Msg
+		select {
+		case <-n.done:
+			return
+		case m = <-n.marking.echo:
+		}
+		if n.share.nc != nil {
+			if err := n.share.nc.FlushTimeout(markTimeout); err != nil {
+				n.acks.publishLost.Add(1) // what it holds is not known: the answer says lost
+			}
+		}
+		select {
+		case <-n.done:
+			return
+		case n.inbound <- m:
+		}
+	}
+}
+
+// reachMark takes a mark publishLoop reached: every message before it on
+// its connection, from its node, has been published to the broker
+// (flushed). A mark from another node goes to echoMarks; its echo, and a
+// mark of this node's own, are answered. Publish loop only.
 func (n *Node) reachMark(msg *nats.Msg) {
 	f := strings.Fields(string(msg.Data)) // "K NODE DROPS" (stampMark added DROPS)
 	if len(f) != 3 {
 		return
 	}
 	k, node := f[0], f[1]
-	if node != n.cfg.Node && n.shareMarkSub != nil {
-		ms := &n.marking
-		if ms.seen == nil {
-			ms.seen = make(map[string]string)
+	if (msg.Sub == n.shareMarkSub) != (node == n.cfg.Node) {
+		return // only its own marks come on the second connection, and only there
+	}
+	if msg.Sub == n.markSub {
+		// The echo is stamped again when it is queued.
+		echo := &nats.Msg{Subject: msg.Subject, Data: []byte(k + " " + node), Sub: n.marking.sub}
+		select {
+		case n.marking.echo <- echo:
+		case <-n.done:
 		}
-		if ms.seen[node] != k {
-			ms.seen[node] = k // the first copy; a lost one is replaced by the next mark's
-			return
-		}
-		delete(ms.seen, node)
+		return
 	}
 	queued, err := strconv.ParseInt(f[2], 10, 64)
 	if err != nil {

@@ -167,8 +167,8 @@ type Node struct {
 	wills        willState          // clean sessions' wills (wills.go)
 	acks         ackState           // forwarded messages confirmed before their PUBACK (acks.go)
 	markSub      *nats.Subscription // marks on the first connection
-	shareMarkSub *nats.Subscription // the same marks on the second (shared.go)
-	marking      markingState       // publishLoop's part of the marks (acks.go)
+	shareMarkSub *nats.Subscription // its marks to itself, on the second (acks.go)
+	marking      markingState       // the echo of marks (acks.go)
 	leave        leaveState         // a graceful leave (leave.go)
 
 	kvLatency kvLatency     // JetStream key-value calls
@@ -515,11 +515,12 @@ func (n *Node) start(ctx context.Context) error {
 	if n.markSub, err = nc.ChanSubscribe(subjMark+"."+encodeLevel(n.cfg.Node), n.inbound); err != nil {
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
-	// The messages for shared subscriptions come on the second connection:
-	// a copy of each mark there follows them (acks.go).
-	if n.shareMarkSub, err = n.share.nc.ChanSubscribe(subjMark+"."+encodeLevel(n.cfg.Node), n.inbound); err != nil {
+	// Its marks to itself follow the messages for its own shared
+	// subscriptions, on the second connection (acks.go).
+	if n.shareMarkSub, err = n.share.nc.ChanSubscribe(subjMark+"."+encodeLevel(n.cfg.Node)+ownMark, n.inbound); err != nil {
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
+	n.marking = markingState{echo: make(chan *nats.Msg, 1024), sub: new(nats.Subscription)}
 	if _, err = nc.Subscribe(subjControl+"."+encodeLevel(n.cfg.Node)+".marked", n.onMarked); err != nil {
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
@@ -538,7 +539,8 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.kvq = make(chan kvOp, 4096)
 	n.initAcks()
-	n.wg.Add(7)
+	n.wg.Add(8)
+	go n.echoMarks()
 	go n.markLoop()
 	go n.watchRoutes()
 	go n.receive()
