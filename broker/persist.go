@@ -166,13 +166,15 @@ func (srv *Server) storeApply(b *store.Batch, lazy bool) error {
 // storeApplyOrdered is storeApply that calls ordered as soon as no later
 // write can reach the store before b (store.OrderedApplier: before the wait
 // for stable storage), when the store can tell and nothing else must see b
-// first (no ReplicaHook: a replica is given b after the store). ordered is
-// called at most once, on this goroutine, with no lock held; when it is not
-// called, the caller does what it would have done once storeApplyOrdered
-// returns.
+// first; with ReplicaHooks, once the store took b and the last hook has
+// ordered its copy (OrderedReplicaHook: before the wait for the copy).
+// ordered is called at most once, on this goroutine, with no lock held;
+// when it is not called, the caller does what it would have done once
+// storeApplyOrdered returns.
 func (srv *Server) storeApplyOrdered(b *store.Batch, lazy bool, ordered func()) error {
 	start := time.Now()
 	var err error
+	replicaOrdered := ordered
 	if l, ok := srv.opts.Store.(store.LazyApplier); ok && lazy {
 		err = l.ApplyNoSync(b)
 	} else if o, ok := srv.opts.Store.(store.OrderedApplier); ok && ordered != nil && len(srv.hooks.replica) == 0 {
@@ -181,8 +183,11 @@ func (srv *Server) storeApplyOrdered(b *store.Batch, lazy bool, ordered func()) 
 		err = srv.opts.Store.Apply(b)
 	}
 	if err == nil && len(srv.hooks.replica) > 0 {
+		if !srv.orderedReplicas() {
+			replicaOrdered = nil
+		}
 		// Not a disk's failure: noteApply does not see it.
-		if rerr := srv.replicate(b, lazy); rerr != nil {
+		if rerr := srv.replicateOrdered(b, lazy, replicaOrdered); rerr != nil {
 			srv.stats.storeWrites.Add(1)
 			srv.stats.storeNanos.Add(int64(time.Since(start)))
 			return rerr

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"iter"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
@@ -36,6 +37,64 @@ type ReplicaHook interface {
 	Replicate(b *store.Batch, lazy bool) error
 }
 
+// OrderedReplicaHook is a ReplicaHook that can say when a batch's copy is
+// ordered: ReplicateOrdered is Replicate, and calls ordered (at most once,
+// on its goroutine, with no lock held) as soon as nothing given to the
+// hook later can reach the copy before b's records (they are sent, in
+// order), before it waits for the copy to be taken. The QoS 1 deliveries
+// held for b then go at once (as with the store's own order,
+// store.OrderedApplier): a subscriber's acknowledgement is copied after
+// the entry it deletes. The publisher's acknowledgement, and a session's
+// handover (HandOver), still wait for the copy.
+type OrderedReplicaHook interface {
+	ReplicaHook
+	ReplicateOrdered(b *store.Batch, lazy bool, ordered func()) error
+}
+
+// replicaTrack numbers the calls of the ReplicaHooks, so that a handover
+// can wait for those begun before it (HandOver).
+type replicaTrack struct {
+	mu      sync.Mutex
+	next    uint64
+	running map[uint64]struct{}
+}
+
+func (t *replicaTrack) begin() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.next++
+	if t.running == nil {
+		t.running = make(map[uint64]struct{})
+	}
+	t.running[t.next] = struct{}{}
+	return t.next
+}
+
+func (t *replicaTrack) end(k uint64) {
+	t.mu.Lock()
+	delete(t.running, k)
+	t.mu.Unlock()
+}
+
+// mark returns the number of the last call begun.
+func (t *replicaTrack) mark() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.next
+}
+
+// doneUpTo reports whether every call numbered up to k has returned.
+func (t *replicaTrack) doneUpTo(k uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for r := range t.running {
+		if r <= k {
+			return false
+		}
+	}
+	return true
+}
+
 // ConnectHook is called for every CONNECT that passed authentication and
 // authorization, before the server looks up the client id's session: a
 // cluster takes the client id over from the node that holds it and brings
@@ -58,16 +117,43 @@ var ErrSessionBusy = errors.New("broker: session in use")
 // replicate gives b to the ReplicaHooks (storeApply, after the store took
 // it).
 func (srv *Server) replicate(b *store.Batch, lazy bool) error {
+	return srv.replicateOrdered(b, lazy, nil)
+}
+
+// replicateOrdered is replicate, calling ordered (if not nil) when the
+// last hook has ordered b (OrderedReplicaHook). ordered is not called when
+// the hooks cannot tell: the caller does it after.
+func (srv *Server) replicateOrdered(b *store.Batch, lazy bool, ordered func()) error {
 	if b.Local {
 		return nil
 	}
-	for _, h := range srv.hooks.replica {
-		if err := h.Replicate(b, lazy); err != nil {
+	k := srv.replicas.begin()
+	defer srv.replicas.end(k)
+	hs := srv.hooks.replica
+	for i, h := range hs {
+		var err error
+		if o, ok := h.(OrderedReplicaHook); ok && ordered != nil && i == len(hs)-1 {
+			err = o.ReplicateOrdered(b, lazy, ordered)
+		} else {
+			err = h.Replicate(b, lazy)
+		}
+		if err != nil {
 			srv.stats.replicaFailures.Add(1)
 			return fmt.Errorf("broker: replicating a store write: %w", err)
 		}
 	}
 	return nil
+}
+
+// orderedReplicas reports whether the replica hooks can say when a batch
+// is ordered (the last one: those before it are waited for).
+func (srv *Server) orderedReplicas() bool {
+	hs := srv.hooks.replica
+	if len(hs) == 0 {
+		return false
+	}
+	_, ok := hs[len(hs)-1].(OrderedReplicaHook)
+	return ok
 }
 
 // beforeSession runs the ConnectHooks for the CONNECT of c.
@@ -326,11 +412,11 @@ func (srv *Server) HandOver(ctx context.Context, clientID string, keep bool) (bo
 		return true, ErrSessionBusy
 	}
 	if keep {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
 		if srv.endSessionAs(s, true, true) {
 			// The deliveries routed to it whose store writes (and copies)
 			// were not done yet are done before the new owner reads it.
-			tick := time.NewTicker(time.Millisecond)
-			defer tick.Stop()
 			for waited := false; ; waited = true {
 				s.mu.Lock()
 				left := s.handoffHeld
@@ -347,6 +433,19 @@ func (srv *Server) HandOver(ctx context.Context, clientID string, keep bool) (bo
 						left, ctx.Err())
 				case <-tick.C:
 				}
+			}
+		}
+		// Deliveries let go before their copy was taken (OrderedReplicaHook)
+		// are copied before the new owner reads the session: every call of
+		// the hooks begun by now (the held ones above were let go inside
+		// theirs) has returned.
+		mark := srv.replicas.mark()
+		for !srv.replicas.doneUpTo(mark) {
+			select {
+			case <-ctx.Done():
+				return true, fmt.Errorf("broker: handing %q over: copies of its writes not taken: %w", clientID,
+					ctx.Err())
+			case <-tick.C:
 			}
 		}
 	} else {

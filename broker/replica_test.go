@@ -476,3 +476,97 @@ func TestImportedSessionOfAnotherListener(t *testing.T) {
 		})
 	}
 }
+
+// orderedHook is an OrderedReplicaHook whose copies of batches that are
+// waited for (not lazy) are taken, once armed, only when release is
+// closed; it says they are ordered at once.
+type orderedHook struct {
+	armed   atomic.Bool
+	release chan struct{}
+	waiting atomic.Int32 // copies waiting for release
+}
+
+func (h *orderedHook) Replicate(b *store.Batch, lazy bool) error {
+	return h.ReplicateOrdered(b, lazy, nil)
+}
+
+func (h *orderedHook) ReplicateOrdered(b *store.Batch, lazy bool, ordered func()) error {
+	if ordered != nil {
+		ordered()
+	}
+	if !lazy && h.armed.Load() {
+		h.waiting.Add(1)
+		defer h.waiting.Add(-1)
+		<-h.release
+	}
+	return nil
+}
+
+// TestOrderedReplicaLetsQoS1Go: with an OrderedReplicaHook, a QoS 1
+// delivery to a persistent session goes once the copy of its publisher's
+// batch is ordered, while the publisher's PUBACK waits until the copy is
+// taken [MQTT-4.3.2-2]; a QoS 2 delivery waits for the copy (sent once, it
+// must not be sent again as a new message [MQTT-4.3.3-3]), and so does a
+// handover of the session (its new owner reads the copies).
+func TestOrderedReplicaLetsQoS1Go(t *testing.T) {
+	h := &orderedHook{release: make(chan struct{})}
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = mem.New(); o.Hooks = []any{h} })
+	sub, _ := brokertest.DialConnect(t, srv.Addr, persistent("or-sub"))
+	sub.Subscribe(1, 2, "or/#")
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "or-pub", CleanStart: true})
+	h.armed.Store(true)
+
+	pub.Send(&packet.Publish{Topic: "or/1", QoS: 1, PacketID: 1, Payload: []byte("1")})
+	if p := sub.ExpectPublish(); p.Topic != "or/1" || p.QoS != 1 {
+		t.Fatalf("subscriber got %s", brokertest.Describe(p))
+	}
+	pub.ExpectNothing(200 * time.Millisecond) // the copy is not taken yet
+	pub.Send(&packet.Publish{Topic: "or/2", QoS: 2, PacketID: 2, Payload: []byte("2")})
+	sub.ExpectNothing(200 * time.Millisecond)
+	close(h.release)
+	if got, ok := pub.Recv().(*packet.Puback); !ok || got.PacketID != 1 {
+		t.Fatalf("publisher got %s, want PUBACK 1", brokertest.Describe(got))
+	}
+	if p := sub.ExpectPublish(); p.Topic != "or/2" || p.QoS != 2 {
+		t.Fatalf("subscriber got %s", brokertest.Describe(p))
+	}
+}
+
+// TestHandOverWaitsForCopies: a session handed over (HandOver with keep)
+// leaves only once the copies of the writes begun before are taken: a QoS 1
+// message queued for it, let go when its copy was ordered, is in the
+// replica the new owner reads [MQTT-4.6.0-6].
+func TestHandOverWaitsForCopies(t *testing.T) {
+	h := &orderedHook{release: make(chan struct{})}
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Store = mem.New(); o.Hooks = []any{h} })
+	sub, _ := brokertest.DialConnect(t, srv.Addr, persistent("ho-sub"))
+	sub.Subscribe(1, 1, "ho/#")
+	sub.Send(&packet.Disconnect{})
+	sub.ExpectClosed()
+	pub, _ := brokertest.DialConnect(t, srv.Addr, &packet.Connect{Version: packet.V5, ClientID: "ho-pub", CleanStart: true})
+	h.armed.Store(true)
+	pub.Send(&packet.Publish{Topic: "ho/1", QoS: 1, PacketID: 1, Payload: []byte("1")})
+	brokertest.Eventually(t, 5*time.Second, func() bool {
+		d, ok := srv.Server.ClientDetail("ho-sub")
+		return ok && d.Queued == 1 && h.waiting.Load() == 1
+	}, "queued, its copy not taken")
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := srv.Server.HandOver(ctx, "ho-sub", true)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("handed over before the copy was taken: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(h.release)
+	if err := <-done; err != nil {
+		t.Fatalf("hand over: %v", err)
+	}
+	if got, ok := pub.Recv().(*packet.Puback); !ok || got.PacketID != 1 {
+		t.Fatalf("publisher got %s, want PUBACK 1", brokertest.Describe(got))
+	}
+}

@@ -35,6 +35,7 @@ type Server struct {
 	wg        sync.WaitGroup // every goroutine the server starts
 
 	detachWaiters sync.Map      // *session → chan struct{}: TakeOver waits for its connection's detach (replica.go)
+	replicas      replicaTrack  // the ReplicaHooks' calls under way (replica.go)
 	done          chan struct{} // closed when Shutdown begins
 
 	sessMu   sync.Mutex // guards sessions

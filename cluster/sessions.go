@@ -90,6 +90,15 @@ func (n *Node) entryKey(kind, id string, seq uint64) string {
 // every record is published at once, and Replicate waits for JetStream's
 // acknowledgements unless nothing waits for the batch (lazy).
 func (n *Node) Replicate(b *store.Batch, lazy bool) error {
+	return n.ReplicateOrdered(b, lazy, nil)
+}
+
+// ReplicateOrdered is Replicate, calling ordered (if not nil) once every
+// record is published (broker.OrderedReplicaHook): one connection
+// publishes them all, and JetStream keeps a stream in the order it
+// receives, so a record published later (the deletion that a delivery's
+// acknowledgement makes) comes after them.
+func (n *Node) ReplicateOrdered(b *store.Batch, lazy bool, ordered func()) error {
 	if !n.running() || n.sessions == nil {
 		return nil
 	}
@@ -166,6 +175,9 @@ func (n *Node) Replicate(b *store.Batch, lazy bool) error {
 		case store.OpDeleteInbound:
 			del("i." + clientToken(op.ClientID) + "." + strconv.Itoa(int(op.PacketID)))
 		}
+	}
+	if ordered != nil && firstErr == nil {
+		ordered()
 	}
 	if lazy {
 		// Nothing waits for it; JetStream's answers are not awaited.
