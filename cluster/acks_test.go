@@ -89,21 +89,44 @@ func TestAckWaitsForOtherNodes(t *testing.T) {
 		t.Fatalf("publish: %v", rc)
 	}
 	own.Ack(own.ExpectPublish())
-	unblock := holdCluster(t, b, "ak/#")
-	before := b.node.Stats().ForwardedIn
-	pubC.Send(&packet.Publish{Topic: "ak/t", QoS: 1, PacketID: 1, Payload: []byte("c")})
-	brokertest.Eventually(t, 10*time.Second, func() bool { return b.node.Stats().ForwardedIn > before },
-		"b took c's message")
-	if rc := pub.Publish(&packet.Publish{Topic: "own/1", QoS: 1, PacketID: 10, Payload: []byte("o")}); rc != packet.Success {
-		t.Fatalf("a message for a's subscriber only: %v", rc)
-	}
-	if p := own.ExpectPublish(); p.Topic != "own/1" {
-		t.Fatalf("local subscriber got %s", brokertest.Describe(p))
-	}
-	pubC.ExpectNothing(100 * time.Millisecond) // c's, for b, still waits
-	unblock()
-	if got := pubC.Recv(); !isPuback(got) {
-		t.Fatalf("after b published c's message: %s", brokertest.Describe(got))
+	// JetStream's own traffic from a to b (a key-value write whose stream
+	// b leads) also moves a's count of b's routes, and then a's mark asks
+	// b too: that is the design's allowance, not what is tested here, so
+	// a wait is tried again, a few times.
+	for attempt := 1; ; attempt++ {
+		unblock := holdCluster(t, b, "ak/#")
+		before := b.node.Stats().ForwardedIn
+		pubC.Send(&packet.Publish{Topic: "ak/t", QoS: 1, PacketID: uint16(attempt), Payload: []byte("c")})
+		brokertest.Eventually(t, 10*time.Second, func() bool { return b.node.Stats().ForwardedIn > before },
+			"b took c's message")
+		id := uint16(10 + attempt)
+		pub.Send(&packet.Publish{Topic: "own/1", QoS: 1, PacketID: id, Payload: []byte("o")})
+		if p := own.ExpectPublish(); p.Topic != "own/1" {
+			t.Fatalf("local subscriber got %s", brokertest.Describe(p))
+		}
+		got, err := pub.RecvTimeout(2 * time.Second)
+		if err != nil {
+			unblock()
+			if got := pub.Recv(); !isPuback(got) {
+				t.Fatalf("a message for a's subscriber only: %s", brokertest.Describe(got))
+			}
+			if got := pubC.Recv(); !isPuback(got) {
+				t.Fatalf("after b published c's message: %s", brokertest.Describe(got))
+			}
+			if attempt == 3 {
+				t.Fatal("a message for a's subscriber only waited for b, whose queue was held, 3 times")
+			}
+			continue
+		}
+		if a, ok := got.(*packet.Puback); !ok || a.PacketID != id || a.ReasonCode != packet.Success {
+			t.Fatalf("a message for a's subscriber only: %s", brokertest.Describe(got))
+		}
+		pubC.ExpectNothing(100 * time.Millisecond) // c's, for b, still waits
+		unblock()
+		if got := pubC.Recv(); !isPuback(got) {
+			t.Fatalf("after b published c's message: %s", brokertest.Describe(got))
+		}
+		break
 	}
 }
 
