@@ -226,18 +226,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.closing = true
 		close(s.done)
 	}
-	ls := make([]net.Listener, 0, len(s.listeners))
-	for l := range s.listeners {
-		ls = append(ls, l)
-	}
-	cs := s.connsLocked()
+	ls, cs := s.listenersLocked(), s.connsLocked()
 	s.mu.Unlock()
-	for _, l := range ls {
-		l.Close()
-	}
-	for _, c := range cs {
-		c.disconnect(errShuttingDown)
-	}
+	endAll(ls, cs)
 	wait := make(chan struct{})
 	go func() { s.wg.Wait(); close(wait) }()
 	var err error
@@ -299,18 +290,9 @@ func (s *Server) Quiesce(ctx context.Context) error {
 		return nil
 	}
 	s.quiescing = true
-	ls := make([]net.Listener, 0, len(s.listeners))
-	for l := range s.listeners {
-		ls = append(ls, l)
-	}
-	cs := s.connsLocked()
+	ls, cs := s.listenersLocked(), s.connsLocked()
 	s.mu.Unlock()
-	for _, l := range ls {
-		l.Close()
-	}
-	for _, c := range cs {
-		c.disconnect(errShuttingDown)
-	}
+	endAll(ls, cs)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -333,6 +315,26 @@ func (s *Server) Quiesce(ctx context.Context) error {
 // connections it closed to end (their reads and writes fail at once; only
 // a hook or a store call can hold them).
 const forceCloseWait = time.Second
+
+// listenersLocked lists the listeners being served. s.mu is held.
+func (s *Server) listenersLocked() []net.Listener {
+	ls := make([]net.Listener, 0, len(s.listeners))
+	for l := range s.listeners {
+		ls = append(ls, l)
+	}
+	return ls
+}
+
+// endAll closes ls and ends cs as a shutdown does (5.0: DISCONNECT 0x8B).
+// No lock is held.
+func endAll(ls []net.Listener, cs []*conn) {
+	for _, l := range ls {
+		l.Close()
+	}
+	for _, c := range cs {
+		c.disconnect(errShuttingDown)
+	}
+}
 
 // connsLocked lists the live connections. s.mu is held.
 func (s *Server) connsLocked() []*conn {

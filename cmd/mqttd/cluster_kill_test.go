@@ -78,6 +78,22 @@ func (c *rawClient) publish(topic string, payload []byte, id uint16) error {
 	}
 }
 
+// receiveUntil reads the QoS 1 publishes c is sent, acknowledging each
+// and noting its payload in got, until done or for at most 30 s.
+func (c *rawClient) receiveUntil(got map[string]bool, done func() bool) {
+	deadline := time.Now().Add(30 * time.Second)
+	for !done() && time.Now().Before(deadline) {
+		p, err := c.recv(time.Until(deadline))
+		if err != nil {
+			return
+		}
+		if pp, ok := p.(*packet.Publish); ok {
+			got[string(pp.Payload)] = true
+			c.send(&packet.Puback{PacketID: pp.PacketID})
+		}
+	}
+}
+
 type clusterProc struct {
 	cmd  *exec.Cmd
 	addr string
@@ -321,17 +337,7 @@ func clusterKillRun(t *testing.T, name string) killCounts {
 		}
 		// Every message acknowledged on either stream, or silence after
 		// the deadline.
-		deadline := time.Now().Add(30 * time.Second)
-		for want(same[i])+want(cross[i]) > 0 && time.Now().Before(deadline) {
-			p, err := c.recv(time.Until(deadline))
-			if err != nil {
-				break
-			}
-			if pp, ok := p.(*packet.Publish); ok {
-				got[string(pp.Payload)] = true
-				c.send(&packet.Puback{PacketID: pp.PacketID})
-			}
-		}
+		c.receiveUntil(got, func() bool { return want(same[i])+want(cross[i]) == 0 })
 		c.nc.Close()
 		acked += len(same[i].acked)
 		lost += want(same[i])

@@ -135,17 +135,7 @@ func TestClusterSigterm(t *testing.T) {
 			}
 			return n
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for missing() > 0 && time.Now().Before(deadline) {
-			p, err := c.recv(time.Until(deadline))
-			if err != nil {
-				break
-			}
-			if pp, ok := p.(*packet.Publish); ok {
-				got[string(pp.Payload)] = true
-				c.send(&packet.Puback{PacketID: pp.PacketID})
-			}
-		}
+		c.receiveUntil(got, func() bool { return missing() == 0 })
 		c.nc.Close()
 		if m := missing(); m > 0 {
 			t.Fatalf("%s: %d of %d acknowledged messages lost", id, m, len(acked[i]))
