@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/mqttd/mqttd/broker"
@@ -166,6 +167,7 @@ func (n *Node) Leave(ctx context.Context) (moved int, err error) {
 		}
 		return moved, fmt.Errorf("cluster: %d of %d sessions not handed over: %w", f, len(ids), firstErr)
 	}
+	n.handLeadership(ctx)
 	// Every node hears that this one left before its links go.
 	for _, peer := range peers {
 		if err := n.askCtx(ctx, peer, n.cfg.Node, reqLeft); err != nil {
@@ -176,6 +178,48 @@ func (n *Node) Leave(ctx context.Context) (moved int, err error) {
 		"took", time.Since(start).Round(time.Millisecond).String())
 	return moved, nil
 }
+
+// handLeadership makes another node the leader of each bucket's stream
+// this node leads, and waits (bounded) until one is: otherwise the
+// writes of persistent sessions on the other nodes stall once this node
+// is gone, until JetStream elects a leader (seconds), and fail past
+// replicaTimeout, disconnecting their publishers.
+func (n *Node) handLeadership(ctx context.Context) {
+	wctx, cancel := context.WithTimeout(ctx, leadershipWait)
+	defer cancel()
+	acc := server.DEFAULT_GLOBAL_ACCOUNT
+	for _, b := range []string{bucketSessions, bucketOwners, bucketRetained} {
+		stream := "KV_" + b
+		if !n.ns.JetStreamIsStreamLeader(acc, stream) {
+			continue
+		}
+		if err := n.ns.JetStreamStepdownStream(acc, stream); err != nil {
+			n.log.Warn("cluster: leadership of a bucket not handed over before shutdown", "bucket", b, "err", err)
+			continue
+		}
+		tick := time.NewTicker(20 * time.Millisecond)
+		for {
+			info, err := n.js.Stream(wctx, stream)
+			if err == nil {
+				if l := info.CachedInfo().Cluster; l != nil && l.Leader != "" && l.Leader != n.cfg.Node {
+					break
+				}
+			}
+			select {
+			case <-wctx.Done():
+			case <-tick.C:
+				continue
+			}
+			n.log.Warn("cluster: no other leader of a bucket yet at shutdown: its writes wait for an election",
+				"bucket", b)
+			break
+		}
+		tick.Stop()
+	}
+}
+
+// leadershipWait bounds handLeadership.
+const leadershipWait = 5 * time.Second
 
 // takerOf is the node of peers (sorted) that takes the session of client
 // id from a node that leaves: the one adoption would choose.

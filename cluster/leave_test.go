@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/mqttd/mqttd/internal/brokertest"
 	"github.com/mqttd/mqttd/packet"
 )
@@ -43,6 +45,11 @@ func TestGracefulLeave(t *testing.T) {
 	}
 	brokertest.Eventually(t, 10*time.Second, func() bool { return queued(a, "lv-on") == 1 }, "queued on a")
 
+	// a leads the sessions' stream: its writes must not wait for an
+	// election once a is gone.
+	const stream = "KV_" + bucketSessions
+	leadsSessions(t, a, nodes)
+
 	moved, err := a.node.Leave(ctx)
 	if err != nil || moved != 2 {
 		t.Fatalf("leave: %d sessions moved, %v; want 2", moved, err)
@@ -54,6 +61,10 @@ func TestGracefulLeave(t *testing.T) {
 		if queued(a, id) != -1 {
 			t.Fatalf("%s still on the node that left", id)
 		}
+	}
+	if acc := server.DEFAULT_GLOBAL_ACCOUNT; a.node.ns.JetStreamIsStreamLeader(acc, stream) ||
+		!b.node.ns.JetStreamIsStreamLeader(acc, stream) && !c.node.ns.JetStreamIsStreamLeader(acc, stream) {
+		t.Fatal("the node that left did not hand the leadership of the sessions' stream to another")
 	}
 	kill(a)
 	brokertest.Eventually(t, 10*time.Second, func() bool {
@@ -91,4 +102,23 @@ func TestGracefulLeave(t *testing.T) {
 		}
 		expectAll(t, conn, tc.id, tc.topic, tc.n, 10*time.Second)
 	}
+}
+
+// leadsSessions makes n the leader of the sessions bucket's stream, by
+// stepping down whichever node of nodes leads it until n is elected.
+func leadsSessions(t *testing.T, n *tnode, nodes []*tnode) {
+	t.Helper()
+	const stream = "KV_" + bucketSessions
+	acc := server.DEFAULT_GLOBAL_ACCOUNT
+	brokertest.Eventually(t, 60*time.Second, func() bool {
+		if n.node.ns.JetStreamIsStreamLeader(acc, stream) {
+			return true
+		}
+		for _, o := range nodes {
+			if o != n && o.node.ns.JetStreamIsStreamLeader(acc, stream) {
+				o.node.ns.JetStreamStepdownStream(acc, stream) // then no node leads until the election ends
+			}
+		}
+		return false
+	}, "%s leads %s", n.node.Name(), stream)
 }
