@@ -107,11 +107,19 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			toSend = append(toSend, retainedFor{filter, o.QoS, o.RetainAsPublished, ids})
 		}
 	}
+	// The retained messages are those of the moment before the SUBACK: a
+	// client that publishes on a matching topic once it has its SUBACK (or
+	// whose action makes a will go) gets that message once, live, not a
+	// second time as retained.
+	matched := make([][]*Message, len(toSend))
+	for i, r := range toSend {
+		matched[i] = c.srv.retained.match(r.filter)
+	}
 	ack := &packet.Suback{PacketID: p.PacketID, ReasonCodes: codes}
 	ack.Props = c.reasonProps(why)
 	c.sendAck(ack)
-	for _, r := range toSend {
-		for _, m := range c.srv.retained.match(r.filter) {
+	for i, r := range toSend {
+		for _, m := range matched[i] {
 			if c.srv.hasAuthz() && !c.srv.allowed(&c.info, AccessReceive, m.Topic) {
 				continue
 			}
