@@ -174,7 +174,6 @@ func (srv *Server) storeApply(b *store.Batch, lazy bool) error {
 func (srv *Server) storeApplyOrdered(b *store.Batch, lazy bool, ordered func()) error {
 	start := time.Now()
 	var err error
-	replicaOrdered := ordered
 	if l, ok := srv.opts.Store.(store.LazyApplier); ok && lazy {
 		err = l.ApplyNoSync(b)
 	} else if o, ok := srv.opts.Store.(store.OrderedApplier); ok && ordered != nil && len(srv.hooks.replica) == 0 {
@@ -183,11 +182,8 @@ func (srv *Server) storeApplyOrdered(b *store.Batch, lazy bool, ordered func()) 
 		err = srv.opts.Store.Apply(b)
 	}
 	if err == nil && len(srv.hooks.replica) > 0 {
-		if !srv.orderedReplicas() {
-			replicaOrdered = nil
-		}
 		// Not a disk's failure: noteApply does not see it.
-		if rerr := srv.replicateOrdered(b, lazy, replicaOrdered); rerr != nil {
+		if rerr := srv.replicate(b, lazy, ordered); rerr != nil {
 			srv.stats.storeWrites.Add(1)
 			srv.stats.storeNanos.Add(int64(time.Since(start)))
 			return rerr

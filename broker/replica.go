@@ -51,8 +51,9 @@ type OrderedReplicaHook interface {
 	ReplicateOrdered(b *store.Batch, lazy bool, ordered func()) error
 }
 
-// replicaTrack numbers the calls of the ReplicaHooks, so that a handover
-// can wait for those begun before it (HandOver).
+// replicaTrack numbers the calls of the ReplicaHooks that may let
+// deliveries go before they return (an ordered callback), so that a
+// handover can wait for those begun before it (HandOver).
 type replicaTrack struct {
 	mu      sync.Mutex
 	next    uint64
@@ -115,20 +116,18 @@ const beforeSessionTimeout = 15 * time.Second
 var ErrSessionBusy = errors.New("broker: session in use")
 
 // replicate gives b to the ReplicaHooks (storeApply, after the store took
-// it).
-func (srv *Server) replicate(b *store.Batch, lazy bool) error {
-	return srv.replicateOrdered(b, lazy, nil)
-}
-
-// replicateOrdered is replicate, calling ordered (if not nil) when the
-// last hook has ordered b (OrderedReplicaHook). ordered is not called when
-// the hooks cannot tell: the caller does it after.
-func (srv *Server) replicateOrdered(b *store.Batch, lazy bool, ordered func()) error {
+// it), calling ordered (if not nil) when the last hook has ordered b
+// (OrderedReplicaHook). ordered is not called when the hooks cannot tell:
+// the caller does it after.
+func (srv *Server) replicate(b *store.Batch, lazy bool, ordered func()) error {
 	if b.Local {
 		return nil
 	}
-	k := srv.replicas.begin()
-	defer srv.replicas.end(k)
+	if ordered != nil {
+		// Its deliveries may go before it returns: HandOver waits for it.
+		k := srv.replicas.begin()
+		defer srv.replicas.end(k)
+	}
 	hs := srv.hooks.replica
 	for i, h := range hs {
 		var err error
@@ -143,17 +142,6 @@ func (srv *Server) replicateOrdered(b *store.Batch, lazy bool, ordered func()) e
 		}
 	}
 	return nil
-}
-
-// orderedReplicas reports whether the replica hooks can say when a batch
-// is ordered (the last one: those before it are waited for).
-func (srv *Server) orderedReplicas() bool {
-	hs := srv.hooks.replica
-	if len(hs) == 0 {
-		return false
-	}
-	_, ok := hs[len(hs)-1].(OrderedReplicaHook)
-	return ok
 }
 
 // beforeSession runs the ConnectHooks for the CONNECT of c.

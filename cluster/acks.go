@@ -400,7 +400,11 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 		return last, lostUpTo, fmt.Errorf("cluster: flush before a mark: %w", err)
 	}
 	out := routeOut(n.ns)
-	own, ownOK := n.ownOut()
+	shared := n.share.live.Load() > 0
+	own, ownOK := uint64(0), true
+	if shared {
+		own, ownOK = n.ownOut()
+	}
 	body := fmt.Appendf(nil, "%d %s", round.k, n.cfg.Node)
 	a.mu.Lock()
 	for name := range now {
@@ -408,7 +412,7 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 			round.need[name] = true
 		}
 	}
-	if n.share.live.Load() > 0 && (!ownOK || own != a.ownOut) {
+	if shared && (!ownOK || own != a.ownOut) {
 		round.need[n.cfg.Node] = true // its own shared subscriptions may hold some
 	}
 	waiting := len(round.need) > 0 // round.need is onMarked's (under mu) from here
@@ -471,14 +475,7 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 		cur := a.routes[a.gen.Load()]
 		for name := range round.need {
 			if _, up := cur[name]; !up && n.hasLeft(name) {
-				delete(round.need, name)
-			}
-		}
-		if len(round.need) == 0 {
-			select {
-			case <-round.done:
-			default:
-				close(round.done)
+				round.answered(name, true)
 			}
 		}
 	}
@@ -528,7 +525,7 @@ func sameRoutes(before, now map[string][]uint64, skip func(string) bool) bool {
 // ownOut returns the messages the embedded server handed the second
 // connection (the shared subscriptions'); false if it cannot say.
 func (n *Node) ownOut() (uint64, bool) {
-	if n.share.nc == nil || n.share.live.Load() == 0 {
+	if n.share.nc == nil {
 		return 0, true // nothing this node forwards can come that way
 	}
 	cid, err := n.share.nc.GetClientID()
@@ -560,12 +557,20 @@ func (n *Node) marked(k, verdict, node string) {
 	a := &n.acks
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	r := a.cur
-	if r == nil || r.k != kn || !r.need[node] {
+	if r := a.cur; r != nil && r.k == kn {
+		r.answered(node, verdict == "ok")
+	}
+}
+
+// answered takes node's answer to the round (ok: nothing was lost), if
+// the round waits for it; the last one awaited ends the round. Under
+// ackState.mu.
+func (r *markRound) answered(node string, ok bool) {
+	if !r.need[node] {
 		return
 	}
 	delete(r.need, node)
-	if verdict != "ok" {
+	if !ok {
 		r.lost = true
 	}
 	if len(r.need) == 0 {

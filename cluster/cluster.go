@@ -1342,13 +1342,7 @@ func (n *Node) dropLocked(client, f string) {
 		return
 	}
 	for _, s := range in.subs {
-		n.share.forget(s)
-		if d, err := s.Dropped(); err == nil {
-			n.ncDropped += int64(d)
-		}
-		if err := s.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			n.log.Warn("cluster: unsubscribe", "topic", f, "err", err)
-		}
+		n.unsubscribeLocked(f, s)
 	}
 	delete(n.refs, f)
 }

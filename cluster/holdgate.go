@@ -66,6 +66,11 @@ func (n *Node) hasLeft(name string) bool {
 	g := &n.gate
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.leftLocked(name)
+}
+
+// leftLocked is hasLeft with g.mu held.
+func (g *holdGate) leftLocked(name string) bool {
 	at, ok := g.left[name]
 	return ok && time.Since(at) < holdGateMax
 }
@@ -80,13 +85,11 @@ func (n *Node) gateLost(lost string, live map[string][]uint64) {
 	for _, p := range g.pending {
 		delete(p, lost)
 	}
-	if at, ok := g.left[lost]; ok {
-		if time.Since(at) < holdGateMax {
-			n.log.Info("cluster: a node that left is gone: it owned no session, acknowledgements go on",
-				"peer", lost)
-			n.gateUpdateLocked()
-			return
-		}
+	if g.leftLocked(lost) {
+		n.log.Info("cluster: a node that left is gone: it owned no session, acknowledgements go on",
+			"peer", lost)
+		n.gateUpdateLocked()
+		return
 	}
 	if _, ok := g.pending[lost]; !ok && n.srv.HasStore() && (len(live)+1)*2 > n.size {
 		p := map[string]bool{n.cfg.Node: true}

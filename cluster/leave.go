@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"iter"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -85,18 +85,10 @@ func (n *Node) Leave(ctx context.Context) (moved int, err error) {
 		return 0, errNoPeer
 	}
 	var ids []string
-	cursor := ""
-	for {
-		page, next := n.srv.ClientsPage(broker.ClientFilter{}, cursor, 0, 500)
-		for _, cs := range page {
-			if _, held := n.held.Load(cs.ID); cs.Persistent && !held {
-				ids = append(ids, cs.ID) // sessions held for a lost node stay its own
-			}
+	for cs := range n.sessionsHere() {
+		if _, held := n.held.Load(cs.ID); cs.Persistent && !held {
+			ids = append(ids, cs.ID) // sessions held for a lost node stay its own
 		}
-		if next == "" || len(page) == 0 {
-			break
-		}
-		cursor = next
 	}
 	// A request to a node whose link goes (it stopped too) ends then, not
 	// after takeTimeout.
@@ -127,45 +119,43 @@ func (n *Node) Leave(ctx context.Context) (moved int, err error) {
 			}
 		}
 	}()
-	var done, failed atomic.Int64
-	var mu sync.Mutex
+	var mu sync.Mutex // guards failed and firstErr
+	failed := 0
 	var firstErr error
 	work := make(chan string)
 	var wg sync.WaitGroup
 	for range leaveWorkers {
 		wg.Go(func() {
 			for id := range work {
-				to := takerOf(id, peers)
-				if err := n.askTake(peerCtx[to], to, id); err != nil {
-					failed.Add(1)
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					n.log.Warn("cluster: session not handed over before shutdown: it is held and adopted as a "+
-						"lost node's", "client", id, "peer", to, "err", err)
+				to := nodeFor(id, peers)
+				err := n.askTake(peerCtx[to], to, id)
+				if err == nil {
 					continue
 				}
-				done.Add(1)
+				mu.Lock()
+				failed++
+				firstErr = cmpErr(firstErr, err)
+				mu.Unlock()
+				n.log.Warn("cluster: session not handed over before shutdown: it is held and adopted as a "+
+					"lost node's", "client", id, "peer", to, "err", err)
 			}
 		})
 	}
+	sent := 0
 	for _, id := range ids {
 		if ctx.Err() != nil {
-			failed.Add(1)
-			continue
+			break
 		}
 		work <- id
+		sent++
 	}
 	close(work)
 	wg.Wait()
-	moved = int(done.Load())
-	if f := failed.Load(); f > 0 {
-		if firstErr == nil {
-			firstErr = ctx.Err()
-		}
-		return moved, fmt.Errorf("cluster: %d of %d sessions not handed over: %w", f, len(ids), firstErr)
+	failed += len(ids) - sent
+	moved = len(ids) - failed
+	if failed > 0 {
+		return moved, fmt.Errorf("cluster: %d of %d sessions not handed over: %w", failed, len(ids),
+			cmpErr(firstErr, ctx.Err()))
 	}
 	n.handLeadership(ctx)
 	// Every node hears that this one left before its links go.
@@ -197,36 +187,61 @@ func (n *Node) handLeadership(ctx context.Context) {
 			n.log.Warn("cluster: leadership of a bucket not handed over before shutdown", "bucket", b, "err", err)
 			continue
 		}
-		tick := time.NewTicker(20 * time.Millisecond)
-		for {
-			info, err := n.js.Stream(wctx, stream)
-			if err == nil {
-				if l := info.CachedInfo().Cluster; l != nil && l.Leader != "" && l.Leader != n.cfg.Node {
-					break
-				}
-			}
-			select {
-			case <-wctx.Done():
-			case <-tick.C:
-				continue
-			}
+		if !n.ledElsewhere(wctx, stream) {
 			n.log.Warn("cluster: no other leader of a bucket yet at shutdown: its writes wait for an election",
 				"bucket", b)
-			break
 		}
-		tick.Stop()
+	}
+}
+
+// ledElsewhere waits until another node leads stream, and reports
+// whether one did before ctx ended.
+func (n *Node) ledElsewhere(ctx context.Context, stream string) bool {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if info, err := n.js.Stream(ctx, stream); err == nil {
+			if l := info.CachedInfo().Cluster; l != nil && l.Leader != "" && l.Leader != n.cfg.Node {
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+}
+
+// sessionsHere yields the sessions of this node's broker, a page at a time.
+func (n *Node) sessionsHere() iter.Seq[broker.ClientSummary] {
+	return func(yield func(broker.ClientSummary) bool) {
+		cursor := ""
+		for {
+			page, next := n.srv.ClientsPage(broker.ClientFilter{}, cursor, 0, 500)
+			for _, cs := range page {
+				if !yield(cs) {
+					return
+				}
+			}
+			if next == "" || len(page) == 0 {
+				return
+			}
+			cursor = next
+		}
 	}
 }
 
 // leadershipWait bounds handLeadership.
 const leadershipWait = 5 * time.Second
 
-// takerOf is the node of peers (sorted) that takes the session of client
-// id from a node that leaves: the one adoption would choose.
-func takerOf(id string, peers []string) string {
+// nodeFor is the node of nodes (sorted) chosen for client id: the node
+// that holds, adopts or takes its session, or publishes its will, when its
+// own node is lost or leaves.
+func nodeFor(id string, nodes []string) string {
 	h := fnv.New32a()
 	h.Write([]byte(id))
-	return peers[h.Sum32()%uint32(len(peers))]
+	return nodes[h.Sum32()%uint32(len(nodes))]
 }
 
 // askTake asks node to take the session of client id; nil once it has.
@@ -236,8 +251,14 @@ func (n *Node) askTake(ctx context.Context, node, id string) error {
 	return n.askCtx(tctx, node, id, reqTake)
 }
 
+// refusal is the answer of a node that could not do what it was asked.
+type refusal string
+
+func (r refusal) Error() string { return string(r) }
+
 // askCtx sends the request op about client id to node and waits for its
-// answer, "ok" or an error text.
+// answer: nil for "ok", a refusal with the node's error text, or the
+// request's own error (no answer).
 func (n *Node) askCtx(ctx context.Context, node, id, op string) error {
 	body, _ := json.Marshal(ownerRequest{ID: id, Op: op})
 	if _, ok := ctx.Deadline(); !ok {
@@ -250,7 +271,7 @@ func (n *Node) askCtx(ctx context.Context, node, id, op string) error {
 		return err
 	}
 	if s := string(msg.Data); s != "ok" {
-		return errors.New(s)
+		return refusal(s)
 	}
 	return nil
 }

@@ -416,15 +416,15 @@ func (n *Node) ask(owner, id, op string) bool {
 	if op == reqTakeover {
 		n.takeoversOut.Add(1)
 	}
-	body, _ := json.Marshal(ownerRequest{ID: id, Op: op})
-	msg, err := n.nc.Request(subjControl+"."+encodeLevel(owner)+".takeover", body, askTimeout)
-	if err != nil {
+	err := n.askCtx(context.Background(), owner, id, op)
+	var refused refusal
+	if err != nil && !errors.As(err, &refused) {
 		n.log.Debug("cluster: owner did not answer", "client", id, "owner", owner, "request", op, "err", err)
 		return false
 	}
-	if s := string(msg.Data); s != "ok" {
+	if err != nil {
 		n.log.Warn("cluster: owner could not do what was asked", "client", id, "owner", owner, "request", op,
-			"err", s)
+			"err", string(refused))
 	}
 	return true
 }
@@ -945,22 +945,14 @@ func (n *Node) step(ctx context.Context, name, id string) error {
 // this node was down or cut off): their state is in the bucket.
 func (n *Node) reconcileSessions(ctx context.Context) {
 	dropped := 0
-	cursor := ""
-	for {
-		page, next := n.srv.ClientsPage(broker.ClientFilter{}, cursor, 0, 500)
-		for _, cs := range page {
-			e, err := n.owners.Get(ctx, ownerKey(cs.ID))
-			if err != nil || string(e.Value()) == n.cfg.Node {
-				continue
-			}
-			if had, _ := n.srv.HandOver(ctx, cs.ID, true); had {
-				dropped++
-			}
+	for cs := range n.sessionsHere() {
+		e, err := n.owners.Get(ctx, ownerKey(cs.ID))
+		if err != nil || string(e.Value()) == n.cfg.Node {
+			continue
 		}
-		if next == "" || len(page) == 0 {
-			break
+		if had, _ := n.srv.HandOver(ctx, cs.ID, true); had {
+			dropped++
 		}
-		cursor = next
 	}
 	if dropped > 0 {
 		n.log.Info("cluster: sessions another node took over while this one was away let go", "sessions", dropped)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"maps"
 	"slices"
 	"strings"
@@ -140,9 +139,7 @@ func (n *Node) readOwned(ctx context.Context, dead string, live []string) (map[s
 		if err != nil {
 			continue
 		}
-		h := fnv.New32a()
-		h.Write(raw)
-		if live[h.Sum32()%uint32(len(live))] == n.cfg.Node {
+		if nodeFor(string(raw), live) == n.cfg.Node {
 			out[string(raw)] = e.Revision()
 		}
 	}

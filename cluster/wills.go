@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"strings"
 	"sync"
 	"time"
@@ -250,9 +249,7 @@ func (n *Node) adoptWills(ctx context.Context, dead string, live []string) (int,
 			n.log.Warn("cluster: unreadable will record skipped", "peer", dead, "key", e.Key())
 			continue
 		}
-		h := fnv.New32a()
-		h.Write([]byte(rec.ClientID))
-		if live[h.Sum32()%uint32(len(live))] != n.cfg.Node {
+		if nodeFor(rec.ClientID, live) != n.cfg.Node {
 			continue
 		}
 		// The record goes first, if it is still the one read: then no
