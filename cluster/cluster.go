@@ -120,6 +120,7 @@ type Node struct {
 	sessions   jetstream.KeyValue // persistent sessions (sessions.go)
 	sessStream jetstream.Stream   // the stream behind sessions
 	sessPrefix string             // subject prefix of the keys of sessions
+	entries    entryStates        // which queue entries need more than one deletion (sessions.go)
 
 	mu      sync.Mutex
 	clients map[string]map[string]struct{} // client id → filters (without $share/group/)

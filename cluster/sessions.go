@@ -31,9 +31,16 @@ import (
 //
 //	s.C._          the session (store.Session, with the will still owed)
 //	u.C.H          a subscription (H: its group and filter encoded)
-//	q.C.N.S        a queue entry of node N numbered S (store.QueueEntry)
-//	b.C.N.S        the message that entry names (store.Message)
+//	e.C.N.S        a queue entry of node N numbered S with the message it
+//	               names (entryRecord), written once
+//	q.C.N.S        that entry's later state (store.QueueEntry), written
+//	               only when its state changes (QoS 2, a restart)
 //	i.C.P          an inbound QoS 2 packet id awaiting PUBREL
+//
+// So a QoS 1 delivery costs two writes: its entry and, once acknowledged,
+// the entry's deletion. (Before 2026-12, a node wrote the entry as q and
+// its message as b.C.N.S, four writes; fetchSession still reads those, and
+// a node deletes all three kinds for the entries of an earlier process.)
 //
 // A deleted record leaves a marker that expires (sessionMarkerTTL); a
 // session's end purges every key of C at once. So a node that did not
@@ -84,6 +91,69 @@ func subKey(id, group, filter string) string {
 
 func (n *Node) entryKey(kind, id string, seq uint64) string {
 	return kind + "." + clientToken(id) + "." + nodeToken(n.cfg.Node) + "." + strconv.FormatUint(seq, 10)
+}
+
+// entryRecord is the value of an e key: a queue entry and its message.
+type entryRecord struct {
+	Entry   *store.QueueEntry `json:"entry"`
+	Message *store.Message    `json:"message"`
+}
+
+// entryStates tells which queue entries need more than their e key
+// deleted: those whose state this process wrote as a q record, and those
+// an earlier process wrote (its records may be in the earlier format).
+// Entry numbers are the broker's, unique across its sessions and growing
+// across restarts.
+type entryStates struct {
+	first atomic.Uint64 // number of the first entry this process wrote; 0: none yet
+	count atomic.Int64  // entries in restated
+	// restated holds entry number → client id, for the entries whose q
+	// record this process wrote.
+	restated sync.Map
+}
+
+// wrote notes that the entry seq was written with its message.
+func (es *entryStates) wrote(seq uint64) {
+	if es.first.Load() == 0 {
+		es.first.CompareAndSwap(0, seq)
+	}
+}
+
+// changed notes that the state of client id's entry seq was written as a
+// q record.
+func (es *entryStates) changed(id string, seq uint64) {
+	if _, had := es.restated.LoadOrStore(seq, id); !had {
+		es.count.Add(1)
+	}
+}
+
+// deleted reports, for an entry being deleted, whether it may have a q
+// record (q) and whether it may be in the earlier format (old).
+func (es *entryStates) deleted(seq uint64) (q, old bool) {
+	if es.count.Load() > 0 {
+		if _, had := es.restated.LoadAndDelete(seq); had {
+			es.count.Add(-1)
+			q = true
+		}
+	}
+	first := es.first.Load()
+	old = first == 0 || seq < first
+	return q || old, old
+}
+
+// ended forgets the entries of client id, whose session was deleted.
+func (es *entryStates) ended(id string) {
+	if es.count.Load() == 0 {
+		return
+	}
+	es.restated.Range(func(k, v any) bool {
+		if v.(string) == id {
+			if _, had := es.restated.LoadAndDelete(k); had {
+				es.count.Add(-1)
+			}
+		}
+		return true
+	})
 }
 
 // Replicate copies a store batch into the bucket (broker.ReplicaHook):
@@ -150,6 +220,7 @@ func (n *Node) ReplicateOrdered(b *store.Batch, lazy bool, ordered func()) error
 			if err := n.purgeSession(ctx, op.ClientID); err != nil {
 				return err
 			}
+			n.entries.ended(op.ClientID)
 		case store.OpPutSubscription:
 			put(subKey(op.Subscription.ClientID, op.Subscription.Group, op.Subscription.Sub.Filter), op.Subscription)
 		case store.OpDeleteSubscription:
@@ -162,14 +233,22 @@ func (n *Node) ReplicateOrdered(b *store.Batch, lazy bool, ordered func()) error
 		case store.OpPutQueueEntry:
 			e := op.Entry
 			if m := bodies[e.MessageID]; m != nil {
-				// A new entry: its message with it (a change of state
-				// comes without one).
-				put(n.entryKey("b", e.ClientID, e.Seq), m)
+				// A new entry: its message with it.
+				put(n.entryKey("e", e.ClientID, e.Seq), entryRecord{Entry: e, Message: m})
+				n.entries.wrote(e.Seq)
+			} else {
+				// A change of state comes without one.
+				n.entries.changed(e.ClientID, e.Seq)
+				put(n.entryKey("q", e.ClientID, e.Seq), e)
 			}
-			put(n.entryKey("q", e.ClientID, e.Seq), e)
 		case store.OpDeleteQueueEntry:
-			del(n.entryKey("q", op.ClientID, op.Seq))
-			del(n.entryKey("b", op.ClientID, op.Seq))
+			del(n.entryKey("e", op.ClientID, op.Seq))
+			if q, old := n.entries.deleted(op.Seq); q {
+				del(n.entryKey("q", op.ClientID, op.Seq))
+				if old {
+					del(n.entryKey("b", op.ClientID, op.Seq))
+				}
+			}
 		case store.OpPutInbound:
 			put("i."+clientToken(op.ClientID)+"."+strconv.Itoa(int(op.PacketID)), op.PacketID)
 		case store.OpDeleteInbound:
@@ -299,7 +378,7 @@ func (n *Node) fetchSession(ctx context.Context, id string, subsOnly bool) (*rep
 			if err = json.Unmarshal(e.Value(), &pid); err == nil {
 				r.state.Inbound = append(r.state.Inbound, pid)
 			}
-		case "q", "b":
+		case "e", "q", "b":
 			if len(parts) != 4 || parts[2] == self {
 				continue
 			}
@@ -310,12 +389,21 @@ func (n *Node) fetchSession(ctx context.Context, id string, subsOnly bool) (*rep
 				sl = &slot{}
 				slots[k] = sl
 			}
-			if parts[0] == "q" {
+			switch parts[0] {
+			case "e":
+				var rec entryRecord
+				if err = json.Unmarshal(e.Value(), &rec); err == nil {
+					sl.m = rec.Message
+					if sl.e == nil {
+						sl.e = rec.Entry // a q record is its later state
+					}
+				}
+			case "q":
 				var q store.QueueEntry
 				if err = json.Unmarshal(e.Value(), &q); err == nil {
 					sl.e = &q
 				}
-			} else {
+			default: // b, the earlier format's message
 				var m store.Message
 				if err = json.Unmarshal(e.Value(), &m); err == nil {
 					sl.m = &m
@@ -920,7 +1008,7 @@ func (n *Node) letAdoptedGo(ctx context.Context, id string) {
 		return
 	}
 	pfx := n.sessPrefix
-	for _, kind := range []string{"q", "b"} {
+	for _, kind := range []string{"e", "q", "b"} {
 		subj := pfx + kind + "." + clientToken(id) + "." + nodeToken(n.cfg.Node) + ".*"
 		if err := n.sessStream.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
 			n.log.Warn("cluster: records of an adopted session let go not deleted: a later takeover may "+
