@@ -1029,7 +1029,7 @@ func (c *conn) kickLocked() {
 	if !c.writing {
 		c.writing = true
 		c.writerWG.Add(1)
-		go c.writeLoop()
+		c.srv.workers.run(job{c: c, fn: writeLoopJob})
 	}
 }
 

@@ -41,7 +41,7 @@ func (c *conn) pollReady() {
 	}
 	c.pollState = pollReading
 	c.pollMu.Unlock()
-	go c.pollBurst()
+	c.srv.workers.run(job{c: c, fn: pollBurstJob})
 }
 
 // pollBurst reads while bytes keep coming, then re-arms the socket and exits.
@@ -81,7 +81,7 @@ func (c *conn) pollRead(drain bool) {
 		if drain {
 			// Why it ends is decided now, before the takeover's reason.
 			c.setClose(causeOf(err, c.cleanExit), err)
-			go c.endPolled(err)
+			c.srv.workers.run(job{c: c, fn: endPolledJob, err: err})
 		} else {
 			c.endPolled(err)
 		}
@@ -185,7 +185,7 @@ func (c *conn) closeNC(a closeAction) {
 		c.nc.Close()
 	case closeAndEnd:
 		c.nc.Close()
-		go c.endPolled(net.ErrClosed)
+		c.srv.workers.run(job{c: c, fn: endPolledJob, err: net.ErrClosed})
 	}
 }
 
@@ -345,7 +345,7 @@ func (t *idleTimers) fire() {
 	t.armLocked()
 	t.mu.Unlock()
 	for _, c := range due {
-		go c.pollTimeout()
+		c.srv.workers.run(job{c: c, fn: pollTimeoutJob})
 	}
 }
 

@@ -66,7 +66,8 @@ type rawListener struct {
 	// The last accept's result, written by acceptFD (a method value made
 	// once, so that an accept allocates no closure).
 	nfd      int
-	sa       syscall.Sockaddr
+	peer     netip.AddrPort
+	zone     uint32 // the peer's IPv6 zone (an interface index), 0: none
 	aerr     error
 	acceptFn func(fd uintptr) bool
 }
@@ -115,7 +116,12 @@ func newRawListener(l *net.TCPListener) *rawListener {
 // caller in the runtime's poller until one arrives.
 func (l *rawListener) acceptFD(fd uintptr) bool {
 	for {
-		l.nfd, l.sa, l.aerr = syscall.Accept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		var e syscall.Errno
+		l.nfd, l.peer, l.zone, e = sysAccept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		l.aerr = nil
+		if e != 0 {
+			l.aerr = e
+		}
 		switch l.aerr {
 		case syscall.EAGAIN:
 			return false
@@ -152,31 +158,23 @@ func (l *rawListener) Accept() (net.Conn, error) {
 		if l.aerr != nil {
 			return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", l.aerr)}
 		}
-		fd, sa := l.nfd, l.sa
-		l.sa = nil
+		fd, peer := l.nfd, l.peer
 		// What net.TCPConn does for each accepted connection: small packets
 		// go at once (listener option nagle wraps the listener, which then
 		// keeps the runtime's connections).
-		if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
-			syscall.Close(fd) // already reset by its peer
+		if sysNoDelay(fd) != 0 {
+			sysClose(int32(fd)) // already reset by its peer
 			continue
 		}
-		var peer netip.AddrPort
-		switch a := sa.(type) {
-		case *syscall.SockaddrInet4:
-			peer = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-		case *syscall.SockaddrInet6:
-			// An IPv4 client of a dual-stack listener is written as net
-			// writes it, 192.0.2.1:port, not [::ffff:192.0.2.1]:port.
-			ip := netip.AddrFrom16(a.Addr).Unmap()
-			if a.ZoneId != 0 {
-				if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
-					ip = ip.WithZone(ifi.Name)
-				}
+		// An IPv4 client of a dual-stack listener is written as net writes
+		// it, 192.0.2.1:port, not [::ffff:192.0.2.1]:port.
+		ip := peer.Addr().Unmap()
+		if l.zone != 0 {
+			if ifi, err := net.InterfaceByIndex(int(l.zone)); err == nil {
+				ip = ip.WithZone(ifi.Name)
 			}
-			peer = netip.AddrPortFrom(ip, uint16(a.Port))
 		}
-		return &rawConn{fd: int32(fd), remote: peer.String()}, nil
+		return &rawConn{fd: int32(fd), remote: netip.AddrPortFrom(ip, peer.Port()).String()}, nil
 	}
 }
 
@@ -209,7 +207,7 @@ func (c *rawConn) destroy() {
 		f.Close()
 		return
 	}
-	syscall.Close(int(c.fd))
+	sysClose(c.fd)
 }
 
 // promote hands the descriptor to an *os.File registered with the runtime's

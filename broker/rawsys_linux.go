@@ -3,6 +3,7 @@
 package broker
 
 import (
+	"net/netip"
 	"syscall"
 	"unsafe"
 )
@@ -88,6 +89,50 @@ func sysEpollWaitNow(epfd int, events []syscall.EpollEvent) (int, syscall.Errno)
 		return 0, e
 	}
 	return int(n), 0
+}
+
+// sysClose is close(2) of a socket this package accepted: with no
+// SO_LINGER set it never waits, but it sends the FIN (and on loopback runs
+// the peer's TCP stack inline), long enough for sysmon to retake the P.
+func sysClose(fd int32) syscall.Errno {
+	_, _, e := syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0)
+	return e
+}
+
+// sysNoDelay sets TCP_NODELAY on fd.
+func sysNoDelay(fd int) syscall.Errno {
+	one := int32(1)
+	_, _, e := syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY,
+		uintptr(unsafe.Pointer(&one)), 4, 0)
+	return e
+}
+
+// sysAccept4 is accept4(2) on a non-blocking listening socket. It returns
+// the new descriptor, the peer's address and, for IPv6, its zone's
+// interface index (0: none).
+func sysAccept4(fd, flags int) (int, netip.AddrPort, uint32, syscall.Errno) {
+	var rsa syscall.RawSockaddrAny
+	size := uint32(syscall.SizeofSockaddrAny)
+	nfd, _, e := syscall.RawSyscall6(syscall.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(&rsa)),
+		uintptr(unsafe.Pointer(&size)), uintptr(flags), 0, 0)
+	if e != 0 {
+		return -1, netip.AddrPort{}, 0, e
+	}
+	switch rsa.Addr.Family {
+	case syscall.AF_INET:
+		a := (*syscall.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		return int(nfd), netip.AddrPortFrom(netip.AddrFrom4(a.Addr), netPort(&a.Port)), 0, 0
+	case syscall.AF_INET6:
+		a := (*syscall.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		return int(nfd), netip.AddrPortFrom(netip.AddrFrom16(a.Addr), netPort(&a.Port)), a.Scope_id, 0
+	}
+	return int(nfd), netip.AddrPort{}, 0, 0
+}
+
+// netPort reads a port stored in network byte order.
+func netPort(p *uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	return uint16(b[0])<<8 | uint16(b[1])
 }
 
 func errnoOf(err error) syscall.Errno {

@@ -48,8 +48,9 @@ type Server struct {
 	stats   stats
 	closes  closeCounters // connection ends by reason (closereason.go)
 	started time.Time
-	poller  *poller  // idle TCP connections; nil: a goroutine per connection
-	lstates sync.Map // listener name -> *listenerState (listener_opts.go)
+	poller  *poller    // idle TCP connections; nil: a goroutine per connection
+	workers workerPool // runs the connections' short tasks (workers.go)
+	lstates sync.Map   // listener name -> *listenerState (listener_opts.go)
 
 	msgSeq      atomic.Uint64 // last store message id
 	entrySeq    atomic.Uint64 // last store queue entry sequence number, of any session (persist.go)
@@ -263,6 +264,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.poller != nil {
 		s.poller.stop()
 	}
+	s.workers.stop()
 	s.sessMu.Lock()
 	for _, ss := range s.sessions {
 		ss.stopExpiry()
