@@ -68,8 +68,9 @@ import (
 // subscriptions and the server handed that connection anything since the
 // last mark, the node marks itself too, on subjMark.<node>.own, which only
 // the second connection subscribes to, and publishLoop answers that mark
-// in place. Not covered: a message a node offers to its group elsewhere
-// (its member left), from deliverShared or OfferShared.
+// in place. A message the node offers to its group elsewhere (its member
+// left) holds the answers to the marks reached after it until the node
+// taking it answered (offers.go).
 
 // subjMark is where a node receives marks: subjMark.<node>, and its own
 // on subjMark.<node>.own.
@@ -660,13 +661,23 @@ func (n *Node) reachMark(msg *nats.Msg) {
 		verdict = "lost"
 	}
 	a.lossAt[node] = loss
-	if node == n.cfg.Node {
-		n.marked(k, verdict, node)
-		return
+	send := func(offerLost bool) {
+		v := verdict
+		if offerLost {
+			v = "lost"
+		}
+		if node == n.cfg.Node {
+			n.marked(k, v, node)
+			return
+		}
+		body := k + " " + v + " " + n.cfg.Node
+		if err := n.nc.Publish(subjControl+"."+encodeLevel(node)+".marked", []byte(body)); err != nil {
+			n.log.Warn("cluster: answer a mark", "peer", node, "err", err)
+		}
 	}
-	body := k + " " + verdict + " " + n.cfg.Node
-	if err := n.nc.Publish(subjControl+"."+encodeLevel(node)+".marked", []byte(body)); err != nil {
-		n.log.Warn("cluster: answer a mark", "peer", node, "err", err)
+	// After the answers to the offers made so far (offers.go).
+	if !n.holdAnswer(send) {
+		send(false)
 	}
 }
 

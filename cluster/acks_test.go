@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/mqttd/mqttd/broker"
 	"github.com/mqttd/mqttd/internal/brokertest"
 	"github.com/mqttd/mqttd/packet"
 )
@@ -236,5 +238,137 @@ func TestMarkAnsweredAfterEcho(t *testing.T) {
 	b.inbound <- &nats.Msg{Subject: b.shareMarkSub.Subject, Data: []byte("11 elsewhere"), Sub: b.shareMarkSub}
 	if m, err := answers.NextMsg(300 * time.Millisecond); err == nil {
 		t.Fatalf("answered a mark of another node on the second connection: %q", m.Data)
+	}
+}
+
+// waitOfferInterest waits until node at routes offers to the group of
+// queue q to each node of from.
+func waitOfferInterest(t *testing.T, at *tnode, q string, from ...*tnode) {
+	t.Helper()
+	subj := shareRedoSubject(q, 1)
+	brokertest.Eventually(t, 5*time.Second, func() bool {
+		rz, err := at.node.ns.Routez(&server.RoutezOptions{SubscriptionsDetail: true})
+		if err != nil {
+			return false
+		}
+		have := map[string]bool{}
+		for _, r := range rz.Routes {
+			for _, d := range r.SubsDetail {
+				if server.SubjectMatchesFilter(subj, d.Subject) {
+					have[r.RemoteName] = true
+				}
+			}
+		}
+		for _, f := range from {
+			if !have[f.node.Name()] {
+				return false
+			}
+		}
+		return true
+	}, "offers to %q routed from node %s", q, at.node.Name())
+}
+
+// TestAckWaitsForOffer: a node NATS chose for a shared group's message,
+// with no member of the group left, offers it to the group elsewhere; a
+// mark it reaches after that is answered only once the node taking the
+// offer has the message [MQTT-4.3.2-4]: until then the message may be
+// lost with the node that offered it.
+func TestAckWaitsForOffer(t *testing.T) {
+	t.Parallel() // a cluster of its own
+	nodes := startStored(t, "ao")
+	a, c := nodes[0], nodes[2]
+	q := shareQueue("g", "ao/#")
+	member, _ := persistentConnect(t, c, "ao-member")
+	member.Subscribe(1, 1, "$share/g/ao/#")
+	waitOfferInterest(t, a, q, c)
+
+	// c's queue from the cluster is held by a message from a.
+	holder := connect(t, c, "ao-hold")
+	holder.Subscribe(1, 0, "hold/#")
+	unblock := holdCluster(t, c, "hold/#")
+	waitInterest(t, a, "hold/x", c)
+	before := c.node.Stats().ForwardedIn
+	connect(t, a, "ao-pub").Send(&packet.Publish{Topic: "hold/x", Payload: []byte("h")})
+	brokertest.Eventually(t, 10*time.Second, func() bool { return c.node.Stats().ForwardedIn > before },
+		"c took a's message")
+
+	nc, err := nats.Connect("", nats.InProcessServer(a.node.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	answers, err := nc.SubscribeSync(subjControl + "." + encodeLevel("elsewhere") + ".marked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// As if NATS had chosen a for a QoS 1 message of the group: a has no
+	// member, and offers it to c. Then a mark of another node.
+	body, err := encodeMessage(&broker.Message{Topic: "ao/t", QoS: 1, Payload: []byte("s")}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.node.inbound <- &nats.Msg{Subject: topicSubject("ao/t"), Data: body, Sub: &nats.Subscription{Queue: q}}
+	a.node.inbound <- &nats.Msg{Subject: a.node.markSub.Subject, Data: []byte("7 elsewhere"), Sub: a.node.markSub}
+	if m, err := answers.NextMsg(500 * time.Millisecond); err == nil {
+		t.Fatalf("mark answered while the offer waits in c's queue: %q", m.Data)
+	}
+	unblock()
+	m, err := answers.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("mark not answered once c took the offer: %v", err)
+	}
+	if want := "7 ok " + a.node.cfg.Node; string(m.Data) != want {
+		t.Fatalf("answer %q, want %q", m.Data, want)
+	}
+	if p := member.ExpectPublish(); p.Topic != "ao/t" || p.QoS != 1 {
+		t.Fatalf("member got %s", brokertest.Describe(p))
+	}
+
+	// An offer to a group no node holds: NATS says at once that no one
+	// took it, nothing was promised, and the mark is answered ok (not
+	// lost after offerTimeout).
+	a.node.inbound <- &nats.Msg{Subject: topicSubject("ao/t"), Data: body, Sub: &nats.Subscription{Queue: shareQueue("nobody", "ao/#")}}
+	a.node.inbound <- &nats.Msg{Subject: a.node.markSub.Subject, Data: []byte("8 elsewhere"), Sub: a.node.markSub}
+	m, err = answers.NextMsg(offerTimeout / 2)
+	if err != nil {
+		t.Fatalf("mark not answered after an offer no node holds: %v", err)
+	}
+	if want := "8 ok " + a.node.cfg.Node; string(m.Data) != want {
+		t.Fatalf("answer %q, want %q", m.Data, want)
+	}
+}
+
+// TestOfferAnswersHeld: a mark's answer waits for every offer made before
+// it, and says lost if one of them failed meanwhile; with no offer open it
+// is not held.
+func TestOfferAnswersHeld(t *testing.T) {
+	n := &Node{}
+	if n.holdAnswer(func(bool) { t.Fatal("sent") }) {
+		t.Fatal("held with no offer open")
+	}
+	var got []string
+	s1, _ := n.issueOffer("")
+	if !n.holdAnswer(func(lost bool) { got = append(got, fmt.Sprint("first ", lost)) }) {
+		t.Fatal("not held with an offer open")
+	}
+	s2, _ := n.issueOffer("")
+	n.holdAnswer(func(lost bool) { got = append(got, fmt.Sprint("second ", lost)) })
+	n.settleOffer(s2, true)
+	if len(got) != 0 {
+		t.Fatalf("answered before the first offer's answer: %v", got)
+	}
+	n.settleOffer(s1, false)
+	if fmt.Sprint(got) != "[first true second true]" {
+		t.Fatalf("answers %v, want both lost", got)
+	}
+	s3, _ := n.issueOffer("")
+	n.holdAnswer(func(lost bool) { got = append(got, fmt.Sprint("third ", lost)) })
+	n.settleOffer(s3, true)
+	n.settleOffer(s3, false) // answered already: ignored
+	if got[len(got)-1] != "third false" {
+		t.Fatalf("answers %v", got)
 	}
 }

@@ -165,6 +165,7 @@ type Node struct {
 	overload     [2]atomic.Int64    // inbound messages dropped past InboundBytes: QoS 0, QoS 1 and 2
 	ncDropped    int64              // NATS drops counted by subscriptions since unsubscribed (under mu)
 	share        shareState         // shared subscriptions across the cluster (shared.go)
+	offers       offerState         // offers to shared groups elsewhere awaiting their answers (offers.go)
 	wills        willState          // clean sessions' wills (wills.go)
 	acks         ackState           // forwarded messages confirmed before their PUBACK (acks.go)
 	markSub      *nats.Subscription // marks on the first connection
@@ -523,6 +524,10 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.marking = markingState{echo: make(chan *nats.Msg, 1024), sub: new(nats.Subscription)}
 	if _, err = nc.Subscribe(subjControl+"."+encodeLevel(n.cfg.Node)+".marked", n.onMarked); err != nil {
+		return fmt.Errorf("cluster: subscribe: %w", err)
+	}
+	n.offers.prefix = subjControl + "." + encodeLevel(n.cfg.Node) + subjOffered
+	if _, err = nc.Subscribe(n.offers.prefix+"*", n.onOffered); err != nil {
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
 	if err := n.loadRetained(ctx); err != nil {

@@ -225,19 +225,22 @@ func (n *Node) deliverShared(msg *nats.Msg, group, filter string) {
 	if err != nil {
 		n.dropped.Add(1)
 		n.log.Warn("cluster: bad message from the cluster", "err", err)
+		n.answerOffer(msg.Reply, false)
 		return
 	}
 	// Taken from the cluster, as the messages of the ordinary interest
 	// (NATS may pick this node for a message of its own publishers too).
 	n.forwardedIn.Add(1)
 	ok, err := n.srv.DeliverShared(m, group, filter)
-	if err != nil && m.QoS > 0 {
+	kept := err == nil || m.QoS == 0
+	if !kept {
 		n.acks.publishLost.Add(1) // not stored: the next mark answered says lost (acks.go)
 		n.log.Warn("cluster: cannot store a message from the cluster for a shared subscription",
 			"group", group, "topic", m.Topic, "err", err)
 	}
 	if ok {
 		n.share.delivered.Add(1)
+		n.answerOffer(msg.Reply, kept) // an offer from another node (offers.go)
 		return
 	}
 	hop := 0
@@ -247,12 +250,21 @@ func (n *Node) deliverShared(msg *nats.Msg, group, filter string) {
 	}
 	if hop >= maxShareHops {
 		n.shareLost(group, m.Topic, hop+1, nil)
+		n.answerOffer(msg.Reply, kept) // no member took it: nothing was promised
 		return
 	}
-	// On the NoEcho connection: NATS chooses another node.
-	if err := n.nc.Publish(shareRedoSubject(msg.Sub.Queue, hop+1), msg.Data); err != nil {
+	// On the NoEcho connection: NATS chooses another node. A QoS 1 or 2
+	// offer is answered, and the marks this node reaches meanwhile wait
+	// for the answer (offers.go).
+	offer := &nats.Msg{Subject: shareRedoSubject(msg.Sub.Queue, hop+1), Data: msg.Data}
+	var seq uint64
+	if m.QoS > 0 {
+		seq, offer.Reply = n.issueOffer(msg.Reply)
+	}
+	if err := n.nc.PublishMsg(offer); err != nil {
 		if m.QoS > 0 {
 			n.acks.publishLost.Add(1) // the next mark answered says lost (acks.go)
+			n.settleOffer(seq, false)
 		}
 		n.shareLost(group, m.Topic, hop+1, err)
 		return
