@@ -197,6 +197,25 @@ func TestAckWaitsForOwnSharedMember(t *testing.T) {
 	}
 }
 
+// markAnswers subscribes, through node n's server, to the answers to the
+// marks of a node named "elsewhere" (which tests put in n's queue).
+func markAnswers(t *testing.T, n *Node) *nats.Subscription {
+	t.Helper()
+	nc, err := nats.Connect("", nats.InProcessServer(n.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	answers, err := nc.SubscribeSync(subjControl + "." + encodeLevel("elsewhere") + ".marked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return answers
+}
+
 // TestMarkAnsweredAfterEcho: messages for shared subscriptions reach a
 // node on its second NATS connection, the others and the marks on its
 // first, and the server feeds the two apart. A mark is answered once the
@@ -207,18 +226,7 @@ func TestMarkAnsweredAfterEcho(t *testing.T) {
 	t.Parallel() // a cluster of its own
 	nodes := startStored(t, "am")
 	b := nodes[1].node
-	nc, err := nats.Connect("", nats.InProcessServer(b.ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	answers, err := nc.SubscribeSync(subjControl + "." + encodeLevel("elsewhere") + ".marked")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	answers := markAnswers(t, b)
 	echoes := len(b.marking.echo)
 	for k := 7; k < 10; k++ {
 		b.inbound <- &nats.Msg{Subject: b.markSub.Subject, Data: fmt.Appendf(nil, "%d elsewhere", k), Sub: b.markSub}
@@ -247,24 +255,7 @@ func waitOfferInterest(t *testing.T, at *tnode, q string, from ...*tnode) {
 	t.Helper()
 	subj := shareRedoSubject(q, 1)
 	brokertest.Eventually(t, 5*time.Second, func() bool {
-		rz, err := at.node.ns.Routez(&server.RoutezOptions{SubscriptionsDetail: true})
-		if err != nil {
-			return false
-		}
-		have := map[string]bool{}
-		for _, r := range rz.Routes {
-			for _, d := range r.SubsDetail {
-				if server.SubjectMatchesFilter(subj, d.Subject) {
-					have[r.RemoteName] = true
-				}
-			}
-		}
-		for _, f := range from {
-			if !have[f.node.Name()] {
-				return false
-			}
-		}
-		return true
+		return routesAll(routedTo(at, func(d *server.SubDetail) bool { return server.SubjectMatchesFilter(subj, d.Subject) }), from)
 	}, "offers to %q routed from node %s", q, at.node.Name())
 }
 
@@ -292,18 +283,7 @@ func TestAckWaitsForOffer(t *testing.T) {
 	brokertest.Eventually(t, 10*time.Second, func() bool { return c.node.Stats().ForwardedIn > before },
 		"c took a's message")
 
-	nc, err := nats.Connect("", nats.InProcessServer(a.node.ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	answers, err := nc.SubscribeSync(subjControl + "." + encodeLevel("elsewhere") + ".marked")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	answers := markAnswers(t, a.node)
 	// As if NATS had chosen a for a QoS 1 message of the group: a has no
 	// member, and offers it to c. Then a mark of another node.
 	body, err := encodeMessage(&broker.Message{Topic: "ao/t", QoS: 1, Payload: []byte("s")}, time.Now())

@@ -187,6 +187,34 @@ func cluster3(t *testing.T) []*tnode {
 	return shared.nodes
 }
 
+// routedTo returns the nodes that node at has a subscription of through
+// the routes for which match holds.
+func routedTo(at *tnode, match func(d *server.SubDetail) bool) map[string]bool {
+	rz, err := at.node.ns.Routez(&server.RoutezOptions{SubscriptionsDetail: true})
+	if err != nil {
+		return nil
+	}
+	have := map[string]bool{}
+	for _, r := range rz.Routes {
+		for i := range r.SubsDetail {
+			if match(&r.SubsDetail[i]) {
+				have[r.RemoteName] = true
+			}
+		}
+	}
+	return have
+}
+
+// routesAll reports whether have holds every node of from.
+func routesAll(have map[string]bool, from []*tnode) bool {
+	for _, f := range from {
+		if !have[f.node.Name()] {
+			return false
+		}
+	}
+	return have != nil
+}
+
 // waitInterest waits until node at routes messages on topicName to each
 // node of from: their subscriptions (queue group "node.NAME") reached it
 // through the routes.
@@ -194,24 +222,7 @@ func waitInterest(t *testing.T, at *tnode, topicName string, from ...*tnode) {
 	t.Helper()
 	subj := topicSubject(topicName)
 	brokertest.Eventually(t, 5*time.Second, func() bool {
-		rz, err := at.node.ns.Routez(&server.RoutezOptions{SubscriptionsDetail: true})
-		if err != nil {
-			return false
-		}
-		have := map[string]bool{} // remote node name, for a subscription matching subj
-		for _, r := range rz.Routes {
-			for _, d := range r.SubsDetail {
-				if server.SubjectMatchesFilter(subj, d.Subject) {
-					have[r.RemoteName] = true
-				}
-			}
-		}
-		for _, f := range from {
-			if !have[f.node.Name()] {
-				return false
-			}
-		}
-		return true
+		return routesAll(routedTo(at, func(d *server.SubDetail) bool { return server.SubjectMatchesFilter(subj, d.Subject) }), from)
 	}, "interest in %q on node %s", topicName, at.node.Name())
 }
 

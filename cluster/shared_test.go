@@ -92,17 +92,9 @@ func (s *sink) close() {
 func waitShareQueue(t *testing.T, at *tnode, q string, gone bool, from ...*tnode) {
 	t.Helper()
 	brokertest.Eventually(t, 10*time.Second, func() bool {
-		rz, err := at.node.ns.Routez(&server.RoutezOptions{SubscriptionsDetail: true})
-		if err != nil {
+		have := routedTo(at, func(d *server.SubDetail) bool { return d.Queue == q })
+		if have == nil {
 			return false
-		}
-		have := map[string]bool{}
-		for _, r := range rz.Routes {
-			for _, d := range r.SubsDetail {
-				if d.Queue == q {
-					have[r.RemoteName] = true
-				}
-			}
 		}
 		for _, f := range from {
 			if have[f.node.Name()] == gone {
