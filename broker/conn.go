@@ -843,8 +843,31 @@ func (c *conn) handle(pkt packet.Packet) error {
 func (c *conn) send(p packet.Packet) {
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
+	if c.queueLocked(p) {
+		c.kickLocked()
+	}
+}
+
+// sendConnack is send for a CONNACK that accepts the connection: c counts
+// as connected before the writer can put the CONNACK on the wire, so a
+// disconnect that comes once the client has it (a shutdown) sends its
+// DISCONNECT (5.0) after it, and one that comes first sends none before
+// it [MQTT-3.2.0-1].
+func (c *conn) sendConnack(ack *packet.Connack) {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	queued := c.queueLocked(ack)
+	c.connected.Store(true)
+	if queued {
+		c.kickLocked()
+	}
+}
+
+// queueLocked encodes p into the output buffer; false if c is closing or p
+// could not be encoded. outMu is held.
+func (c *conn) queueLocked(p packet.Packet) bool {
 	if c.dead || c.closeAfter {
-		return
+		return false
 	}
 	o := c.getOutLocked()
 	n := len(o.buf)
@@ -853,12 +876,12 @@ func (c *conn) send(p packet.Packet) {
 		c.srv.log.Error("encode failed", "client", c.info.ClientID, "packet", p.Type().String(), "err", err)
 		o.buf = b[:n]
 		c.putOutLocked()
-		return
+		return false
 	}
 	o.buf = b
 	o.bytes += len(b) - n
 	c.stats.msgsOut.Add(1)
-	c.kickLocked()
+	return true
 }
 
 // sendResult says what became of a PUBLISH handed to writePublish.

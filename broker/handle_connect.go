@@ -307,8 +307,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 		srv.abandonTakeover(old, sess, oldConn)
 		return c.refuse(packet.ServerBusy, errors.New("client id taken over while connecting"))
 	}
-	c.send(ack) // CONNACK is the first packet the server sends [MQTT-3.2.0-1]
-	c.connected.Store(true)
+	c.sendConnack(ack) // CONNACK is the first packet the server sends [MQTT-3.2.0-1]
 	sess.attachLocked(c, c.batch())
 	sess.mu.Unlock()
 	if dropped > 0 {
