@@ -68,6 +68,8 @@ type Store struct {
 	// maxSeq bounds the queue entry sequence numbers of each client: a put
 	// above it is a new entry and needs no read. Guarded by mu.
 	maxSeq map[string]uint64
+	// live remembers recently written queue entries (guarded by mu).
+	live liveEntries
 
 	inflight sync.WaitGroup        // Apply calls waiting for their sync, and ApplyAsync's batches in syncQ
 	synced   atomic.Int64          // batches committed to wait for a sync since the last sync (syncPause)
@@ -390,8 +392,93 @@ func (s *Store) Dir() string { return s.dir }
 
 // pendingEntry is a queue entry written earlier in the batch being built.
 type pendingEntry struct {
-	msgID uint64
-	live  bool // false: deleted
+	client string
+	seq    uint64
+	msgID  uint64
+	live   bool // false: deleted
+}
+
+// liveEntries is a bounded set of queue entries known to be in the
+// database, with the message each names: the entries written by the
+// batches applied lately, until deleted. A deletion (a subscriber's
+// acknowledgement, mostly of an entry written moments before) finds the
+// entry here instead of reading it back from the database, which cost a
+// tenth of the broker's processor time in QoS 1 fan-in to persistent
+// sessions. An entry not here is read as before: the set only ever holds
+// entries that exist, so it can miss but not mislead.
+type liveEntries struct {
+	m        map[entryID]uint64
+	byClient map[string]int // entries of each client in m
+}
+
+type entryID struct {
+	client string
+	seq    uint64
+}
+
+// maxLiveEntries bounds liveEntries (a few hundred kilobytes).
+const maxLiveEntries = 16384
+
+func (l *liveEntries) get(client string, seq uint64) (uint64, bool) {
+	id, ok := l.m[entryID{client, seq}]
+	return id, ok
+}
+
+// put records a live entry, if there is room or it is there already.
+func (l *liveEntries) put(client string, seq, msgID uint64) {
+	k := entryID{client, seq}
+	if _, had := l.m[k]; had {
+		l.m[k] = msgID
+		return
+	}
+	if len(l.m) >= maxLiveEntries {
+		return
+	}
+	if l.m == nil {
+		l.m = make(map[entryID]uint64)
+		l.byClient = make(map[string]int)
+	}
+	l.m[k] = msgID
+	l.byClient[client]++
+}
+
+func (l *liveEntries) remove(client string, seq uint64) {
+	k := entryID{client, seq}
+	if _, had := l.m[k]; !had {
+		return
+	}
+	delete(l.m, k)
+	if l.byClient[client]--; l.byClient[client] == 0 {
+		delete(l.byClient, client)
+	}
+}
+
+// clear forgets every entry of client (its session was deleted).
+func (l *liveEntries) clear(client string) {
+	if l.byClient[client] == 0 {
+		return
+	}
+	for k := range l.m {
+		if k.client == client {
+			delete(l.m, k)
+		}
+	}
+	delete(l.byClient, client)
+}
+
+// applied updates l with what the builder's batch, now committed, did:
+// the sessions it deleted, then the entries it wrote or deleted.
+func (l *liveEntries) applied(bd *builder) {
+	for c := range bd.cleared {
+		l.clear(c)
+	}
+	for _, p := range bd.pending {
+		if p.live {
+			l.put(p.client, p.seq, p.msgID)
+		} else {
+			l.remove(p.client, p.seq)
+		}
+	}
 }
 
 // builder turns a store.Batch into a Pebble batch and the reference count
@@ -408,12 +495,15 @@ type builder struct {
 
 // existing returns the message id of the queue entry at key as this batch
 // sees it so far.
-func (bd *builder) existing(clientID string, key []byte) (uint64, bool, error) {
+func (bd *builder) existing(clientID string, seq uint64, key []byte) (uint64, bool, error) {
 	if p, ok := bd.pending[string(key)]; ok {
 		return p.msgID, p.live, nil
 	}
 	if _, ok := bd.cleared[clientID]; ok {
 		return 0, false, nil
+	}
+	if id, ok := bd.s.live.get(clientID, seq); ok {
+		return id, true, nil
 	}
 	v, closer, err := bd.s.db.Get(key)
 	if errors.Is(err, pebbledb.ErrNotFound) {
@@ -487,7 +577,7 @@ func (bd *builder) putQueueEntry(e *store.QueueEntry) error {
 		top = bd.s.maxSeq[e.ClientID]
 	}
 	if e.Seq <= top { // may replace an entry
-		old, ok, err := bd.existing(e.ClientID, key)
+		old, ok, err := bd.existing(e.ClientID, e.Seq, key)
 		if err != nil {
 			return err
 		}
@@ -498,7 +588,7 @@ func (bd *builder) putQueueEntry(e *store.QueueEntry) error {
 		bd.maxSeq[e.ClientID] = e.Seq
 	}
 	bd.deltas[e.MessageID]++
-	bd.pending[string(key)] = pendingEntry{msgID: e.MessageID, live: true}
+	bd.pending[string(key)] = pendingEntry{client: e.ClientID, seq: e.Seq, msgID: e.MessageID, live: true}
 	bd.buf = appendQueueEntry(bd.buf[:0], e)
 	return bd.pb.Set(key, bd.buf, nil)
 }
@@ -510,7 +600,7 @@ func (bd *builder) deleteQueueEntry(clientID string, seq, known uint64) error {
 	// a DeleteSession (a clean start that replaced the session) already
 	// removed, and trusting the caller would release the message a second
 	// time, from under another session's entry.
-	old, ok, err := bd.existing(clientID, key)
+	old, ok, err := bd.existing(clientID, seq, key)
 	if err != nil || !ok {
 		return err
 	}
@@ -518,7 +608,7 @@ func (bd *builder) deleteQueueEntry(clientID string, seq, known uint64) error {
 		return fmt.Errorf("%w: queue entry %q names message %d, not %d", store.ErrInvalid, key, old, known)
 	}
 	bd.deltas[old]--
-	bd.pending[string(key)] = pendingEntry{}
+	bd.pending[string(key)] = pendingEntry{client: clientID, seq: seq}
 	return bd.pb.Delete(key, nil)
 }
 
@@ -671,6 +761,7 @@ func (s *Store) apply(b *store.Batch, sync bool, ordered func(), done func(error
 			s.maxSeq[c] = n
 		}
 	}
+	s.live.applied(bd)
 	if !sync {
 		s.mu.Unlock()
 		if ordered != nil {
@@ -768,6 +859,7 @@ func (s *Store) Load(now time.Time) (*store.State, error) {
 }
 
 func (s *Store) applyDrops(d *prune.Drops) error {
+	s.live = liveEntries{} // it may name entries dropped here
 	pb := s.db.NewBatch()
 	for _, id := range d.Sessions {
 		if err := deleteSessionKeys(pb, id); err != nil {
