@@ -156,6 +156,17 @@ func (es *entryStates) ended(id string) {
 	})
 }
 
+// handOver lets client id's session leave this node's broker
+// (broker.Server.HandOver); its entries' states are forgotten here, their
+// records being the next owner's to delete.
+func (n *Node) handOver(ctx context.Context, id string, keep bool) (bool, error) {
+	had, err := n.srv.HandOver(ctx, id, keep)
+	if err == nil {
+		n.entries.ended(id)
+	}
+	return had, err
+}
+
 // Replicate copies a store batch into the bucket (broker.ReplicaHook):
 // every record is published at once, and Replicate waits for JetStream's
 // acknowledgements unless nothing waits for the batch (lazy).
@@ -581,11 +592,11 @@ func (n *Node) onTakeoverRequest(msg *nats.Msg) {
 		// interest reaches the session before it goes.
 		n.syncInterest()
 		n.drainInbound(ctx)
-		had, err = n.srv.HandOver(ctx, r.ID, true)
+		had, err = n.handOver(ctx, r.ID, true)
 	case reqEnd:
 		n.moving.Delete(r.ID)
 		n.held.Delete(r.ID)
-		had, err = n.srv.HandOver(ctx, r.ID, false)
+		had, err = n.handOver(ctx, r.ID, false)
 	default:
 		had, err = n.srv.TakeOver(ctx, r.ID)
 	}
@@ -1001,7 +1012,7 @@ func (a *adoption) isStopped() bool {
 func (n *Node) letAdoptedGo(ctx context.Context, id string) {
 	n.log.Warn("cluster: adopted session let go: its client connected to another node during the adoption",
 		"client", id)
-	if _, err := n.srv.HandOver(ctx, id, true); err != nil {
+	if _, err := n.handOver(ctx, id, true); err != nil {
 		// A client connected here meanwhile keeps it (ErrSessionBusy),
 		// with its records.
 		n.log.Warn("cluster: adopted session not let go", "client", id, "err", err)
@@ -1038,7 +1049,7 @@ func (n *Node) reconcileSessions(ctx context.Context) {
 		if err != nil || string(e.Value()) == n.cfg.Node {
 			continue
 		}
-		if had, _ := n.srv.HandOver(ctx, cs.ID, true); had {
+		if had, _ := n.handOver(ctx, cs.ID, true); had {
 			dropped++
 		}
 	}

@@ -308,7 +308,7 @@ func (n *Node) dropHeld(ctx context.Context, id string) int {
 	if ok {
 		queued = d.Queued + d.Inflight
 	}
-	if _, err := n.srv.HandOver(ctx, id, true); err != nil {
+	if _, err := n.handOver(ctx, id, true); err != nil {
 		n.log.Warn("cluster: session held for a lost node not let go", "client", id, "err", err)
 	}
 	n.held.Delete(id)
