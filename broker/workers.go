@@ -3,6 +3,7 @@ package broker
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,6 +45,8 @@ type workerPool struct {
 	mu      sync.Mutex
 	idle    []*worker // the most recently idle last: its stack is likeliest in cache
 	stopped bool      // stop was called: goroutines exit after their job
+
+	running atomic.Int32 // goroutines of the pool, busy or idle
 }
 
 type worker struct {
@@ -63,11 +66,13 @@ func (p *workerPool) run(j job) {
 		return
 	}
 	p.mu.Unlock()
+	p.running.Add(1)
 	go p.work(j)
 }
 
 // work runs j, then waits for more until idle for workerIdle.
 func (p *workerPool) work(j job) {
+	defer p.running.Add(-1)
 	w := &worker{next: make(chan job, 1)}
 	for j.fn != nil {
 		j.fn(j.c, j.err)

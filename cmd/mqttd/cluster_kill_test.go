@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -125,15 +126,38 @@ func (l *lockedBuffer) String() string {
 const adoptAfter = 2
 
 // startClusterProcs runs 3 mqttd processes forming one cluster, each with
-// its own store and data directory, and waits until all listen.
+// its own store and data directory, and waits until all listen. A port
+// that freePort found free may be taken before the process binds it
+// (another test's connections use the same range): the cluster is then
+// started again on other ports, up to three times.
 func startClusterProcs(t *testing.T, name string) []*clusterProc {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		procs, err := tryClusterProcs(t, name)
+		if err == nil {
+			return procs
+		}
+		for _, p := range procs {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("starting the cluster again: %v", err)
+	}
+}
+
+var errPortTaken = errors.New("a port was taken before a node bound it")
+
+func tryClusterProcs(t *testing.T, name string) ([]*clusterProc, error) {
 	t.Helper()
 	var links []string
 	for range 3 {
 		links = append(links, "127.0.0.1:"+strconv.Itoa(freePort(t)))
 	}
-	procs := make([]*clusterProc, 3)
-	for i := range procs {
+	procs := make([]*clusterProc, 0, 3)
+	for i := range 3 {
 		dir := t.TempDir()
 		port := freePort(t)
 		conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\n"+
@@ -153,15 +177,33 @@ func startClusterProcs(t *testing.T, name string) []*clusterProc {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		procs[i] = &clusterProc{cmd: cmd, addr: "127.0.0.1:" + strconv.Itoa(port), logs: logs}
+		procs = append(procs, &clusterProc{cmd: cmd, addr: "127.0.0.1:" + strconv.Itoa(port), logs: logs})
 	}
-	for i, p := range procs {
-		// The listener opens first; the broker serves once the node joined.
-		brokertest.Eventually(t, 90*time.Second, func() bool {
-			return strings.Contains(p.logs.String(), "cluster: node started")
-		}, "node %d started (logs: %s)", i, p.logs)
+	// The listener opens first; the broker serves once the node joined.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		started := 0
+		for _, p := range procs {
+			l := p.logs.String()
+			if strings.Contains(l, "address already in use") {
+				return procs, errPortTaken
+			}
+			if strings.Contains(l, "cluster: node started") {
+				started++
+			}
+		}
+		if started == len(procs) {
+			return procs, nil
+		}
+		if time.Now().After(deadline) {
+			var all strings.Builder
+			for i, p := range procs {
+				fmt.Fprintf(&all, "\n--- node %d:\n%s", i, p.logs)
+			}
+			return procs, fmt.Errorf("%d of %d nodes started after 90s; logs:%s", started, len(procs), all.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return procs
 }
 
 // TestClusterKill9 [subprocess]: 3 mqttd processes (queues unbounded by
