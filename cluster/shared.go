@@ -263,8 +263,7 @@ func (n *Node) deliverShared(msg *nats.Msg, group, filter string) {
 	}
 	if err := n.nc.PublishMsg(offer); err != nil {
 		if m.QoS > 0 {
-			n.acks.publishLost.Add(1) // the next mark answered says lost (acks.go)
-			n.settleOffer(seq, false)
+			n.settleOffer(seq, false) // counted lost: the next mark answered says so (offers.go)
 		}
 		n.shareLost(group, m.Topic, hop+1, err)
 		return
