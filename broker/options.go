@@ -7,6 +7,9 @@ import (
 	"github.com/mqttd/mqttd/store"
 )
 
+// DefaultPollSpin is Options.PollSpin's default.
+const DefaultPollSpin = 200 * time.Microsecond
+
 // Options configure a Server. The zero value is usable: every zero field takes
 // the default named in its comment (Mosquitto's default where it has one).
 type Options struct {
@@ -54,6 +57,17 @@ type Options struct {
 	// SysInterval is how often $SYS topics are refreshed (sys_interval);
 	// default 10s, negative disables them.
 	SysInterval time.Duration
+
+	// PollSpin (poll_spin) is how long, at most, the poller's dispatcher
+	// keeps polling for the next readiness event before it parks, while
+	// the process is busy (its CPU time at least 0.3 of a core); default
+	// DefaultPollSpin, negative never. Parking costs a wake-up on the next
+	// event, which on a virtual machine can take 100 µs and more: a flow
+	// bounded by round trips pays it on each. Linux only.
+	PollSpin time.Duration
+	// pollSpinLoad replaces spinHotLoad, the cores of work from which the
+	// dispatcher spins, when not 0 (tests).
+	pollSpinLoad float64
 
 	ConnectTimeout time.Duration // a socket must send CONNECT within this; default 10s
 	WriteTimeout   time.Duration // a write that makes no progress this long closes the connection; default 30s

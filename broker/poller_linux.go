@@ -31,12 +31,16 @@ type poller struct {
 	mu       sync.Mutex // guards conns, closed; held across every epoll_ctl
 	conns    []*conn    // by descriptor number: 8 bytes a connection, where a map takes 30 or more
 	timers   idleTimers // keep-alive and connect deadlines of the idle connections (conn_poll.go)
+	spin     *spinner   // whether run polls for a while before it parks (spin_linux.go)
 	closed   bool       // stop ran: epfd is closed (its number may belong to another file)
 	stopping bool       // stop was called
 	done     chan struct{}
 }
 
-func newPoller() *poller {
+// newPoller starts a poller; spin is Options.PollSpin (0: DefaultPollSpin,
+// negative: never spin), load the cores of work from which it spins (0:
+// spinHotLoad).
+func newPoller(spin time.Duration, load float64) *poller {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil
@@ -64,6 +68,13 @@ func newPoller() *poller {
 	// the runtime watching whatever file is given that number next.
 	p := &poller{epfd: epfd, epfile: os.NewFile(uintptr(epfd), "epoll"), wakeFD: wake,
 		done: make(chan struct{}), timers: idleTimers{base: time.Now()}}
+	if spin == 0 {
+		spin = DefaultPollSpin
+	}
+	p.spin = newSpinner(max(spin, 0))
+	if load != 0 {
+		p.spin.hotLoad = load
+	}
 	go p.run()
 	return p
 }
@@ -109,7 +120,12 @@ func (p *poller) run() {
 				return
 			}
 			if n < len(events) {
-				break // drained: park again
+				// Drained: park again, unless the broker is busy
+				// enough to keep polling for a while (spinner).
+				if n, werr = p.spin.wait(p.epfd, events); n == 0 && werr == nil {
+					break
+				}
+				continue
 			}
 			n, werr = epollWaitNow(p.epfd, events)
 			if n == 0 && werr == nil {

@@ -94,7 +94,7 @@ func New(opts Options) *Server {
 			s.hookErr = fmt.Errorf("broker: Options.Hooks: %w", err)
 		}
 	}
-	s.poller = newPoller()
+	s.poller = newPoller(o.PollSpin, o.pollSpinLoad)
 	s.startMemLimit()
 	s.startDiskGuard()
 	if o.SysInterval > 0 {

@@ -44,6 +44,8 @@ func TestEveryOption(t *testing.T) {
 		{"set_tcp_nodelay false", func(c *Config) bool { return c.SetTCPNoDelay != nil && !*c.SetTCPNoDelay }},
 		{"sys_interval 5", func(c *Config) bool { return c.Broker.SysInterval == 5*time.Second }},
 		{"sys_interval 0", func(c *Config) bool { return c.Broker.SysInterval < 0 }},
+		{"poll_spin 500", func(c *Config) bool { return c.Broker.PollSpin == 500*time.Microsecond }},
+		{"poll_spin 0", func(c *Config) bool { return c.Broker.PollSpin < 0 }},
 		{"persistence true", func(c *Config) bool { return c.Persistence }},
 		{"persistence_location /var/lib/mqttd", func(c *Config) bool { return c.PersistenceLocation == "/var/lib/mqttd" }},
 		{"persistence_file m.db", func(c *Config) bool { return c.PersistenceFile == "m.db" }},

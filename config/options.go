@@ -292,6 +292,12 @@ func (c *Config) apply(key, rest, where string) error {
 		if s, err = a.one(); err == nil {
 			o.PersistentClientExpiration, err = parseExpiration(s)
 		}
+	case "poll_spin":
+		n, err = a.integer(0, 1000000)
+		o.PollSpin = time.Duration(n) * time.Microsecond
+		if n == 0 {
+			o.PollSpin = -1 // 0: never spin
+		}
 	case "sys_interval":
 		n, err = a.integer(0, 65535)
 		o.SysInterval = time.Duration(n) * time.Second
