@@ -60,7 +60,8 @@ type Options struct {
 
 	// PollSpin (poll_spin) is how long, at most, the poller's dispatcher
 	// keeps polling for the next readiness event before it parks, while
-	// the process is busy (its CPU time at least 0.3 of a core); default
+	// the process is busy (its CPU time at least 0.3 of a core) and the
+	// store (a store.SyncCounter) synced nothing lately; default
 	// DefaultPollSpin, negative never. Parking costs a wake-up on the next
 	// event, which on a virtual machine can take 100 µs and more: a flow
 	// bounded by round trips pays it on each. Linux only.

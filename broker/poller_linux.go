@@ -39,8 +39,8 @@ type poller struct {
 
 // newPoller starts a poller; spin is Options.PollSpin (0: DefaultPollSpin,
 // negative: never spin), load the cores of work from which it spins (0:
-// spinHotLoad).
-func newPoller(spin time.Duration, load float64) *poller {
+// spinHotLoad), syncs the store's count of synced writes (nil: none).
+func newPoller(spin time.Duration, load float64, syncs func() uint64) *poller {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil
@@ -75,6 +75,7 @@ func newPoller(spin time.Duration, load float64) *poller {
 	if load != 0 {
 		p.spin.hotLoad = load
 	}
+	p.spin.syncs = syncs
 	go p.run()
 	return p
 }

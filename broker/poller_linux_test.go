@@ -154,7 +154,7 @@ func pollerRunState() string {
 // runtime's poller forgets it before its number can be reused), and a
 // poller that stopped refuses new connections; a second stop does nothing.
 func TestPoller_StopReleasesEpoll(t *testing.T) {
-	p := newPoller(0, 0)
+	p := newPoller(0, 0, nil)
 	if p == nil {
 		t.Skip("no poller")
 	}

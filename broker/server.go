@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mqttd/mqttd/store"
 	"github.com/mqttd/mqttd/topic"
 )
 
@@ -94,7 +95,11 @@ func New(opts Options) *Server {
 			s.hookErr = fmt.Errorf("broker: Options.Hooks: %w", err)
 		}
 	}
-	s.poller = newPoller(o.PollSpin, o.pollSpinLoad)
+	var syncs func() uint64
+	if sc, ok := o.Store.(store.SyncCounter); ok {
+		syncs = sc.SyncedWrites
+	}
+	s.poller = newPoller(o.PollSpin, o.pollSpinLoad, syncs)
 	s.startMemLimit()
 	s.startDiskGuard()
 	if o.SysInterval > 0 {

@@ -7,10 +7,13 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
+	"github.com/mqttd/mqttd/store/mem"
 )
 
 // TestSpinner_Measure: the dispatcher spins only while the process's CPU
@@ -38,6 +41,13 @@ func TestSpinner_Measure(t *testing.T) {
 	step(spinSample, 4*time.Millisecond, 0, true, "busy again")
 	step(spinSample/2, 0, 0, true, "within a sample: unchanged")
 	step(time.Second, 3*time.Millisecond, 0, false, "after a long park")
+
+	var syncs uint64
+	s.syncs = func() uint64 { return syncs }
+	step(spinSample, 4*time.Millisecond, 0, true, "busy, the store not syncing")
+	syncs++
+	step(spinSample, 4*time.Millisecond, 0, false, "busy, the store synced a write")
+	step(spinSample, 4*time.Millisecond, 0, true, "busy, no sync since")
 
 	off := &spinner{max: 0, hotLoad: -1, cpu: func() time.Duration { return 0 }}
 	if n, err := off.wait(-1, nil); n != 0 || err != nil || off.spins.Load() != 0 {
@@ -125,5 +135,32 @@ func TestPoller_NoSpinWhenOff(t *testing.T) {
 	pingUntil(t, addr, func() bool { n++; return n > 200 })
 	if s := srv.poller.spin.spins.Load(); s != 0 {
 		t.Errorf("%d spins with PollSpin < 0, want 0", s)
+	}
+}
+
+// syncCountingStore is a store that counts synced writes (store.SyncCounter).
+type syncCountingStore struct {
+	store.Store
+	n atomic.Uint64
+}
+
+func (c *syncCountingStore) SyncedWrites() uint64 { return c.n.Load() }
+
+// TestPoller_SpinWatchesStoreSyncs: a server whose store counts its synced
+// writes gives the count to the poller's spinner, which stays cold while it
+// moves (TestSpinner_Measure).
+func TestPoller_SpinWatchesStoreSyncs(t *testing.T) {
+	st := &syncCountingStore{Store: mem.New()}
+	srv := New(Options{AllowAnonymous: true, SysInterval: -1, Logger: slog.New(slog.DiscardHandler), Store: st})
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	if srv.poller == nil {
+		t.Skip("no poller")
+	}
+	if srv.poller.spin.syncs == nil {
+		t.Fatal("the spinner does not watch the store's syncs")
+	}
+	st.n.Store(41)
+	if got := srv.poller.spin.syncs(); got != 41 {
+		t.Errorf("spinner sees %d synced writes, the store %d", got, 41)
 	}
 }

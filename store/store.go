@@ -180,6 +180,15 @@ type AsyncApplier interface {
 	ApplyAsync(b *Batch, ordered func(), done func(error)) error
 }
 
+// SyncCounter is implemented by stores that count the writes they made
+// durable with a sync of their own (SyncAlways): the broker's poller keeps
+// from polling for events while the store syncs (broker/spin_linux.go).
+type SyncCounter interface {
+	// SyncedWrites is the number of batches applied so far that waited
+	// for a sync.
+	SyncedWrites() uint64
+}
+
 // SyncPolicy says when a write reaches stable storage.
 type SyncPolicy int
 

@@ -73,6 +73,7 @@ type Store struct {
 
 	inflight sync.WaitGroup        // Apply calls waiting for their sync, and ApplyAsync's batches in syncQ
 	synced   atomic.Int64          // batches committed to wait for a sync since the last sync (syncPause)
+	syncs    atomic.Uint64         // batches committed to wait for a sync, in all (SyncedWrites)
 	syncQ    chan asyncSync        // ApplyAsync's batches waiting for their sync, in order (SyncAlways)
 	dirty    atomic.Bool           // SyncBatch: written since the last sync
 	failed   atomic.Pointer[error] // a background sync failed or damage was found: Apply refuses
@@ -653,6 +654,9 @@ func (bd *builder) add(op *store.Op) error {
 	return fmt.Errorf("%w: unknown change kind %d", store.ErrInvalid, op.Kind)
 }
 
+// SyncedWrites implements store.SyncCounter.
+func (s *Store) SyncedWrites() uint64 { return s.syncs.Load() }
+
 // Apply implements store.Store.
 func (s *Store) Apply(b *store.Batch) error {
 	return s.apply(b, s.policy == store.SyncAlways, nil, nil)
@@ -735,6 +739,7 @@ func (s *Store) apply(b *store.Batch, sync bool, ordered func(), done func(error
 	var err error
 	if sync {
 		s.synced.Add(1)
+		s.syncs.Add(1)
 		err = s.commit("write to", func() error { return s.db.ApplyNoSyncWait(bd.pb, pebbledb.Sync) })
 	} else {
 		err = s.commit("write to", func() error { return s.db.Apply(bd.pb, pebbledb.NoSync) })

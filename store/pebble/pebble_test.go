@@ -615,6 +615,38 @@ func TestSyncAlwaysGroupsConcurrentWriters(t *testing.T) {
 	}
 }
 
+// TestSyncedWrites: SyncedWrites counts the batches that waited for a sync:
+// Apply and ApplyAsync under SyncAlways, not ApplyNoSync, nor anything under
+// the other policies.
+func TestSyncedWrites(t *testing.T) {
+	put := func(s *Store, apply func(*store.Batch) error, id uint64) {
+		t.Helper()
+		var b store.Batch
+		b.PutRetained(&store.Message{ID: id, Publish: &packet.Publish{Retain: true, Topic: fmt.Sprintf("r/%d", id), Payload: []byte("x")}})
+		if err := apply(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := open(t, t.TempDir(), store.SyncAlways)
+	defer closeStore(t, s)
+	put(s, s.Apply, 1)
+	put(s, s.ApplyNoSync, 2)
+	done := make(chan error, 1)
+	put(s, func(b *store.Batch) error { return s.ApplyAsync(b, nil, func(err error) { done <- err }) }, 3)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := s.SyncedWrites(); n != 2 {
+		t.Errorf("SyncAlways: %d synced writes, want 2 (Apply, ApplyAsync)", n)
+	}
+	lazy := open(t, t.TempDir(), store.SyncBatch)
+	defer closeStore(t, lazy)
+	put(lazy, lazy.Apply, 1)
+	if n := lazy.SyncedWrites(); n != 0 {
+		t.Errorf("SyncBatch: %d synced writes, want 0", n)
+	}
+}
+
 // TestSyncPause: the gap follows a sync that took groupedSync batches or
 // more, and only that sync; a lone writer's batches are synced at once.
 func TestSyncPause(t *testing.T) {
