@@ -140,6 +140,9 @@ func (b *bench) dial(ctx context.Context, role string, i int) (*client.Client, e
 	if b.c.window > 0 {
 		o.MaxInflight = b.c.window
 	}
+	if role == "conn" && o.Dialer == nil {
+		o.Dialer = spreadDialer(i)
+	}
 	url := b.c.serverURL()
 	if role == "sub" && b.c.subURL != "" {
 		url = b.c.subURL

@@ -54,6 +54,8 @@ Usage: mqtt bench {fanin|fanout|pairs|shared|conns|latency} [options]
  conns   : --clients C idle connections (default 1000), --concurrency of them connecting at once (default 100):
            connect rate; with --pid PID, broker memory per connection. --subscribe: each connection then
            subscribes to a topic of its own at --qos (the connect rate counts CONNECT and SUBSCRIBE).
+           On Linux, connections to a loopback broker leave from 127.0.0.2-127.0.0.251 in turn, so that
+           finding ephemeral ports does not bound the rate.
  latency : --clients N pairs (default 1) at a fixed --rate (default 1000 msg/s): latency percentiles.
 
  --duration : how long to publish (default 5s).   --qos : 0, 1 (default) or 2.   --size : payload bytes (>= 16, default 64).
