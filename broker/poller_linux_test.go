@@ -21,7 +21,13 @@ import (
 // returns its address; it skips when the poller is not available.
 func startPolled(t *testing.T) (*Server, string) {
 	t.Helper()
-	srv := New(Options{AllowAnonymous: true, SysInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+	return startPolledWith(t, Options{AllowAnonymous: true, SysInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+}
+
+// startPolledWith is startPolled with the server's options o.
+func startPolledWith(t *testing.T, o Options) (*Server, string) {
+	t.Helper()
+	srv := New(o)
 	if srv.poller == nil {
 		t.Skip("no poller")
 	}

@@ -63,21 +63,7 @@ func startSpinning(t *testing.T, spin time.Duration, always bool) (*Server, stri
 	if always {
 		o.pollSpinLoad = -1
 	}
-	srv := New(o)
-	if srv.poller == nil {
-		t.Skip("no poller")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return srv, l.Addr().String()
+	return startPolledWith(t, o)
 }
 
 // pingUntil connects to addr and exchanges PINGREQ/PINGRESP [MQTT-3.12.4-1]
