@@ -42,8 +42,7 @@ const (
 // fell from 56k-65k to 38k-60k msg/s, a single persistent pair from 52k to
 // 42k.
 //
-// Only run's goroutine uses a spinner; the counters are read by tests and
-// introspection.
+// Only run's goroutine uses a spinner; tests read its counters.
 type spinner struct {
 	max     time.Duration        // longest poll that finds nothing; 0: never spin
 	hotLoad float64              // cores of work from which to spin
