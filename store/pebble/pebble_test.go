@@ -649,17 +649,26 @@ func TestSyncedWrites(t *testing.T) {
 
 // TestSyncPause: the gap follows a sync that took groupedSync batches or
 // more, and only that sync; a lone writer's batches are synced at once.
+// A gap is no longer than the batches kept coming in the one before (twice
+// that, and syncGapSlack): writers that wait for each sync come all at
+// once after it, a stream keeps coming and keeps syncGap.
 func TestSyncPause(t *testing.T) {
 	var s Store
-	s.synced.Store(groupedSync - 1)
-	if d := s.syncPause(); d != 0 {
-		t.Errorf("after a sync of %d batches: pause %v, want none", groupedSync-1, d)
+	ms := int64(time.Millisecond)
+	pause := func(at int64, batches int64, lastCame int64, want time.Duration, what string) {
+		t.Helper()
+		s.synced.Store(batches)
+		s.arrived.Store(lastCame)
+		if d := s.syncPauseAt(at); d != want {
+			t.Errorf("%s: pause %v, want %v", what, d, want)
+		}
 	}
-	s.synced.Store(groupedSync)
-	if d := s.syncPause(); d != syncGap {
-		t.Errorf("after a sync of %d batches: pause %v, want %v", groupedSync, d, syncGap)
-	}
-	if d := s.syncPause(); d != 0 {
-		t.Errorf("after a sync of no batch: pause %v, want none", d)
-	}
+	pause(10*ms, groupedSync-1, 9*ms, 0, "a sync of fewer than groupedSync batches")
+	pause(20*ms, groupedSync, 19*ms, syncGap, "the first grouped sync")
+	// The gap ran from 20 ms; the last batch came 0.3 ms into it.
+	pause(23*ms, groupedSync, 20*ms+3*ms/10, 2*300*time.Microsecond+syncGapSlack, "batches came for 0.3 ms")
+	// That gap ran from 23 ms; batches kept coming through it and the sync.
+	pause(25*ms, 40, 25*ms-ms/10, syncGap, "a stream")
+	pause(28*ms, 0, 25*ms, 0, "a sync of no batch")
+	pause(30*ms, groupedSync, 29*ms+9*ms/10, syncGap, "grouped again: the first gap is whole")
 }
