@@ -11,6 +11,7 @@ import (
 type poller struct{ timers idleTimers }
 
 func newPoller(time.Duration, float64, func() uint64) *poller { return nil }
+func (p *poller) spinCounts() (int64, int64)                  { return 0, 0 }
 func (p *poller) stop()                                       {}
 func (p *poller) add(c *conn) bool                            { return false }
 func (p *poller) rearmLocked(c *conn)                         {}

@@ -124,6 +124,15 @@ func (s *spinner) wait(epfd int, events []syscall.EpollEvent) (int, error) {
 	}
 }
 
+// spinCounts returns the spins started and those that found an event; a
+// nil poller (none on this server) has none.
+func (p *poller) spinCounts() (spins, hits int64) {
+	if p == nil {
+		return 0, 0
+	}
+	return int64(p.spin.spins.Load()), int64(p.spin.hits.Load())
+}
+
 // processCPU is the CPU time, user and system, of every thread of the
 // process so far.
 func processCPU() time.Duration {

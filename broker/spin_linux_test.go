@@ -111,6 +111,9 @@ func TestPoller_SpinsWhileHot_MQTT_3_12_4_1(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	if st := srv.Stats(); st.PollSpinHits < 20 || st.PollSpins <= st.PollSpinHits {
+		t.Errorf("Stats: %d spins, %d hits; want at least 20 hits and a spin that gave up", st.PollSpins, st.PollSpinHits)
+	}
 }
 
 // TestPoller_NoSpinWhenOff: with PollSpin negative (poll_spin 0) the

@@ -132,6 +132,8 @@ type Stats struct {
 	AuthFailures        int64
 	RefusedConnRate     int64 // sockets closed by a listener's MaxConnectionRate (ratelimit.go)
 	PublishRateWaits    int64 // times a publisher was paused by MaxPublishRate (ratelimit.go)
+	PollSpins           int64 // times the poller, busy, polled for events instead of parking (spin_linux.go)
+	PollSpinHits        int64 // of those, the ones that found an event
 }
 
 // Stats returns the current counters.
@@ -183,5 +185,6 @@ func (s *Server) Stats() Stats {
 	out.AuthFailures = s.stats.authFailed.Load()
 	out.RefusedConnRate = s.ListenerRateRefusals()
 	out.PublishRateWaits = s.PublishRateWaits()
+	out.PollSpins, out.PollSpinHits = s.poller.spinCounts()
 	return out
 }

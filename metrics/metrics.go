@@ -48,6 +48,8 @@ type Snapshot struct {
 	Inflight            int64    // gauge: outbound QoS 1/2 messages awaiting acknowledgement
 	Queued              int64    // gauge: messages waiting in session queues
 	AuthFailures        int64    // counter: refused CONNECTs (authentication)
+	PollSpins           int64    // counter: times the busy broker polled for packets instead of sleeping (poll_spin)
+	PollSpinHits        int64    // counter: of those, the ones that found a packet
 	Uptime              time.Duration
 
 	// DisconnectsByReason counts the connections that ended, by reason
@@ -258,6 +260,10 @@ func newCollector(read func() Snapshot) *collector {
 		func(s *Snapshot) int64 { return s.Inflight })
 	add("messages_queued", "Messages waiting in session queues.", g, nil, func(s *Snapshot) int64 { return s.Queued })
 	add("auth_failures_total", "CONNECTs refused by authentication.", k, nil, func(s *Snapshot) int64 { return s.AuthFailures })
+	add("poll_spins_total", "Times the busy broker polled for packets instead of sleeping (poll_spin).", k, nil,
+		func(s *Snapshot) int64 { return s.PollSpins })
+	add("poll_spin_hits_total", "Polls (poll_spins_total) that found a packet before giving up.", k, nil,
+		func(s *Snapshot) int64 { return s.PollSpinHits })
 	c.metrics = append(c.metrics, metric{
 		desc:  prometheus.NewDesc(Namespace+"_uptime_seconds", "Seconds since the broker started.", nil, nil),
 		kind:  g,

@@ -20,7 +20,7 @@ func TestHandlerScrape(t *testing.T) {
 			SocketsAccepted: 11, Subscriptions: 5, Retained: 4, PacketsReceived: 100 * n, PacketsSent: 90,
 			BytesReceived: 1000, BytesSent: 900, PublishReceived: [3]int64{40, 2, 1}, PublishSent: [3]int64{30, 0, 0}, PublishBytesRecv: 400,
 			PublishBytesSent: 300, DroppedQueueFull: 6, DroppedBacklog: 13, DroppedTooLarge: 14, StoreWrites: 15, StoreWriteSeconds: 0.5, RefusedMaxConns: 8, RefusedConnRate: 16, PublishRateWaits: 17, Inflight: 9, Queued: 10,
-			AuthFailures: 12, Uptime: 90 * time.Second}
+			AuthFailures: 12, PollSpins: 18, PollSpinHits: 19, Uptime: 90 * time.Second}
 	}
 	srv := httptest.NewServer(Handler(read))
 	defer srv.Close()
@@ -71,6 +71,8 @@ func TestHandlerScrape(t *testing.T) {
 		"mqttd_messages_inflight 9\n",
 		"mqttd_messages_queued 10\n",
 		"mqttd_auth_failures_total 12\n",
+		"mqttd_poll_spins_total 18\n",
+		"mqttd_poll_spin_hits_total 19\n",
 		"mqttd_uptime_seconds 90\n",
 		"# TYPE mqttd_clients_connected gauge\n",
 		"# TYPE mqttd_auth_failures_total counter\n",

@@ -540,6 +540,7 @@ func (r *running) snapshot() metrics.Snapshot {
 		StoreWriteSeconds: s.StoreWriteSeconds, RefusedMaxConns: r.srv.ListenerRefusals(),
 		RefusedConnRate: s.RefusedConnRate, PublishRateWaits: s.PublishRateWaits,
 		Inflight: s.Inflight, Queued: s.Queued, AuthFailures: s.AuthFailures,
+		PollSpins: s.PollSpins, PollSpinHits: s.PollSpinHits,
 		DisconnectsByReason: r.srv.DisconnectsByReason(),
 		Bridges:             bridgeMetrics(r.bridgeStats()),
 		Cluster:             r.cluster.Metrics(), // nil for a single broker
