@@ -74,8 +74,8 @@ type Store struct {
 	inflight sync.WaitGroup        // Apply calls waiting for their sync, and ApplyAsync's batches in syncQ
 	synced   atomic.Int64          // batches committed to wait for a sync since the last sync (syncPause)
 	arrived  atomic.Int64          // when the last of those was committed (monoNow)
-	pausedAt int64                 // when syncPause last ran (monoNow); its goroutine's only
-	paused   time.Duration         // the gap it returned then
+	pausedAt atomic.Int64          // when syncPause last ran (monoNow)
+	paused   atomic.Int64          // the gap it returned then (a time.Duration)
 	syncs    atomic.Uint64         // batches committed to wait for a sync, in all (SyncedWrites)
 	syncQ    chan asyncSync        // ApplyAsync's batches waiting for their sync, in order (SyncAlways)
 	dirty    atomic.Bool           // SyncBatch: written since the last sync
@@ -209,19 +209,22 @@ func (s *Store) syncPause() time.Duration {
 	return s.syncPauseAt(monoNow())
 }
 
-// syncPauseAt is syncPause at now (monoNow).
+// syncPauseAt is syncPause at now (monoNow). Pebble calls it from the log
+// writer's goroutine; the fields are atomic because, when the log rotates,
+// the old writer's last sync may overlap the new writer's first.
 func (s *Store) syncPauseAt(now int64) time.Duration {
 	gap := time.Duration(0)
 	if s.synced.Swap(0) >= groupedSync {
 		gap = syncGap
-		if s.paused > 0 {
+		if s.paused.Load() > 0 {
 			// The last gap ran from pausedAt; the batches that came
 			// after it started stopped coming at arrived.
-			came := time.Duration(s.arrived.Load() - s.pausedAt)
+			came := time.Duration(s.arrived.Load() - s.pausedAt.Load())
 			gap = min(syncGap, 2*max(came, 0)+syncGapSlack)
 		}
 	}
-	s.pausedAt, s.paused = now, gap
+	s.pausedAt.Store(now)
+	s.paused.Store(int64(gap))
 	return gap
 }
 
