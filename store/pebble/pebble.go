@@ -72,11 +72,11 @@ type Store struct {
 	live liveEntries
 
 	inflight sync.WaitGroup        // Apply calls waiting for their sync, and ApplyAsync's batches in syncQ
-	synced   atomic.Int64          // batches committed to wait for a sync since the last sync (syncPause)
-	arrived  atomic.Int64          // when the last of those was committed (monoNow)
+	syncs    atomic.Uint64         // batches committed to wait for a sync, in all (SyncedWrites)
+	seen     atomic.Uint64         // syncs as syncPause last read it
+	arrived  atomic.Int64          // when the last batch waiting for a sync was committed (monoNow)
 	pausedAt atomic.Int64          // when syncPause last ran (monoNow)
 	paused   atomic.Int64          // the gap it returned then (a time.Duration)
-	syncs    atomic.Uint64         // batches committed to wait for a sync, in all (SyncedWrites)
 	syncQ    chan asyncSync        // ApplyAsync's batches waiting for their sync, in order (SyncAlways)
 	dirty    atomic.Bool           // SyncBatch: written since the last sync
 	failed   atomic.Pointer[error] // a background sync failed or damage was found: Apply refuses
@@ -214,7 +214,9 @@ func (s *Store) syncPause() time.Duration {
 // the old writer's last sync may overlap the new writer's first.
 func (s *Store) syncPauseAt(now int64) time.Duration {
 	gap := time.Duration(0)
-	if s.synced.Swap(0) >= groupedSync {
+	// The batches committed to wait for a sync since the last sync.
+	cur := s.syncs.Load()
+	if cur-s.seen.Swap(cur) >= groupedSync {
 		gap = syncGap
 		if s.paused.Load() > 0 {
 			// The last gap ran from pausedAt; the batches that came
@@ -773,7 +775,6 @@ func (s *Store) apply(b *store.Batch, sync bool, ordered func(), done func(error
 	}
 	var err error
 	if sync {
-		s.synced.Add(1)
 		s.syncs.Add(1)
 		s.arrived.Store(monoNow())
 		err = s.commit("write to", func() error { return s.db.ApplyNoSyncWait(bd.pb, pebbledb.Sync) })

@@ -657,7 +657,7 @@ func TestSyncPause(t *testing.T) {
 	ms := int64(time.Millisecond)
 	pause := func(at int64, batches int64, lastCame int64, want time.Duration, what string) {
 		t.Helper()
-		s.synced.Store(batches)
+		s.syncs.Add(uint64(batches)) // batches since the last syncPause
 		s.arrived.Store(lastCame)
 		if d := s.syncPauseAt(at); d != want {
 			t.Errorf("%s: pause %v, want %v", what, d, want)
