@@ -35,9 +35,11 @@ import (
 // route), so once its publishLoop reaches the mark, every message of this
 // node before the mark has been published there, with its store writes. It answers on
 // ctl.<node>.marked with "K ok NODE", or "K lost NODE" when it dropped any
-// QoS 1 or 2 message from the cluster since this node's previous mark (its
-// queue was over its bound, NATS found it a slow consumer, or its broker
-// refused one).
+// QoS 1 or 2 message from the cluster since it answered this node's mark
+// before the previous one (its queue was over its bound, NATS found it a
+// slow consumer, or its broker refused one): two marks back, since a
+// message of this mark may have been dropped before the previous mark was
+// answered (lossHistory).
 //
 // A mark fails when an answer says lost, when an answer does not come
 // within markTimeout, or when a link went down before the answers came; in
@@ -79,6 +81,14 @@ const subjMark = subjControl + ".mark"
 // markTimeout bounds the wait for the answers to one mark.
 const markTimeout = 10 * time.Second
 
+// testEcho, set by tests only, is called by echoMarks for each mark
+// reached, before its echo.
+var testEcho atomic.Pointer[func(n *Node)]
+
+// testMarkRange, set by tests only, is called by runMark after its flush,
+// before it reads the range of the mark and the routes' counts.
+var testMarkRange atomic.Pointer[func(n *Node)]
+
 // maxFailedRanges is how many failed marks are remembered for publishers
 // that ask late; one asking about tokens older than those is failed too.
 const maxFailedRanges = 1024
@@ -88,6 +98,7 @@ var (
 	errMarkLost    = errors.New("cluster: a node dropped messages from this node")
 	errLinkChanged = errors.New("cluster: a link to a node went down or came back while messages were on it")
 	errMarkTimeout = errors.New("cluster: a node did not confirm the messages in time")
+	errMarkUnsure  = errors.New("cluster: a node did not answer an earlier mark in time, so its answer cannot confirm these messages")
 )
 
 // ackState is the forwarding side's bookkeeping. seq and gens are guarded
@@ -119,9 +130,30 @@ type ackState struct {
 	publishLost   atomic.Int64 // QoS 1 and 2 messages from the cluster the broker refused, or undecodable
 
 	// The answering side (publishLoop only): the counts of dropped
-	// messages when each node's previous mark was answered.
-	lossAt map[string][3]int64
+	// messages when each node's last two marks were answered.
+	lossAt map[string]lossHistory
+
+	// unsure counts, by node, the next marks to it that fail whatever it
+	// answers (markLoop only): a mark it did not answer before its round
+	// ended leaves the baseline of those marks' answers unknown.
+	unsure map[string]int
 }
+
+// lossHistory is the count of dropped messages (queue, slow consumer,
+// broker) when a node's last mark was answered, and when the one before
+// was.
+//
+// A mark's answer compares the counts with those of two marks back, not
+// one: a message forwarded after a mark may reach the answering node
+// before that mark's answer is sent (the answer waits for the echo), so a
+// drop of it may come before the answer of the mark before its own. It
+// cannot come before the answer of the mark two back: the forwarding node
+// forwards it after it read the range of the previous mark, which it did
+// once every answer to the mark before that came. (A node whose answer
+// did not come, a round ended by a timeout or a lost link, makes the next
+// two marks to it fail: ackState.unsure.) So a drop fails the mark whose
+// messages it lost, and the next one.
+type lossHistory struct{ last, before [3]int64 }
 
 // tokenRange is the range of a failed mark, with why it failed.
 type tokenRange struct {
@@ -146,7 +178,8 @@ func (n *Node) initAcks() {
 	a := &n.acks
 	a.changed = make(chan struct{})
 	a.kick = make(chan struct{}, 1)
-	a.lossAt = make(map[string][3]int64)
+	a.lossAt = make(map[string]lossHistory)
+	a.unsure = make(map[string]int)
 	a.routes = map[uint64]map[string][]uint64{0: routeIDs(n.ns)}
 	a.sentTo = make(map[string]routeCount)
 }
@@ -350,6 +383,26 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 	first := a.settled + 1
 	a.mu.Unlock()
 
+	// Which nodes were sent anything since they last confirmed: once the
+	// embedded server has routed what was published before (a flush),
+	// a route's count of messages out has moved if anything of this
+	// node went to that node. Only those need to answer: a node with no
+	// interest in what was published (a subscriber on this node, say) got
+	// nothing that it could lose. Other traffic on the route (JetStream)
+	// only asks more nodes than needed.
+	flushErr := n.nc.FlushTimeout(markTimeout)
+	if f := testMarkRange.Load(); f != nil {
+		(*f)(n)
+	}
+	// The range this mark covers and the counts it takes as confirmed are
+	// read together, with nothing forwarded meanwhile: a message counted
+	// on a route is in the range, so a node that drops it fails this mark,
+	// or the next one asks it. (The range read before the flush left out
+	// a message forwarded during it, whose count this mark took as
+	// confirmed: the next mark did not ask that node, and the message was
+	// acknowledged although the node had dropped it.) A message in the
+	// range but not yet routed when the counts are read goes before the
+	// mark all the same; its count only makes the next mark ask again.
 	n.pubMu.Lock()
 	last = a.seq
 	// The links when each message of the range was forwarded: each may
@@ -388,23 +441,18 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 			lostUpTo = 0
 		}
 	}
-	n.pubMu.Unlock()
-
-	// Which nodes were sent anything since they last confirmed: once the
-	// embedded server has routed what was published before (a flush),
-	// a route's count of messages out has moved if anything of this
-	// node went to that node. Only those need to answer: a node with no
-	// interest in what was published (a subscriber on this node, say) got
-	// nothing that it could lose. Other traffic on the route (JetStream)
-	// only asks more nodes than needed.
-	if err = n.nc.FlushTimeout(markTimeout); err != nil {
-		return last, lostUpTo, fmt.Errorf("cluster: flush before a mark: %w", err)
-	}
-	out := routeOut(n.ns)
+	var out map[string]routeCount
 	shared := n.share.live.Load() > 0
 	own, ownOK := uint64(0), true
-	if shared {
-		own, ownOK = n.ownOut()
+	if flushErr == nil {
+		out = routeOut(n.ns)
+		if shared {
+			own, ownOK = n.ownOut()
+		}
+	}
+	n.pubMu.Unlock()
+	if flushErr != nil {
+		return last, lostUpTo, fmt.Errorf("cluster: flush before a mark: %w", flushErr)
 	}
 	body := fmt.Appendf(nil, "%d %s", round.k, n.cfg.Node)
 	a.mu.Lock()
@@ -418,11 +466,27 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 	}
 	waiting := len(round.need) > 0 // round.need is onMarked's (under mu) from here
 	need := make([]string, 0, len(round.need))
+	unsure := false
 	for name := range round.need {
 		need = append(need, name)
+		if a.unsure[name] > 0 {
+			a.unsure[name]--
+			unsure = true
+		}
 	}
 	a.cur = round
 	a.mu.Unlock()
+	defer func() {
+		// The nodes that did not answer: the next two marks to them fail.
+		a.mu.Lock()
+		for name := range round.need {
+			a.unsure[name] = 2
+		}
+		a.mu.Unlock()
+		if unsure && err == nil {
+			err = errMarkUnsure
+		}
+	}()
 	for _, name := range need {
 		subj := subjMark + "." + encodeLevel(name)
 		if name == n.cfg.Node {
@@ -615,6 +679,9 @@ func (n *Node) echoMarks() {
 			return
 		case m = <-n.marking.echo:
 		}
+		if f := testEcho.Load(); f != nil {
+			(*f)(n)
+		}
 		if n.share.nc != nil {
 			if err := n.share.nc.FlushTimeout(markTimeout); err != nil {
 				n.acks.publishLost.Add(1) // what it holds is not known: the answer says lost
@@ -656,11 +723,12 @@ func (n *Node) reachMark(msg *nats.Msg) {
 	}
 	a := &n.acks
 	loss := [3]int64{queued, a.slowConsumers.Load(), a.publishLost.Load()}
+	h := a.lossAt[node]
 	verdict := "ok"
-	if loss != a.lossAt[node] {
+	if loss != h.before {
 		verdict = "lost"
 	}
-	a.lossAt[node] = loss
+	a.lossAt[node] = lossHistory{last: loss, before: h.last}
 	send := func(offerLost bool) {
 		v := verdict
 		if offerLost {

@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +14,8 @@ import (
 	"github.com/mqttd/mqttd/broker"
 	"github.com/mqttd/mqttd/internal/brokertest"
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
+	"github.com/mqttd/mqttd/store/mem"
 )
 
 // countsOn reports whether n's marks still wait for the node named name
@@ -159,6 +163,164 @@ func TestNoAckWhenNodeDiesFirst(t *testing.T) {
 		t.Fatalf("publisher got %s, want DISCONNECT Server busy", brokertest.Describe(got))
 	}
 	unblock()
+}
+
+// failStore is a store whose writes fail while fail is set.
+type failStore struct {
+	store.Store
+	fail *atomic.Bool
+}
+
+func (f *failStore) Apply(b *store.Batch) error {
+	if f.fail.Load() {
+		return errors.New("test: the store refuses writes")
+	}
+	return f.Store.Apply(b)
+}
+
+// TestNoAckForMessageForwardedDuringMark: a mark covers what was forwarded
+// up to the moment it reads the routes' counts. Node b's broker refuses
+// every message from the cluster (its store fails), so no publisher on a
+// may get a PUBACK [MQTT-4.3.2-2]: each gets DISCONNECT 0x89 Server busy
+// and sends again. The second message is forwarded while a's mark for the
+// first is on its way out (after its flush); a mark whose range was read
+// before that flush left it out but took its count on b's route as
+// confirmed, so the next mark did not ask b and the message was
+// acknowledged, lost.
+func TestNoAckForMessageForwardedDuringMark(t *testing.T) {
+	t.Parallel() // a cluster of its own
+	var failing atomic.Bool
+	nodes := startStoredOn(t, "an", nil, func(i int) store.Store {
+		if i == 1 {
+			return &failStore{Store: mem.New(), fail: &failing}
+		}
+		return mem.New()
+	})
+	a, b := nodes[0], nodes[1]
+	sub, _ := persistentConnect(t, b, "an-sub")
+	sub.Subscribe(1, 1, "an/#")
+	waitInterest(t, a, "an/x", b)
+	pub1 := connect(t, a, "an-pub1")
+	pub2 := connect(t, a, "an-pub2")
+	// What a sent b so far is confirmed while b's store works.
+	if rc := pub1.Publish(&packet.Publish{Topic: "an/0", QoS: 1, PacketID: 9, Payload: []byte("0")}); rc != packet.Success {
+		t.Fatalf("publish: %v", rc)
+	}
+	sub.Ack(sub.ExpectPublish())
+	failing.Store(true)
+
+	var once atomic.Bool
+	sent := make(chan error, 1)
+	hook := func(n *Node) {
+		if n != a.node || !once.CompareAndSwap(false, true) {
+			return
+		}
+		n.pubMu.Lock()
+		seq := n.acks.seq
+		n.pubMu.Unlock()
+		before := routeOut(n.ns)[b.node.cfg.Node].msgs
+		pub2.Send(&packet.Publish{Topic: "an/2", QoS: 1, PacketID: 2, Payload: []byte("2")})
+		// Forwarded, and counted on b's route. (Not t: this is markLoop.)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			n.pubMu.Lock()
+			done := n.acks.seq > seq
+			n.pubMu.Unlock()
+			if done && routeOut(n.ns)[b.node.cfg.Node].msgs > before {
+				sent <- nil
+				return
+			}
+			if time.Now().After(deadline) {
+				sent <- errors.New("the second message was not forwarded to b within 10s")
+				return
+			}
+		}
+	}
+	testMarkRange.Store(&hook)
+	t.Cleanup(func() { testMarkRange.CompareAndSwap(&hook, nil) })
+	pub1.Send(&packet.Publish{Topic: "an/1", QoS: 1, PacketID: 1, Payload: []byte("1")})
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []*brokertest.Conn{pub1, pub2} {
+		got, err := c.RecvTimeout(2 * markTimeout)
+		if err != nil {
+			t.Fatalf("publisher %d: %v", i+1, err)
+		}
+		if d, ok := got.(*packet.Disconnect); !ok || d.ReasonCode != packet.ServerBusy {
+			t.Fatalf("publisher %d got %s, want DISCONNECT Server busy: b refused its message", i+1,
+				brokertest.Describe(got))
+		}
+	}
+}
+
+// TestNoAckForMessageDroppedBeforeEcho: node b answers a's mark only once
+// it reached the mark's echo, so a message a forwarded after that mark may
+// be dropped by b before the answer. The drop is then in the counts that
+// answer says lost, and the next mark, the one covering the message, must
+// not take those counts as its baseline: both publishers get DISCONNECT
+// 0x89 Server busy, not a PUBACK [MQTT-4.3.2-2].
+func TestNoAckForMessageDroppedBeforeEcho(t *testing.T) {
+	t.Parallel() // a cluster of its own
+	var failing atomic.Bool
+	nodes := startStoredOn(t, "ao", nil, func(i int) store.Store {
+		if i == 1 {
+			return &failStore{Store: mem.New(), fail: &failing}
+		}
+		return mem.New()
+	})
+	a, b := nodes[0], nodes[1]
+	sub, _ := persistentConnect(t, b, "ao-sub")
+	sub.Subscribe(1, 1, "ao/#")
+	waitInterest(t, a, "ao/x", b)
+	pub1 := connect(t, a, "ao-pub1")
+	pub2 := connect(t, a, "ao-pub2")
+	if rc := pub1.Publish(&packet.Publish{Topic: "ao/0", QoS: 1, PacketID: 9, Payload: []byte("0")}); rc != packet.Success {
+		t.Fatalf("publish: %v", rc)
+	}
+	sub.Ack(sub.ExpectPublish())
+	failing.Store(true)
+
+	// b's echo of the first mark from a that it reaches waits until the
+	// test let it go.
+	reached, release := make(chan struct{}), make(chan struct{})
+	var once atomic.Bool
+	hook := func(n *Node) {
+		if n == b.node && once.CompareAndSwap(false, true) {
+			close(reached)
+			<-release
+		}
+	}
+	testEcho.Store(&hook)
+	t.Cleanup(func() { testEcho.CompareAndSwap(&hook, nil); once.Store(true) })
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	lostBefore := b.node.acks.publishLost.Load()
+	pub1.Send(&packet.Publish{Topic: "ao/1", QoS: 1, PacketID: 1, Payload: []byte("1")})
+	select {
+	case <-reached:
+	case <-time.After(10 * time.Second):
+		t.Fatal("b reached no mark from a")
+	}
+	// pub1's message was dropped before the mark; pub2's, after it.
+	pub2.Send(&packet.Publish{Topic: "ao/2", QoS: 1, PacketID: 2, Payload: []byte("2")})
+	brokertest.Eventually(t, 10*time.Second, func() bool { return b.node.acks.publishLost.Load() >= lostBefore+2 },
+		"b dropped both messages")
+	close(release)
+	for i, c := range []*brokertest.Conn{pub1, pub2} {
+		got, err := c.RecvTimeout(2 * markTimeout)
+		if err != nil {
+			t.Fatalf("publisher %d: %v", i+1, err)
+		}
+		if d, ok := got.(*packet.Disconnect); !ok || d.ReasonCode != packet.ServerBusy {
+			t.Fatalf("publisher %d got %s, want DISCONNECT Server busy: b refused its message", i+1,
+				brokertest.Describe(got))
+		}
+	}
 }
 
 // TestAckWaitsForOwnSharedMember: NATS may choose the publishing node's

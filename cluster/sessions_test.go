@@ -9,6 +9,7 @@ import (
 	"github.com/mqttd/mqttd/broker"
 	"github.com/mqttd/mqttd/internal/brokertest"
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
 	"github.com/mqttd/mqttd/store/mem"
 )
 
@@ -22,6 +23,12 @@ func startStored(t *testing.T, name string) []*tnode {
 // startStoredWith is startStored with each node's Config changed by cfg.
 func startStoredWith(t *testing.T, name string, cfg func(*Config)) []*tnode {
 	t.Helper()
+	return startStoredOn(t, name, cfg, func(int) store.Store { return mem.New() })
+}
+
+// startStoredOn is startStoredWith with node i's store from stores.
+func startStoredOn(t *testing.T, name string, cfg func(*Config), stores func(i int) store.Store) []*tnode {
+	t.Helper()
 	nodes := startFresh(t, 3, func(addrs []string) []Config {
 		var cfgs []Config
 		for i := range addrs {
@@ -31,7 +38,7 @@ func startStoredWith(t *testing.T, name string, cfg func(*Config)) []*tnode {
 			}
 		}
 		return cfgs
-	}, func(_ int, o *broker.Options) { o.Store = mem.New() })
+	}, func(i int, o *broker.Options) { o.Store = stores(i) })
 	brokertest.Eventually(t, 20*time.Second, func() bool { return linked(nodes, 2) }, "3 nodes linked")
 	return nodes
 }
