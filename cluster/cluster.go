@@ -638,6 +638,61 @@ func retryJS(ctx context.Context, log *slog.Logger, what string, req func(contex
 	}
 }
 
+// Reads of a bucket (a watch: JetStream creates a consumer for it) that
+// make no progress are given up and sent again: right after a node's loss
+// the request may wait on a leader that is gone (the meta group's, which
+// creates consumers, or the stream's), and only a new request reaches the
+// one elected meanwhile, which takes NATS 4 to 9 s after the last word of
+// the old one. A try's first record must come within readFirstWait(try);
+// each next record within readIdle of the one before, so a long read that
+// makes progress is not cut short. Tries are readRetry apart.
+const (
+	readIdle  = 5 * time.Second
+	readRetry = 100 * time.Millisecond
+)
+
+// readFirstWait is how long try (from 1) of a read waits for its first
+// record: 250 ms, 500 ms, then 1 s until an election is surely over (a
+// read sent again within a second of it), then twice as long at each try
+// up to 4 s, for a JetStream only slow to answer.
+func readFirstWait(try int) time.Duration {
+	switch {
+	case try <= 1:
+		return 250 * time.Millisecond
+	case try == 2:
+		return 500 * time.Millisecond
+	case try <= 12:
+		return time.Second
+	case try == 13:
+		return 2 * time.Second
+	}
+	return 4 * time.Second
+}
+
+// errReadStalled ends a read of a bucket that made no progress (guardRead).
+var errReadStalled = errors.New("cluster: no progress reading a bucket (JetStream may be electing a leader)")
+
+// guardRead derives from ctx a context that ends when the read it bounds
+// makes no progress: no record within first, or none within readIdle of
+// the last; progress says a record came. stop releases it.
+func guardRead(ctx context.Context, first time.Duration) (rctx context.Context, progress, stop func()) {
+	rctx, cancel := context.WithCancelCause(ctx)
+	t := time.AfterFunc(first, func() { cancel(errReadStalled) })
+	return rctx, func() { t.Reset(readIdle) }, func() { t.Stop(); cancel(nil) }
+}
+
+// readErr is why a read under a guardRead context failed: errReadStalled
+// when the guard ended it, else err, or the context's error when err is nil.
+func readErr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errReadStalled) {
+		return cause
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	return err
+}
+
 // Close stops forwarding and the embedded NATS server. The broker keeps
 // serving its own clients.
 func (n *Node) Close() error {

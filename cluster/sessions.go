@@ -334,16 +334,20 @@ type replicated struct {
 // fetchSession reads client id's session from the bucket: only the session
 // record and its subscriptions with subsOnly, and then only the queue
 // entries other nodes wrote (this node's own are in its broker). nil when
-// the bucket has no session for id.
-func (n *Node) fetchSession(ctx context.Context, id string, subsOnly bool) (*replicated, error) {
+// the bucket has no session for id. The read is given up when its first
+// record does not come within first, or the next within readIdle
+// (guardRead).
+func (n *Node) fetchSession(ctx context.Context, id string, subsOnly bool, first time.Duration) (*replicated, error) {
 	tok := clientToken(id)
 	keys := []string{"*." + tok + ".>"}
 	if subsOnly {
 		keys = []string{"s." + tok + "._", "u." + tok + ".>"}
 	}
+	ctx, progress, stop := guardRead(ctx, first)
+	defer stop()
 	w, err := n.sessions.WatchFiltered(ctx, keys, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, fmt.Errorf("cluster: read the session of %q: %w", id, err)
+		return nil, fmt.Errorf("cluster: read the session of %q: %w", id, readErr(ctx, err))
 	}
 	defer w.Stop()
 	self := nodeToken(n.cfg.Node)
@@ -358,7 +362,7 @@ func (n *Node) fetchSession(ctx context.Context, id string, subsOnly bool) (*rep
 		var e jetstream.KeyValueEntry
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("cluster: read the session of %q: %w", id, ctx.Err())
+			return nil, fmt.Errorf("cluster: read the session of %q: %w", id, readErr(ctx, nil))
 		case v, ok := <-w.Updates():
 			if !ok {
 				return nil, fmt.Errorf("cluster: read the session of %q: watcher stopped", id)
@@ -368,6 +372,7 @@ func (n *Node) fetchSession(ctx context.Context, id string, subsOnly bool) (*rep
 		if e == nil {
 			break // every current record read
 		}
+		progress()
 		if e.Operation() != jetstream.KeyValuePut {
 			continue
 		}
@@ -446,13 +451,15 @@ func (n *Node) fetchSession(ctx context.Context, id string, subsOnly bool) (*rep
 	return r, nil
 }
 
-// fetchRetrying is fetchSession, tried again (each try bounded) while
-// JetStream elects a new leader for the bucket, until ctx ends.
+// fetchRetrying is fetchSession, tried again while it makes no progress
+// (JetStream electing a new leader for the bucket, or the meta group's,
+// after a node's loss), until ctx ends; each try waits readFirstWait for
+// its first record, so a read that waited on a leader now gone is sent
+// again soon after the new one is elected, and a read that is only slow
+// gets the time it needs.
 func (n *Node) fetchRetrying(ctx context.Context, id string, subsOnly bool) (*replicated, error) {
-	for {
-		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		r, err := n.fetchSession(tctx, id, subsOnly)
-		cancel()
+	for try := 1; ; try++ {
+		r, err := n.fetchSession(ctx, id, subsOnly, readFirstWait(try))
 		if err == nil || ctx.Err() != nil {
 			return r, err
 		}
@@ -462,7 +469,7 @@ func (n *Node) fetchRetrying(ctx context.Context, id string, subsOnly bool) (*re
 			return nil, err
 		case <-n.done:
 			return nil, err
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(readRetry):
 		}
 	}
 }

@@ -79,11 +79,12 @@ type heldAnswer struct {
 
 // ownedBy lists the client ids owned by node dead that go to this node:
 // by a hash of the id over live (sorted), as adoption chooses. Right after
-// a node dies JetStream may be electing new leaders for the buckets it led:
-// the reading is tried again for a while.
+// a node dies JetStream may be electing new leaders for the buckets it led,
+// and for the meta group, which creates the watch's consumer: a reading
+// that stalls is tried again, as fetchRetrying does, up to adoptTries times.
 func (n *Node) ownedBy(ctx context.Context, dead string, live []string) (map[string]uint64, error) {
 	for attempt := 1; ; attempt++ {
-		out, err := n.readOwned(ctx, dead, live)
+		out, err := n.readOwned(ctx, dead, live, readFirstWait(attempt))
 		if err == nil {
 			return out, nil
 		}
@@ -93,27 +94,22 @@ func (n *Node) ownedBy(ctx context.Context, dead string, live []string) (map[str
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(readRetry):
 		}
 	}
 }
 
-// ownersIdle bounds the wait for the next entry of the owners bucket while
-// it is read (readOwned): a reading that makes progress is not cut short,
-// however many entries there are.
-const ownersIdle = 5 * time.Second
-
 // readOwned reads the whole owners bucket in one pass (a watch: the keys
 // with their values and revisions, not a listing then a read per key,
 // which takes minutes for 100,000 sessions) and keeps the ids of ownedBy.
-func (n *Node) readOwned(ctx context.Context, dead string, live []string) (map[string]uint64, error) {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	idle := time.AfterFunc(ownersIdle, cancel) // the watch's creation too
-	defer idle.Stop()
+// It gives up when the first entry does not come within first, or the next
+// within readIdle (guardRead).
+func (n *Node) readOwned(ctx context.Context, dead string, live []string, first time.Duration) (map[string]uint64, error) {
+	wctx, progress, stop := guardRead(ctx, first)
+	defer stop()
 	w, err := n.owners.WatchAll(wctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, fmt.Errorf("cluster: read the owners: %w", err)
+		return nil, fmt.Errorf("cluster: read the owners: %w", readErr(wctx, err))
 	}
 	defer w.Stop()
 	out := make(map[string]uint64)
@@ -121,7 +117,7 @@ func (n *Node) readOwned(ctx context.Context, dead string, live []string) (map[s
 		var e jetstream.KeyValueEntry
 		select {
 		case <-wctx.Done():
-			return nil, fmt.Errorf("cluster: read the owners: %w", wctx.Err())
+			return nil, fmt.Errorf("cluster: read the owners: %w", readErr(wctx, nil))
 		case v, ok := <-w.Updates():
 			if !ok {
 				return nil, errors.New("cluster: read the owners: watcher stopped")
@@ -131,7 +127,7 @@ func (n *Node) readOwned(ctx context.Context, dead string, live []string) (map[s
 		if e == nil {
 			return out, nil // every current entry read
 		}
-		idle.Reset(ownersIdle)
+		progress()
 		if e.Operation() != jetstream.KeyValuePut || string(e.Value()) != dead {
 			continue
 		}

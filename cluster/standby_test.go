@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"testing"
@@ -207,4 +208,58 @@ func waitAcking(t *testing.T, nodes ...*tnode) {
 		}
 		return true
 	}, "the survivors acknowledge again")
+}
+
+// TestGuardRead: a read of a bucket that gets no first record within its
+// first wait ends with errReadStalled (right after a node's loss, its
+// request may wait on a leader that is gone, and is sent again); once a
+// record came it is given readIdle from each one, however long the read.
+func TestGuardRead(t *testing.T) {
+	start := time.Now()
+	ctx, _, stop := guardRead(context.Background(), 50*time.Millisecond)
+	<-ctx.Done()
+	stop()
+	if !errors.Is(readErr(ctx, nil), errReadStalled) {
+		t.Fatalf("stalled read ended with %v", readErr(ctx, nil))
+	}
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Fatalf("stalled read given up after %v, before its first wait", d)
+	}
+
+	ctx, progress, stop := guardRead(context.Background(), 50*time.Millisecond)
+	progress() // a first record: from now on readIdle
+	select {
+	case <-ctx.Done():
+		t.Fatalf("a read making progress was given up: %v", readErr(ctx, nil))
+	case <-time.After(200 * time.Millisecond):
+	}
+	stop()
+	if err := readErr(ctx, errors.New("watch")); errors.Is(err, errReadStalled) {
+		t.Fatalf("a read ended by its caller reports %v", err)
+	}
+
+	// An outer context ending is reported as such.
+	outer, cancel := context.WithCancel(context.Background())
+	ctx, _, stop = guardRead(outer, time.Minute)
+	cancel()
+	<-ctx.Done()
+	if err := readErr(ctx, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("outer cancel reported as %v", err)
+	}
+	stop()
+
+	// The first waits: short while a new leader may just have been
+	// elected, longer for a JetStream only slow to answer.
+	var waits []time.Duration
+	var total time.Duration
+	for try := 1; try <= 15; try++ {
+		waits = append(waits, readFirstWait(try))
+		total += readFirstWait(try)
+	}
+	if waits[0] != 250*time.Millisecond || waits[11] != time.Second || waits[14] != 4*time.Second {
+		t.Fatalf("first waits %v", waits)
+	}
+	if sum := total - waits[12] - waits[13] - waits[14]; sum < 9*time.Second {
+		t.Fatalf("the short first waits cover %v, less than NATS's longest election timeout", sum)
+	}
 }
