@@ -195,12 +195,17 @@ func (n *Node) handLeadership(ctx context.Context) {
 }
 
 // ledElsewhere waits until another node leads stream, and reports
-// whether one did before ctx ended.
+// whether one did before ctx ended. Each request for the stream's info is
+// bounded by infoWait: one sent while the stream has no leader (right
+// after the stepdown) may get no answer, and is sent again.
 func (n *Node) ledElsewhere(ctx context.Context, stream string) bool {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if info, err := n.js.Stream(ctx, stream); err == nil {
+		rctx, cancel := context.WithTimeout(ctx, infoWait)
+		info, err := n.js.Stream(rctx, stream)
+		cancel()
+		if err == nil {
 			if l := info.CachedInfo().Cluster; l != nil && l.Leader != "" && l.Leader != n.cfg.Node {
 				return true
 			}
@@ -234,6 +239,9 @@ func (n *Node) sessionsHere() iter.Seq[broker.ClientSummary] {
 
 // leadershipWait bounds handLeadership.
 const leadershipWait = 5 * time.Second
+
+// infoWait bounds one request for a stream's info in ledElsewhere.
+const infoWait = 250 * time.Millisecond
 
 // nodeFor is the node of nodes (sorted) chosen for client id: the node
 // that holds, adopts or takes its session, or publishes its will, when its

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -21,7 +22,13 @@ import (
 // every message [MQTT-4.6.0-6], those published after the node left too.
 func TestGracefulLeave(t *testing.T) {
 	t.Parallel() // a cluster of its own
-	nodes := startStored(t, "lv")
+
+	logs := &logRecorder{} // a's
+	nodes := startStoredWith(t, "lv", func(c *Config) {
+		if c.Node == "lv0" {
+			c.Logger = slog.New(logs)
+		}
+	})
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	const before, after = 5, 5
 	queueOffline(t, a, "lv-off", "lv/off", before, b, c)
@@ -65,6 +72,12 @@ func TestGracefulLeave(t *testing.T) {
 	if acc := server.DEFAULT_GLOBAL_ACCOUNT; a.node.ns.JetStreamIsStreamLeader(acc, stream) ||
 		!b.node.ns.JetStreamIsStreamLeader(acc, stream) && !c.node.ns.JetStreamIsStreamLeader(acc, stream) {
 		t.Fatal("the node that left did not hand the leadership of the sessions' stream to another")
+	}
+	// It saw the new leader before it left: a request for the stream's
+	// info sent while the stream had none (right after the stepdown) got
+	// no answer and took the whole wait, the leave 5 s longer.
+	if logs.has("no other leader of a bucket yet") {
+		t.Fatal("the node that left did not see the new leader of the sessions' stream")
 	}
 	kill(a)
 	brokertest.Eventually(t, 10*time.Second, func() bool {
