@@ -238,6 +238,7 @@ func (n *Node) watchRoutes() {
 			// moves: a message forwarded from then on fails.
 			for name := range cur {
 				if _, ok := ids[name]; !ok {
+					n.linkLostAt.Store(time.Now().UnixNano()) // reads of the buckets retry soon (readFirstWait)
 					n.gateLost(name, ids)
 				}
 			}

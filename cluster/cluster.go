@@ -155,6 +155,7 @@ type Node struct {
 	adoptRetry   sync.Map           // lost node → when its adoption failed in part: watchLinks tries again (sessions.go)
 	linkWake     chan struct{}      // a route came or went: watchLinks looks at once (acks.go)
 	gate         holdGate           // refuses acknowledgements until a lost node's sessions are held (holdgate.go)
+	linkLostAt   atomic.Int64       // when watchRoutes last saw a node's links go (Unix ns), for readFirstWait
 	held         sync.Map           // client id → node it is held for ("": being taken here), sessions held for a lost node (standby.go)
 	linksUp      atomic.Int32       // links to other nodes, as watchLinks last saw them
 	linksChecked atomic.Int64       // when haveMajority last counted them itself (unix ns)
@@ -652,10 +653,15 @@ const (
 )
 
 // readFirstWait is how long try (from 1) of a read waits for its first
-// record: 250 ms, 500 ms, then 1 s until an election is surely over (a
-// read sent again within a second of it), then twice as long at each try
-// up to 4 s, for a JetStream only slow to answer.
-func readFirstWait(try int) time.Duration {
+// record. Within readShortFor of a node's loss: 250 ms, 500 ms, then 1 s
+// until an election is surely over (a read sent again within a second of
+// it), then 2 s and 4 s. Otherwise a stall is JetStream slow to answer,
+// not a leader gone, and a read sent again would only add to its load: 2 s,
+// then 4 s.
+func (n *Node) readFirstWait(try int) time.Duration {
+	if lost := n.linkLostAt.Load(); lost == 0 || time.Since(time.Unix(0, lost)) > readShortFor {
+		try += 12
+	}
 	switch {
 	case try <= 1:
 		return 250 * time.Millisecond
@@ -668,6 +674,11 @@ func readFirstWait(try int) time.Duration {
 	}
 	return 4 * time.Second
 }
+
+// readShortFor is how long after a node's loss reads of a bucket are sent
+// again soon when they stall (readFirstWait): longer than NATS's longest
+// election timeout (9 s), with the time to see the loss.
+const readShortFor = 20 * time.Second
 
 // errReadStalled ends a read of a bucket that made no progress (guardRead).
 var errReadStalled = errors.New("cluster: no progress reading a bucket (JetStream may be electing a leader)")

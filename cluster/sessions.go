@@ -459,7 +459,7 @@ func (n *Node) fetchSession(ctx context.Context, id string, subsOnly bool, first
 // gets the time it needs.
 func (n *Node) fetchRetrying(ctx context.Context, id string, subsOnly bool) (*replicated, error) {
 	for try := 1; ; try++ {
-		r, err := n.fetchSession(ctx, id, subsOnly, readFirstWait(try))
+		r, err := n.fetchSession(ctx, id, subsOnly, n.readFirstWait(try))
 		if err == nil || ctx.Err() != nil {
 			return r, err
 		}

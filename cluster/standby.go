@@ -84,7 +84,7 @@ type heldAnswer struct {
 // that stalls is tried again, as fetchRetrying does, up to adoptTries times.
 func (n *Node) ownedBy(ctx context.Context, dead string, live []string) (map[string]uint64, error) {
 	for attempt := 1; ; attempt++ {
-		out, err := n.readOwned(ctx, dead, live, readFirstWait(attempt))
+		out, err := n.readOwned(ctx, dead, live, n.readFirstWait(attempt))
 		if err == nil {
 			return out, nil
 		}

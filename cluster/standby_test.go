@@ -249,17 +249,27 @@ func TestGuardRead(t *testing.T) {
 	stop()
 
 	// The first waits: short while a new leader may just have been
-	// elected, longer for a JetStream only slow to answer.
+	// elected after a node's loss, longer for a JetStream only slow to
+	// answer, and long at once when no node was lost lately.
+	n := &Node{}
+	if w := n.readFirstWait(1); w != 2*time.Second {
+		t.Fatalf("no node lost: first wait %v, want 2s", w)
+	}
+	n.linkLostAt.Store(time.Now().UnixNano())
 	var waits []time.Duration
 	var total time.Duration
 	for try := 1; try <= 15; try++ {
-		waits = append(waits, readFirstWait(try))
-		total += readFirstWait(try)
+		waits = append(waits, n.readFirstWait(try))
+		total += n.readFirstWait(try)
 	}
 	if waits[0] != 250*time.Millisecond || waits[11] != time.Second || waits[14] != 4*time.Second {
 		t.Fatalf("first waits %v", waits)
 	}
 	if sum := total - waits[12] - waits[13] - waits[14]; sum < 9*time.Second {
 		t.Fatalf("the short first waits cover %v, less than NATS's longest election timeout", sum)
+	}
+	n.linkLostAt.Store(time.Now().Add(-readShortFor - time.Second).UnixNano())
+	if w := n.readFirstWait(1); w != 2*time.Second {
+		t.Fatalf("a node lost long ago: first wait %v, want 2s", w)
 	}
 }
