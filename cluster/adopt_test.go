@@ -137,9 +137,13 @@ func queueOffline(t *testing.T, n *tnode, id, topicName string, count int, peers
 	disconnect(sub)
 	pub := connect(t, n, id+"-pub")
 	for i := range count {
-		if rc := pub.Publish(&packet.Publish{Topic: topicName, QoS: 1, PacketID: uint16(i + 1),
-			Payload: []byte(fmt.Sprint(i))}); rc != packet.Success {
-			t.Fatalf("publish %d: %v", i, rc)
+		pub.Send(&packet.Publish{Topic: topicName, QoS: 1, PacketID: uint16(i + 1), Payload: []byte(fmt.Sprint(i))})
+		got, err := pub.RecvTimeout(5 * time.Second)
+		if err != nil {
+			t.Fatalf("publish %d of %d for %s on %s: no PUBACK: %v", i, count, id, n.node.Name(), err)
+		}
+		if a, ok := got.(*packet.Puback); !ok || a.PacketID != uint16(i+1) || a.ReasonCode != packet.Success {
+			t.Fatalf("publish %d of %d for %s on %s: got %s", i, count, id, n.node.Name(), brokertest.Describe(got))
 		}
 	}
 	brokertest.Eventually(t, 10*time.Second, func() bool { return queued(n, id) == count }, "%d queued for %s", count, id)
