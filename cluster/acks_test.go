@@ -178,6 +178,50 @@ func (f *failStore) Apply(b *store.Batch) error {
 	return f.Store.Apply(b)
 }
 
+// refusingNode starts 3 stored nodes and returns a and b, with two
+// publishers on a and a persistent subscriber on b to NAME/#, once a first
+// message from a reached b: from then on b's store refuses every write, so
+// b's broker refuses every QoS 1 message from the cluster for it.
+func refusingNode(t *testing.T, name string) (a, b *tnode, pub1, pub2 *brokertest.Conn) {
+	t.Helper()
+	var failing atomic.Bool
+	nodes := startStoredOn(t, name, nil, func(i int) store.Store {
+		if i == 1 {
+			return &failStore{Store: mem.New(), fail: &failing}
+		}
+		return mem.New()
+	})
+	a, b = nodes[0], nodes[1]
+	sub, _ := persistentConnect(t, b, name+"-sub")
+	sub.Subscribe(1, 1, name+"/#")
+	waitInterest(t, a, name+"/x", b)
+	pub1 = connect(t, a, name+"-pub1")
+	pub2 = connect(t, a, name+"-pub2")
+	// What a sent b so far is confirmed while b's store works.
+	if rc := pub1.Publish(&packet.Publish{Topic: name + "/0", QoS: 1, PacketID: 9, Payload: []byte("0")}); rc != packet.Success {
+		t.Fatalf("publish: %v", rc)
+	}
+	sub.Ack(sub.ExpectPublish())
+	failing.Store(true)
+	return a, b, pub1, pub2
+}
+
+// expectBusy checks that each of pubs gets DISCONNECT 0x89 Server busy,
+// not a PUBACK: the node that was to store its message refused it.
+func expectBusy(t *testing.T, pubs ...*brokertest.Conn) {
+	t.Helper()
+	for i, c := range pubs {
+		got, err := c.RecvTimeout(2 * markTimeout)
+		if err != nil {
+			t.Fatalf("publisher %d: %v", i+1, err)
+		}
+		if d, ok := got.(*packet.Disconnect); !ok || d.ReasonCode != packet.ServerBusy {
+			t.Fatalf("publisher %d got %s, want DISCONNECT Server busy: the other node refused its message", i+1,
+				brokertest.Describe(got))
+		}
+	}
+}
+
 // TestNoAckForMessageForwardedDuringMark: a mark covers what was forwarded
 // up to the moment it reads the routes' counts. Node b's broker refuses
 // every message from the cluster (its store fails), so no publisher on a
@@ -189,25 +233,7 @@ func (f *failStore) Apply(b *store.Batch) error {
 // acknowledged, lost.
 func TestNoAckForMessageForwardedDuringMark(t *testing.T) {
 	t.Parallel() // a cluster of its own
-	var failing atomic.Bool
-	nodes := startStoredOn(t, "an", nil, func(i int) store.Store {
-		if i == 1 {
-			return &failStore{Store: mem.New(), fail: &failing}
-		}
-		return mem.New()
-	})
-	a, b := nodes[0], nodes[1]
-	sub, _ := persistentConnect(t, b, "an-sub")
-	sub.Subscribe(1, 1, "an/#")
-	waitInterest(t, a, "an/x", b)
-	pub1 := connect(t, a, "an-pub1")
-	pub2 := connect(t, a, "an-pub2")
-	// What a sent b so far is confirmed while b's store works.
-	if rc := pub1.Publish(&packet.Publish{Topic: "an/0", QoS: 1, PacketID: 9, Payload: []byte("0")}); rc != packet.Success {
-		t.Fatalf("publish: %v", rc)
-	}
-	sub.Ack(sub.ExpectPublish())
-	failing.Store(true)
+	a, b, pub1, pub2 := refusingNode(t, "an")
 
 	var once atomic.Bool
 	sent := make(chan error, 1)
@@ -241,16 +267,7 @@ func TestNoAckForMessageForwardedDuringMark(t *testing.T) {
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
-	for i, c := range []*brokertest.Conn{pub1, pub2} {
-		got, err := c.RecvTimeout(2 * markTimeout)
-		if err != nil {
-			t.Fatalf("publisher %d: %v", i+1, err)
-		}
-		if d, ok := got.(*packet.Disconnect); !ok || d.ReasonCode != packet.ServerBusy {
-			t.Fatalf("publisher %d got %s, want DISCONNECT Server busy: b refused its message", i+1,
-				brokertest.Describe(got))
-		}
-	}
+	expectBusy(t, pub1, pub2)
 }
 
 // TestNoAckForMessageDroppedBeforeEcho: node b answers a's mark only once
@@ -261,24 +278,7 @@ func TestNoAckForMessageForwardedDuringMark(t *testing.T) {
 // 0x89 Server busy, not a PUBACK [MQTT-4.3.2-2].
 func TestNoAckForMessageDroppedBeforeEcho(t *testing.T) {
 	t.Parallel() // a cluster of its own
-	var failing atomic.Bool
-	nodes := startStoredOn(t, "ao", nil, func(i int) store.Store {
-		if i == 1 {
-			return &failStore{Store: mem.New(), fail: &failing}
-		}
-		return mem.New()
-	})
-	a, b := nodes[0], nodes[1]
-	sub, _ := persistentConnect(t, b, "ao-sub")
-	sub.Subscribe(1, 1, "ao/#")
-	waitInterest(t, a, "ao/x", b)
-	pub1 := connect(t, a, "ao-pub1")
-	pub2 := connect(t, a, "ao-pub2")
-	if rc := pub1.Publish(&packet.Publish{Topic: "ao/0", QoS: 1, PacketID: 9, Payload: []byte("0")}); rc != packet.Success {
-		t.Fatalf("publish: %v", rc)
-	}
-	sub.Ack(sub.ExpectPublish())
-	failing.Store(true)
+	_, b, pub1, pub2 := refusingNode(t, "ao")
 
 	// b's echo of the first mark from a that it reaches waits until the
 	// test let it go.
@@ -311,16 +311,7 @@ func TestNoAckForMessageDroppedBeforeEcho(t *testing.T) {
 	brokertest.Eventually(t, 10*time.Second, func() bool { return b.node.acks.publishLost.Load() >= lostBefore+2 },
 		"b dropped both messages")
 	close(release)
-	for i, c := range []*brokertest.Conn{pub1, pub2} {
-		got, err := c.RecvTimeout(2 * markTimeout)
-		if err != nil {
-			t.Fatalf("publisher %d: %v", i+1, err)
-		}
-		if d, ok := got.(*packet.Disconnect); !ok || d.ReasonCode != packet.ServerBusy {
-			t.Fatalf("publisher %d got %s, want DISCONNECT Server busy: b refused its message", i+1,
-				brokertest.Describe(got))
-		}
-	}
+	expectBusy(t, pub1, pub2)
 }
 
 // TestAckWaitsForOwnSharedMember: NATS may choose the publishing node's
