@@ -218,11 +218,20 @@ func TestSharedAcrossNodes(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() { // what the nodes and the subscriber's session show
-			n, _, _ := ordinary.snapshot()
+			n, got, _ := ordinary.snapshot()
+			var missing []int
+			for i := range total {
+				if got[strconv.Itoa(i)] == 0 {
+					missing = append(missing, i)
+				}
+			}
 			d, _ := nodes[1].ClientDetail(base + "-ord")
-			t.Logf("ordinary subscriber got %d; its session on node 1: %+v", n, d)
+			t.Logf("ordinary subscriber got %d, missing %v; its session on node 1: %+v", n, missing, d)
 			for i, nd := range nodes {
 				t.Logf("node %d: %+v", i, nd.node.Stats())
+				st := nd.Server.Server.Stats()
+				t.Logf("node %d's broker: received %d (QoS %v) sent %d (QoS %v) dropped %d", i, st.PublishReceived,
+					st.PublishReceivedQoS, st.PublishSent, st.PublishSentQoS, st.PublishDropped)
 			}
 		}
 	})
