@@ -226,6 +226,19 @@ func waitInterest(t *testing.T, at *tnode, topicName string, from ...*tnode) {
 	}, "interest in %q on node %s", topicName, at.node.Name())
 }
 
+// waitPlainInterest is waitInterest for the nodes' ordinary interest only
+// (not a shared subscription's queue subscription on the same subject): a
+// node with both may have told at of the shared one only.
+func waitPlainInterest(t *testing.T, at *tnode, topicName string, from ...*tnode) {
+	t.Helper()
+	subj := topicSubject(topicName)
+	brokertest.Eventually(t, 5*time.Second, func() bool {
+		return routesAll(routedTo(at, func(d *server.SubDetail) bool {
+			return !strings.HasPrefix(d.Queue, shareQueuePrefix) && server.SubjectMatchesFilter(subj, d.Subject)
+		}), from)
+	}, "ordinary interest in %q on node %s", topicName, at.node.Name())
+}
+
 func connect(t *testing.T, n *tnode, id string) *brokertest.Conn {
 	t.Helper()
 	c, _ := brokertest.DialConnect(t, n.Addr, &packet.Connect{Version: packet.V5, ClientID: id, CleanStart: true})
