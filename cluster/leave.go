@@ -195,7 +195,8 @@ func (n *Node) handLeadership(ctx context.Context) {
 }
 
 // ledElsewhere waits until another node leads stream, and reports
-// whether one did before ctx ended. Each request for the stream's info is
+// whether one did before ctx ended, or before too few nodes were left
+// linked to elect one (the whole cluster stops). Each request for the stream's info is
 // bounded by infoWait: one sent while the stream has no leader (right
 // after the stepdown) may get no answer, and is sent again.
 func (n *Node) ledElsewhere(ctx context.Context, stream string) bool {
@@ -209,6 +210,9 @@ func (n *Node) ledElsewhere(ctx context.Context, stream string) bool {
 			if l := info.CachedInfo().Cluster; l != nil && l.Leader != "" && l.Leader != n.cfg.Node {
 				return true
 			}
+		}
+		if (len(linkNames(n.ns))+1)*2 <= n.size {
+			return false // too few nodes left to elect one (the others stop too)
 		}
 		select {
 		case <-ctx.Done():
