@@ -86,7 +86,7 @@ const markTimeout = 10 * time.Second
 var testEcho atomic.Pointer[func(n *Node)]
 
 // testMarkRange, set by tests only, is called by runMark after its flush,
-// before it reads the range of the mark and the routes' counts.
+// before it reads the routes' counts and the range of the mark.
 var testMarkRange atomic.Pointer[func(n *Node)]
 
 // maxFailedRanges is how many failed marks are remembered for publishers
@@ -395,15 +395,26 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 	if f := testMarkRange.Load(); f != nil {
 		(*f)(n)
 	}
-	// The range this mark covers and the counts it takes as confirmed are
-	// read together, with nothing forwarded meanwhile: a message counted
-	// on a route is in the range, so a node that drops it fails this mark,
-	// or the next one asks it. (The range read before the flush left out
-	// a message forwarded during it, whose count this mark took as
-	// confirmed: the next mark did not ask that node, and the message was
-	// acknowledged although the node had dropped it.) A message in the
-	// range but not yet routed when the counts are read goes before the
-	// mark all the same; its count only makes the next mark ask again.
+	// The counts this mark takes as confirmed are read before its range,
+	// and the range under pubMu: a message counted on a route was
+	// published on the connection before the counts were read, inside the
+	// forwarder's pubMu section that gives it its token, so its token is in
+	// the range and a node that drops it fails this mark. (The range read
+	// before the flush left out a message forwarded during it, whose count
+	// this mark took as confirmed: the next mark did not ask that node, and
+	// the message was acknowledged although the node had dropped it.) A
+	// message in the range but not yet routed when the counts are read goes
+	// before the mark all the same; its count only makes the next mark ask
+	// again. Nothing is read from the server while forwarding waits.
+	var out map[string]routeCount
+	shared := n.share.live.Load() > 0
+	own, ownOK := uint64(0), true
+	if flushErr == nil {
+		out = routeOut(n.ns)
+		if shared {
+			own, ownOK = n.ownOut()
+		}
+	}
 	n.pubMu.Lock()
 	last = a.seq
 	// The links when each message of the range was forwarded: each may
@@ -440,15 +451,6 @@ func (n *Node) runMark() (last, lostUpTo uint64, err error) {
 		}
 		if lostUpTo < first {
 			lostUpTo = 0
-		}
-	}
-	var out map[string]routeCount
-	shared := n.share.live.Load() > 0
-	own, ownOK := uint64(0), true
-	if flushErr == nil {
-		out = routeOut(n.ns)
-		if shared {
-			own, ownOK = n.ownOut()
 		}
 	}
 	n.pubMu.Unlock()
