@@ -143,6 +143,7 @@ func TestHeldSessionsGoBack(t *testing.T) {
 	survivors := nodes[1:]
 	brokertest.Eventually(t, 20*time.Second, func() bool { return holder(survivors, "homing") != nil },
 		"the survivors hold a's session")
+	waitAcking(t, survivors...)
 	pub := connect(t, b, "hb-pub")
 	want := map[string]bool{}
 	for j := range 3 {
