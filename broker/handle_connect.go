@@ -216,6 +216,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	// Take over or resume the session [MQTT-3.1.4-2..4].
 	srv := c.srv
 	if err := srv.beforeSession(&c.info, cp.CleanStart); err != nil {
+		srv.connectEnded(&c.info, false)
 		// Another server holds the client id and could not hand it over.
 		rc := packet.ServerUnavailable
 		if code, ok := errors.AsType[packet.ReasonCode](err); ok && code.IsError() {
@@ -223,6 +224,8 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 		}
 		return c.refuse(rc, err)
 	}
+	connected := false
+	defer func() { srv.connectEnded(&c.info, connected) }()
 	srv.sessMu.Lock()
 	old := srv.sessions[id]
 	var oldConn *conn
@@ -335,6 +338,7 @@ func (c *conn) finishConnect(cp *packet.Connect, assigned bool, authData []byte)
 	}
 	srv.log.Info("client connected", "client", id, "remote", c.info.Remote, "listener", c.info.Listener,
 		"version", cp.Version.String(), "clean", cp.CleanStart, "keepalive", ka, "session_present", ack.SessionPresent)
+	connected = true
 	return nil
 }
 

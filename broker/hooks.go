@@ -212,6 +212,7 @@ type hooks struct {
 	methods []AuthMethodHook
 	replica []ReplicaHook
 	connect []ConnectHook
+	connEnd []ConnectEndHook
 	shared  []SharedRouteHook
 	gate    []AckGate
 
@@ -245,7 +246,7 @@ func (s *Server) AddHook(h any) error {
 	hk := &s.hooks
 	n += addAs(&hk.authn, h) + addAs(&hk.authz, h) + addAs(&hk.publish, h) + addAs(&hk.session, h) +
 		addAs(&hk.subs, h) + addAs(&hk.discon, h) + addAs(&hk.methods, h) + addAs(&hk.replica, h) +
-		addAs(&hk.connect, h) + addAs(&hk.shared, h) + addAs(&hk.gate, h)
+		addAs(&hk.connect, h) + addAs(&hk.connEnd, h) + addAs(&hk.shared, h) + addAs(&hk.gate, h)
 	if v, ok := h.(DeliveryHook); ok {
 		if hk.events == nil {
 			hk.events = make(chan deliveryEvent, deliveryHookBuffer)

@@ -108,6 +108,26 @@ type ConnectHook interface {
 	BeforeSession(ctx context.Context, c *ClientInfo, cleanStart bool) error
 }
 
+// ConnectEndHook is told when a CONNECT whose ConnectHooks were called
+// has ended: connected reports whether its client is connected (its session
+// attached, the SessionHooks told) or the CONNECT was refused (by a
+// ConnectHook or after them). c is the ClientInfo the ConnectHooks got, so
+// a hook can tell two CONNECTs with one client id apart. A cluster uses it
+// to learn when a client it claimed can be taken over.
+type ConnectEndHook interface {
+	ConnectEnded(c *ClientInfo, connected bool)
+}
+
+// connectEnded tells the ConnectEndHooks that the CONNECT of c ended.
+func (srv *Server) connectEnded(c *ClientInfo, connected bool) {
+	if len(srv.hooks.connect) == 0 {
+		return
+	}
+	for _, h := range srv.hooks.connEnd {
+		h.ConnectEnded(c, connected)
+	}
+}
+
 // beforeSessionTimeout bounds the ConnectHooks of one CONNECT.
 const beforeSessionTimeout = 15 * time.Second
 

@@ -115,6 +115,89 @@ func TestConnectHookRefuses(t *testing.T) {
 	}
 }
 
+// endRecorder is an Authenticator (it refuses user "bad"), a ConnectHook
+// (it refuses one client id) and a ConnectEndHook: it records how each CONNECT it saw ended, checking that the
+// ClientInfo is the one BeforeSession got and that a connected client is
+// registered (a takeover finds it) by then.
+type endRecorder struct {
+	srv    atomic.Pointer[broker.Server]
+	refuse string
+	mu     sync.Mutex
+	seen   map[*broker.ClientInfo]bool
+	ended  []string
+}
+
+func (h *endRecorder) Authenticate(c *broker.ClientInfo) error {
+	if c.Username == "bad" {
+		return packet.BadUserNameOrPassword
+	}
+	return nil
+}
+
+func (h *endRecorder) BeforeSession(ctx context.Context, c *broker.ClientInfo, clean bool) error {
+	h.mu.Lock()
+	h.seen[c] = true
+	h.mu.Unlock()
+	if c.ClientID == h.refuse {
+		return packet.ServerBusy
+	}
+	return nil
+}
+
+func (h *endRecorder) ConnectEnded(c *broker.ClientInfo, connected bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := fmt.Sprintf("%s connected=%v", c.ClientID, connected)
+	if !h.seen[c] {
+		e += " (ClientInfo not seen by BeforeSession)"
+	}
+	if d, ok := h.srv.Load().ClientDetail(c.ClientID); connected && (!ok || !d.Connected) {
+		e += " (not registered yet)"
+	}
+	h.ended = append(h.ended, e)
+}
+
+func (h *endRecorder) list() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.ended...)
+}
+
+// TestConnectEndHook: each CONNECT whose ConnectHooks ran is ended once,
+// with the same ClientInfo: connected (after the client is registered) or
+// refused by a hook [MQTT-3.2.2-7]. A CONNECT refused before the hooks
+// (bad password) is not.
+func TestConnectEndHook(t *testing.T) {
+	h := &endRecorder{refuse: "refused", seen: map[*broker.ClientInfo]bool{}}
+	srv := brokertest.Start(t, func(o *broker.Options) {
+		o.Hooks = []any{h}
+		o.AllowAnonymous = false
+	})
+	h.srv.Store(srv.Server)
+	c := brokertest.Dial(t, srv.Addr, packet.V5)
+	c.Send(&packet.Connect{Version: packet.V5, ClientID: "refused", CleanStart: true, Username: "u", Password: []byte("p")})
+	if ack, ok := c.Recv().(*packet.Connack); !ok || ack.ReasonCode != packet.ServerBusy {
+		t.Fatalf("CONNACK %v, want Server busy", ack)
+	}
+	c.ExpectClosed()
+	bad := brokertest.Dial(t, srv.Addr, packet.V5)
+	bad.Send(&packet.Connect{Version: packet.V5, ClientID: "badpw", CleanStart: true, Username: "bad", Password: []byte("p")})
+	if ack, ok := bad.Recv().(*packet.Connack); !ok || ack.ReasonCode != packet.BadUserNameOrPassword {
+		t.Fatalf("CONNACK %v, want Bad user name or password", ack)
+	}
+	ok := brokertest.Dial(t, srv.Addr, packet.V5)
+	ok.Send(&packet.Connect{Version: packet.V5, ClientID: "ok", CleanStart: true, Username: "u", Password: []byte("p")})
+	if ack, isAck := ok.Recv().(*packet.Connack); !isAck || ack.ReasonCode != packet.Success {
+		t.Fatalf("CONNACK %v, want Success", ack)
+	}
+	want := []string{"refused connected=false", "ok connected=true"}
+	brokertest.Eventually(t, 5*time.Second, func() bool { return len(h.list()) >= len(want) },
+		"ConnectEnded calls: %v, want %v", h.list(), want)
+	if got := h.list(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ConnectEnded calls: %v, want %v", got, want)
+	}
+}
+
 // TestImportAndHandOver: a session imported with a subscription, a
 // message in flight and a queued one is resumed by the next CONNECT with
 // session present [MQTT-3.2.2-3]; the in-flight message is sent again

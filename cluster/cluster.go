@@ -151,6 +151,7 @@ type Node struct {
 	sessionsIn   atomic.Int64       // sessions this node imported from another (sessions.go)
 	adoptedIn    atomic.Int64       // of those, sessions of a node that went away, adopted without a CONNECT
 	adopting     sync.Map           // client id → *adoption under way (sessions.go)
+	conns        inflight           // CONNECTs between their claim and their end (connecting.go)
 	moving       sync.Map           // client id → former owner, while a move of its session here is unfinished (sessions.go)
 	adoptRetry   sync.Map           // lost node → when its adoption failed in part: watchLinks tries again (sessions.go)
 	linkWake     chan struct{}      // a route came or went: watchLinks looks at once (acks.go)
@@ -1532,7 +1533,7 @@ func (n *Node) ownerWorker(q chan ownOp) {
 					delete(unasked, id) // another node took it over since
 					continue
 				}
-				if !n.ask(former, id, reqRelease) {
+				if !n.ask(former, id, reqRelease, owned[id]) {
 					break
 				}
 				n.log.Info("cluster: former owner answered the takeover", "client", id, "owner", former)
@@ -1686,11 +1687,13 @@ const claimRetry = time.Second
 // entry of this node, since taken over), and a failed write reads again
 // after a short pause until claimTimeout.
 func (n *Node) claim(id string) (rev uint64, former, unanswered string, err error) {
-	return n.claimCtx(context.Background(), id)
+	return n.claimCtx(context.Background(), id, nil)
 }
 
-// claimCtx is claim bounded by parent too.
-func (n *Node) claimCtx(parent context.Context, id string) (rev uint64, former, unanswered string, err error) {
+// claimCtx is claim bounded by parent too, for the CONNECT k (nil for
+// none): k records the write in flight and the revision it wrote
+// (connecting.go).
+func (n *Node) claimCtx(parent context.Context, id string, k *connecting) (rev uint64, former, unanswered string, err error) {
 	key := ownerKey(id)
 	deadline := time.Now().Add(claimTimeout)
 	var asked uint64 // revision of the entry whose owner was last asked to let go
@@ -1704,19 +1707,21 @@ func (n *Node) claimCtx(parent context.Context, id string) (rev uint64, former, 
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			unanswered, former = "", "" // the former owner released it
-			rev, err = n.owners.Create(ctx, key, []byte(n.cfg.Node))
+			rev, err = n.writeClaim(k, func() (uint64, error) { return n.owners.Create(ctx, key, []byte(n.cfg.Node)) })
 		case err == nil:
 			former = string(e.Value())
 			if owner := former; owner != n.cfg.Node && e.Revision() != asked {
 				unanswered = ""
-				if !n.ask(owner, id, reqTakeover) {
+				if !n.ask(owner, id, reqTakeover, e.Revision()) {
 					unanswered = owner
 				}
 				asked = e.Revision()
 			} else if owner == n.cfg.Node {
 				unanswered = ""
 			}
-			rev, err = n.owners.Update(ctx, key, []byte(n.cfg.Node), e.Revision())
+			rev, err = n.writeClaim(k, func() (uint64, error) {
+				return n.owners.Update(ctx, key, []byte(n.cfg.Node), e.Revision())
+			})
 		}
 		cancel()
 		if err == nil || !casConflict(err) {
@@ -1732,6 +1737,20 @@ func (n *Node) claimCtx(parent context.Context, id string) (rev uint64, former, 
 		case <-time.After(time.Duration(min(attempt+1, 25)) * 2 * time.Millisecond):
 		}
 	}
+}
+
+// writeClaim runs write, the compare-and-set of a claim, with the CONNECT
+// k (if any) marked as writing, and records the revision it wrote.
+func (n *Node) writeClaim(k *connecting, write func() (uint64, error)) (uint64, error) {
+	n.conns.set(k, func(k *connecting) { k.writing = true })
+	rev, err := write()
+	n.conns.set(k, func(k *connecting) {
+		k.writing = false
+		if err == nil {
+			k.rev = rev
+		}
+	})
+	return rev, err
 }
 
 // claimTimeout bounds the retries of one claim.

@@ -160,7 +160,7 @@ func (n *Node) Leave(ctx context.Context) (moved int, err error) {
 	n.handLeadership(ctx)
 	// Every node hears that this one left before its links go.
 	for _, peer := range peers {
-		if err := n.askCtx(ctx, peer, n.cfg.Node, reqLeft); err != nil {
+		if err := n.askCtx(ctx, peer, ownerRequest{ID: n.cfg.Node, Op: reqLeft}); err != nil {
 			return moved, fmt.Errorf("cluster: node %s not told that this node leaves: %w", peer, err)
 		}
 	}
@@ -260,7 +260,7 @@ func nodeFor(id string, nodes []string) string {
 func (n *Node) askTake(ctx context.Context, node, id string) error {
 	tctx, cancel := context.WithTimeout(ctx, takeTimeout)
 	defer cancel()
-	return n.askCtx(tctx, node, id, reqTake)
+	return n.askCtx(tctx, node, ownerRequest{ID: id, Op: reqTake})
 }
 
 // refusal is the answer of a node that could not do what it was asked.
@@ -268,11 +268,11 @@ type refusal string
 
 func (r refusal) Error() string { return string(r) }
 
-// askCtx sends the request op about client id to node and waits for its
-// answer: nil for "ok", a refusal with the node's error text, or the
-// request's own error (no answer).
-func (n *Node) askCtx(ctx context.Context, node, id, op string) error {
-	body, _ := json.Marshal(ownerRequest{ID: id, Op: op})
+// askCtx sends request r to node and waits for its answer: nil for "ok",
+// a refusal with the node's error text, or the request's own error (no
+// answer).
+func (n *Node) askCtx(ctx context.Context, node string, r ownerRequest) error {
+	body, _ := json.Marshal(r)
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, askTimeout)
@@ -309,7 +309,7 @@ func (n *Node) onTake(msg *nats.Msg, r ownerRequest) {
 		answer := "ok"
 		if !n.running() {
 			answer = broker.ErrServerClosed.Error()
-		} else if err := n.beforeSession(tctx, r.ID, false); err != nil {
+		} else if err := n.beforeSession(tctx, r.ID, false, nil); err != nil {
 			answer = err.Error()
 		} else {
 			n.log.Info("cluster: session taken from a node that leaves", "client", r.ID)

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mqttd/mqttd/broker"
+	"github.com/mqttd/mqttd/packet"
 	"github.com/mqttd/mqttd/store"
 )
 
@@ -514,15 +515,21 @@ const (
 type ownerRequest struct {
 	ID string `json:"id"`
 	Op string `json:"op"`
+	// Rev, for takeover, release and end: the asked node's CONNECTs of ID
+	// whose claim wrote the ownership entry at this revision or before are
+	// superseded (connecting.go). For takeover it is the entry the asking
+	// node read (naming the asked node), for the others the asking node's
+	// own claim. 0 supersedes none.
+	Rev uint64 `json:"rev,omitempty"`
 }
 
 // ask sends request op about client id to node owner and reports whether
-// it answered.
-func (n *Node) ask(owner, id, op string) bool {
+// it answered; rev is ownerRequest.Rev.
+func (n *Node) ask(owner, id, op string, rev uint64) bool {
 	if op == reqTakeover {
 		n.takeoversOut.Add(1)
 	}
-	err := n.askCtx(context.Background(), owner, id, op)
+	err := n.askCtx(context.Background(), owner, ownerRequest{ID: id, Op: op, Rev: rev})
 	var refused refusal
 	if err != nil && !errors.As(err, &refused) {
 		n.log.Debug("cluster: owner did not answer", "client", id, "owner", owner, "request", op, "err", err)
@@ -545,6 +552,11 @@ const askTimeout = 5 * time.Second
 // takeoverWait bounds the owner's wait for its client's connection to end.
 const takeoverWait = 3 * time.Second
 
+// supersedeWait bounds the owner's wait for its CONNECTs of the client id
+// that a takeover, release or end supersedes (connecting.go); with
+// takeoverWait it stays under askTimeout.
+const supersedeWait = 1500 * time.Millisecond
+
 // onTakeoverRequest does what another node asks of a client id this node
 // owns: disconnect its client (v5: DISCONNECT 0x8E [MQTT-3.1.4-3]), let the
 // session go, or end it.
@@ -553,6 +565,18 @@ func (n *Node) onTakeoverRequest(msg *nats.Msg) {
 	if err := json.Unmarshal(msg.Data, &r); err != nil || r.ID == "" {
 		r = ownerRequest{ID: string(msg.Data), Op: reqTakeover}
 	}
+	switch r.Op {
+	case reqTakeover, reqRelease, reqEnd:
+		// Each on its own goroutine: it may wait for a CONNECT here that
+		// is itself asking another node, whose requests to this node must
+		// not wait behind it.
+		go n.onOwnerRequest(msg, r)
+		return
+	}
+	n.onOwnerRequest(msg, r)
+}
+
+func (n *Node) onOwnerRequest(msg *nats.Msg, r ownerRequest) {
 	switch r.Op {
 	case reqHeldNode:
 		n.onHeldRequest(msg, r)
@@ -582,6 +606,14 @@ func (n *Node) onTakeoverRequest(msg *nats.Msg) {
 				"ended", "client", r.ID, "request", r.Op)
 		}
 		wait.Stop()
+	}
+	if r.Rev != 0 && (r.Op == reqTakeover || r.Op == reqRelease || r.Op == reqEnd) {
+		sctx, cancel := context.WithTimeout(context.Background(), supersedeWait)
+		if !n.conns.supersede(sctx, r.ID, r.Rev) {
+			n.log.Warn("cluster: a CONNECT here that another node's claim superseded did not end in time: "+
+				"it closes its client itself", "client", r.ID, "request", r.Op)
+		}
+		cancel()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), takeoverWait)
 	defer cancel()
@@ -632,7 +664,14 @@ func (n *Node) BeforeSession(ctx context.Context, c *broker.ClientInfo, cleanSta
 	if id == "" || !n.running() {
 		return nil
 	}
-	err := n.beforeSession(ctx, id, cleanStart)
+	k := n.conns.begin(c) // ended by ConnectEnded
+	err := n.beforeSession(ctx, id, cleanStart, k)
+	if err == nil && n.conns.isSuperseded(k) {
+		// A node that claimed the id after this CONNECT asked for it
+		// meanwhile: its client keeps the id [MQTT-3.1.4-3].
+		err = fmt.Errorf("cluster: client id %q taken over by another node while connecting: %w", id,
+			packet.ServerBusy)
+	}
 	if err != nil {
 		n.log.Warn("cluster: CONNECT refused: the client's session could not be brought here; the client may "+
 			"try again", "client", id, "err", err)
@@ -640,7 +679,9 @@ func (n *Node) BeforeSession(ctx context.Context, c *broker.ClientInfo, cleanSta
 	return err
 }
 
-func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) error {
+// beforeSession is BeforeSession for the CONNECT k (nil when a leaving
+// node hands a session over with no client).
+func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool, k *connecting) error {
 	if !n.haveMajority() {
 		n.log.Warn("cluster: cut off from the majority: client served from this node's own state; its "+
 			"ownership is claimed when the link is back", "client", id)
@@ -659,7 +700,7 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 		cctx, cancel = context.WithTimeout(ctx, cleanClaimWait)
 		defer cancel()
 	}
-	rev, former, unanswered, err := n.claimCtx(cctx, id)
+	rev, former, unanswered, err := n.claimCtx(cctx, id, k)
 	for err != nil && cctx.Err() == nil && n.haveMajority() {
 		select {
 		case <-cctx.Done():
@@ -667,7 +708,7 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 			return broker.ErrServerClosed
 		case <-time.After(200 * time.Millisecond):
 		}
-		rev, former, unanswered, err = n.claimCtx(cctx, id)
+		rev, former, unanswered, err = n.claimCtx(cctx, id, k)
 	}
 	if err != nil {
 		if !cleanStart && n.haveMajority() {
@@ -681,6 +722,9 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 		return nil
 	}
 	n.queueOwn(ownOp{id: id, rev: rev, owned: true, unanswered: unanswered})
+	if err := n.step(ctx, "connect.claimed", id); err != nil {
+		return err
+	}
 	other := former != "" && former != n.cfg.Node
 	if !other && former != "" {
 		// This node owns the id already. A move of its session here that
@@ -697,7 +741,7 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 		// a new one.
 		n.moving.Delete(id)
 		if other && unanswered == "" {
-			n.ask(former, id, reqEnd)
+			n.ask(former, id, reqEnd, rev)
 			return nil
 		}
 		if other {
@@ -753,7 +797,7 @@ func (n *Node) beforeSession(ctx context.Context, id string, cleanStart bool) er
 			}
 			n.syncInterest()
 		}
-		if !n.ask(former, id, reqRelease) {
+		if !n.ask(former, id, reqRelease, rev) {
 			n.log.Warn("cluster: former owner did not let the session go: what it queued since is read "+
 				"from the cluster", "client", id, "owner", former)
 			if err := n.releaseHeld(ctx, id); err != nil {

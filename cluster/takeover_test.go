@@ -98,57 +98,7 @@ func TestTakeoverRacing(t *testing.T) {
 				go cb.run(start, id, f)
 				close(start)
 
-				// Wait for the race to settle: one connection closed, and
-				// the ownership entry naming the node of the other.
-				var sa, sb raceState
-				brokertest.Eventually(t, 10*time.Second, func() bool {
-					sa.drain(ca)
-					sb.drain(cb)
-					return sa.closed || sb.closed
-				}, "round %d: neither connection of %q was closed", round, id)
-				if sa.closed && sb.closed {
-					t.Fatalf("round %d: both connections closed: %s on %s, %s on %s", round,
-						describeAll(sa.got), a.node.Name(), describeAll(sb.got), b.node.Name())
-				}
-				win, lose, ws, ls := cb, ca, &sb, &sa
-				if sb.closed {
-					win, lose, ws, ls = ca, cb, &sa, &sb
-				}
-				checkLoser(t, round, lose, ls.got)
-				brokertest.Eventually(t, 10*time.Second, func() bool {
-					return owner(t, pubNode, id) == win.node.node.Name()
-				}, "round %d: owner of %q is %q, want the survivor's node %s", round, id, owner(t, pubNode, id),
-					win.node.node.Name())
-
-				// The survivor's subscription reaches it from the third node.
-				waitInterest(t, pubNode, f, win.node)
-				pub := connect(t, pubNode, fmt.Sprintf("racepub-%d-%d", v, round))
-				pub.Publish(&packet.Publish{Topic: f, QoS: 1, PacketID: 1, Payload: []byte(id)})
-				var p *packet.Publish
-				brokertest.Eventually(t, 5*time.Second, func() bool {
-					ws.drain(win)
-					if ws.closed {
-						t.Fatalf("round %d: the survivor on %s was closed too: %s", round, win.node.node.Name(),
-							describeAll(ws.got))
-					}
-					for _, q := range ws.got {
-						if pp, ok := q.(*packet.Publish); ok {
-							p = pp
-							return true
-						}
-					}
-					return false
-				}, "round %d: the survivor got no message (got %s)", round, describeAll(ws.got))
-				if p.Topic != f || string(p.Payload) != id {
-					t.Fatalf("round %d: survivor got %s", round, brokertest.Describe(p))
-				}
-				if ack, ok := ws.got[0].(*packet.Connack); !ok || ack.ReasonCode != packet.Success {
-					t.Fatalf("round %d: survivor's first packet %s, want a successful CONNACK", round, describeAll(ws.got))
-				}
-				// End cleanly: the id is released.
-				packet.Write(win.nc, &packet.Disconnect{}, v)
-				brokertest.Eventually(t, 10*time.Second, func() bool { return owner(t, pubNode, id) == "" },
-					"round %d: %q not released", round, id)
+				win := settleRace(t, fmt.Sprintf("round %d", round), ca, cb, pubNode, id, f)
 				wins[win.node.node.Name()]++
 			}
 			t.Logf("survivors by node: %v", wins)
@@ -156,35 +106,174 @@ func TestTakeoverRacing(t *testing.T) {
 	}
 }
 
+// TestTakeoverDuringConnect: node A's CONNECT has claimed the client id
+// but its client is not connected yet when node B's CONNECT with the id
+// claims it after A. B's request to A must not be answered as if A had no
+// client: A's CONNECT is refused (or its client taken over once connected)
+// and B's client is the one that stays [MQTT-3.1.4-3]. Before the fix both
+// clients stayed connected, each node serving the id as its owner.
+func TestTakeoverDuringConnect(t *testing.T) {
+	nodes := cluster3(t)
+	a, b, pubNode := nodes[0], nodes[1], nodes[2]
+	cases := []struct {
+		name string
+		v    packet.Version
+		// held: whether A's CONNECT may go on.
+		held func(id string) bool
+	}{
+		{"5.0", packet.V5, func(id string) bool {
+			return owner(t, pubNode, id) != b.node.Name() && !inflightHere(a.node, id, true, false)
+		}},
+		{"3.1.1", packet.V311, func(id string) bool {
+			return owner(t, pubNode, id) != b.node.Name() && !inflightHere(a.node, id, true, false)
+		}},
+		// A's CONNECT outlasts B's request's wait (supersedeWait): B goes
+		// on, and A's CONNECT refuses its client itself.
+		{"slow", packet.V5, func(id string) bool { return !inflightHere(a.node, id, true, true) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v := tc.v
+			id := "midconnect-" + tc.name
+			f := "midconnect/" + tc.name
+			claimed := make(chan struct{})
+			setStep(t, func(ctx context.Context, node, step, cid string) error {
+				if node != a.node.Name() || step != "connect.claimed" || cid != id {
+					return nil
+				}
+				close(claimed)
+				// Hold A's CONNECT between its claim and its end.
+				deadline := time.Now().Add(10 * time.Second)
+				for time.Now().Before(deadline) && ctx.Err() == nil && tc.held(id) {
+					time.Sleep(5 * time.Millisecond)
+				}
+				return nil
+			})
+			ca, cb := dialRace(t, a, v), dialRace(t, b, v)
+			startA, startB := make(chan struct{}), make(chan struct{})
+			go ca.run(startA, id, f)
+			go cb.run(startB, id, f)
+			close(startA)
+			select {
+			case <-claimed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("A's CONNECT did not claim the client id")
+			}
+			close(startB)
+			if win := settleRace(t, "connect during a takeover", ca, cb, pubNode, id, f); win != cb {
+				t.Fatalf("the client on %s, whose claim came first, stayed; want the one on %s", a.node.Name(),
+					b.node.Name())
+			}
+		})
+	}
+}
+
+// inflightHere reports whether a CONNECT of id in flight on n was
+// superseded by another node's claim (and, with abandoned, whether the
+// request stopped waiting for it).
+func inflightHere(n *Node, id string, superseded, abandoned bool) bool {
+	n.conns.mu.Lock()
+	defer n.conns.mu.Unlock()
+	for _, k := range n.conns.byID[id] {
+		if k.superseded == superseded && (!abandoned || k.abandoned) {
+			return true
+		}
+	}
+	return false
+}
+
+// settleRace waits for the race of ca and cb for client id (both
+// subscribed to f) to settle: exactly one stays connected
+// [MQTT-3.1.4-3], the other was taken over or refused (checkLoser), the
+// ownership entry names the survivor's node, a message published on
+// pubNode reaches the survivor, and the survivor's DISCONNECT releases the
+// id. It returns the survivor.
+func settleRace(t *testing.T, label string, ca, cb *raceConn, pubNode *tnode, id, f string) *raceConn {
+	t.Helper()
+	v := ca.v
+	// Wait for the race to settle: one connection closed, and
+	// the ownership entry naming the node of the other.
+	var sa, sb raceState
+	brokertest.Eventually(t, 10*time.Second, func() bool {
+		sa.drain(ca)
+		sb.drain(cb)
+		return sa.closed || sb.closed
+	}, "%s: neither connection of %q was closed", label, id)
+	if sa.closed && sb.closed {
+		t.Fatalf("%s: both connections closed: %s on %s, %s on %s", label,
+			describeAll(sa.got), ca.node.node.Name(), describeAll(sb.got), cb.node.node.Name())
+	}
+	win, lose, ws, ls := cb, ca, &sb, &sa
+	if sb.closed {
+		win, lose, ws, ls = ca, cb, &sa, &sb
+	}
+	checkLoser(t, label, lose, ls.got)
+	brokertest.Eventually(t, 10*time.Second, func() bool {
+		return owner(t, pubNode, id) == win.node.node.Name()
+	}, "%s: owner of %q is %q, want the survivor's node %s", label, id, owner(t, pubNode, id),
+		win.node.node.Name())
+
+	// The survivor's subscription reaches it from the third node.
+	waitInterest(t, pubNode, f, win.node)
+	pub := connect(t, pubNode, "racepub-"+id)
+	pub.Publish(&packet.Publish{Topic: f, QoS: 1, PacketID: 1, Payload: []byte(id)})
+	var p *packet.Publish
+	brokertest.Eventually(t, 5*time.Second, func() bool {
+		ws.drain(win)
+		if ws.closed {
+			t.Fatalf("%s: the survivor on %s was closed too: %s", label, win.node.node.Name(),
+				describeAll(ws.got))
+		}
+		for _, q := range ws.got {
+			if pp, ok := q.(*packet.Publish); ok {
+				p = pp
+				return true
+			}
+		}
+		return false
+	}, "%s: the survivor got no message (got %s)", label, describeAll(ws.got))
+	if p.Topic != f || string(p.Payload) != id {
+		t.Fatalf("%s: survivor got %s", label, brokertest.Describe(p))
+	}
+	if ack, ok := ws.got[0].(*packet.Connack); !ok || ack.ReasonCode != packet.Success {
+		t.Fatalf("%s: survivor's first packet %s, want a successful CONNACK", label, describeAll(ws.got))
+	}
+	// End cleanly: the id is released.
+	packet.Write(win.nc, &packet.Disconnect{}, v)
+	brokertest.Eventually(t, 10*time.Second, func() bool { return owner(t, pubNode, id) == "" },
+		"%s: %q not released", label, id)
+	return win
+}
+
 // checkLoser: the loser of a race was either taken over (CONNACK, maybe
 // SUBACK, then for v5 DISCONNECT 0x8E) or refused (a CONNACK with an error
 // and nothing else).
-func checkLoser(t *testing.T, round int, c *raceConn, got []packet.Packet) {
+func checkLoser(t *testing.T, label string, c *raceConn, got []packet.Packet) {
 	t.Helper()
 	if len(got) == 0 {
-		t.Fatalf("round %d: the loser on %s was closed before any CONNACK", round, c.node.node.Name())
+		t.Fatalf("%s: the loser on %s was closed before any CONNACK", label, c.node.node.Name())
 	}
 	ack, ok := got[0].(*packet.Connack)
 	if !ok {
-		t.Fatalf("round %d: loser's first packet %s", round, describeAll(got))
+		t.Fatalf("%s: loser's first packet %s", label, describeAll(got))
 	}
 	if ack.ReasonCode != packet.Success { // refused
 		if len(got) != 1 {
-			t.Fatalf("round %d: refused loser got more: %s", round, describeAll(got))
+			t.Fatalf("%s: refused loser got more: %s", label, describeAll(got))
 		}
 		return
 	}
 	last := got[len(got)-1]
 	if c.v == packet.V5 {
 		if d, ok := last.(*packet.Disconnect); !ok || d.ReasonCode != packet.SessionTakenOver {
-			t.Fatalf("round %d: v5 loser on %s got %s, want DISCONNECT 0x8E last", round, c.node.node.Name(),
+			t.Fatalf("%s: v5 loser on %s got %s, want DISCONNECT 0x8E last", label, c.node.node.Name(),
 				describeAll(got))
 		}
 		got = got[:len(got)-1]
 	}
 	for _, p := range got[1:] {
 		if _, ok := p.(*packet.Suback); !ok {
-			t.Fatalf("round %d: loser got %s", round, describeAll(got))
+			t.Fatalf("%s: loser got %s", label, describeAll(got))
 		}
 	}
 }
