@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,10 +26,7 @@ func adopterOf(id string, live ...*tnode) *tnode {
 	for _, n := range live {
 		names = append(names, n.node.Name())
 	}
-	slices.Sort(names)
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	name := names[h.Sum32()%uint32(len(names))]
+	name := nodeFor(id, names)
 	for _, n := range live {
 		if n.node.Name() == name {
 			return n

@@ -1635,8 +1635,14 @@ func (n *Node) watchLinks() {
 		for name := range lost {
 			if !held[name] {
 				held[name] = true
+				var others []string // lost before: what name held for them is held again
+				for o := range lost {
+					if o != name {
+						others = append(others, o)
+					}
+				}
 				n.wg.Add(1)
-				go n.holdSessions(name)
+				go n.holdSessions(name, others)
 			}
 		}
 		for name, since := range lost {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"iter"
 	"slices"
 	"sync"
@@ -158,6 +157,16 @@ func (n *Node) Leave(ctx context.Context) (moved int, err error) {
 			cmpErr(firstErr, ctx.Err()))
 	}
 	n.handLeadership(ctx)
+	if h := n.heldCount(); h > 0 {
+		// Sessions held here for a lost node stay its own: the others must
+		// hold them again when this node is gone, as for a lost node, so
+		// they do not hear "left" (they refuse acknowledgements until the
+		// sessions are held, instead of dropping what is published for
+		// them).
+		n.log.Warn("cluster: this node holds sessions of a lost node: the others hold them again once it is "+
+			"gone, and refuse acknowledgements until they do", "sessions", h)
+		return moved, nil
+	}
 	// Every node hears that this one left before its links go.
 	for _, peer := range peers {
 		if err := n.askCtx(ctx, peer, ownerRequest{ID: n.cfg.Node, Op: reqLeft}); err != nil {
@@ -247,13 +256,42 @@ const leadershipWait = 5 * time.Second
 // infoWait bounds one request for a stream's info in ledElsewhere.
 const infoWait = 250 * time.Millisecond
 
-// nodeFor is the node of nodes (sorted) chosen for client id: the node
-// that holds, adopts or takes its session, or publishes its will, when its
-// own node is lost or leaves.
+// nodeFor is the node of nodes chosen for client id: the node that holds,
+// adopts or takes its session, or publishes its will, when its own node is
+// lost or leaves. Rendezvous hashing: each node gets a score from the id
+// and its name, and the highest wins. So when a node goes, only the ids it
+// was chosen for move (each to its next best), and the others stay where
+// they are: the sessions a lost node's holder held are held again by the
+// survivors without any other session changing holder (standby.go).
 func nodeFor(id string, nodes []string) string {
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	return nodes[h.Sum32()%uint32(len(nodes))]
+	var best string
+	var top uint64
+	for i, node := range nodes {
+		if s := nodeScore(id, node); i == 0 || s > top || (s == top && node < best) {
+			best, top = node, s
+		}
+	}
+	return best
+}
+
+// nodeScore is FNV-1a over id, a zero byte and node, then a 64-bit
+// finalizer (the names differ in their last bytes, which FNV alone mixes
+// poorly into the high bits).
+func nodeScore(id, node string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := range len(id) {
+		h = (h ^ uint64(id[i])) * 1099511628211
+	}
+	h *= 1099511628211 // the zero byte
+	for i := range len(node) {
+		h = (h ^ uint64(node[i])) * 1099511628211
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
 }
 
 // askTake asks node to take the session of client id; nil once it has.

@@ -896,7 +896,7 @@ func (n *Node) adoptSessions(dead string) {
 	if err != nil {
 		n.log.Warn("cluster: wills of the clean sessions of a lost node not published", "peer", dead, "err", err)
 	}
-	ids, err := n.ownedBy(ctx, dead, live)
+	ids, err := n.ownedBy(ctx, map[string]bool{dead: true}, live)
 	if err != nil {
 		n.log.Warn("cluster: sessions of a lost node not adopted: owners not listed; tried again soon",
 			"peer", dead, "err", err)
@@ -904,8 +904,8 @@ func (n *Node) adoptSessions(dead string) {
 		return
 	}
 	adopted, failed := 0, 0
-	for id, rev := range ids {
-		ok, err := n.adopt(ctx, id, rev, dead)
+	for id, e := range ids {
+		ok, err := n.adopt(ctx, id, e.rev, dead)
 		switch {
 		case err != nil:
 			failed++

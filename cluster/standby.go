@@ -46,6 +46,13 @@ import (
 //     store, and reconcileSessions lets it go (another node owns it); the
 //     entries it wrote stay in the bucket for the session's next move.
 //
+// When the holder itself goes before the session is adopted (it dies, or
+// is shut down: a node holding sessions of a lost node does not tell the
+// others it left, Leave), the nodes left hold the sessions it held, as part
+// of holding its own (holdSessions with the lost nodes before it), so the
+// hold gate covers them too. nodeFor is a rendezvous hash: only the gone
+// holder's share moves, every other held copy stays where it is.
+//
 // Messages published after the link was lost and before the sessions are
 // held (a tick of watchLinks, then a read of the bucket per session) match
 // no subscription: the hold gate (holdgate.go) refuses their
@@ -77,12 +84,19 @@ type heldAnswer struct {
 	More   bool  `json:"more"`
 }
 
-// ownedBy lists the client ids owned by node dead that go to this node:
+// ownedEntry is an ownership entry ownedBy found: its revision and the
+// node it names.
+type ownedEntry struct {
+	rev  uint64
+	node string
+}
+
+// ownedBy lists the client ids owned by the nodes in dead that go to this node:
 // by a hash of the id over live (sorted), as adoption chooses. Right after
 // a node dies JetStream may be electing new leaders for the buckets it led,
 // and for the meta group, which creates the watch's consumer: a reading
 // that stalls is tried again, as fetchRetrying does, up to adoptTries times.
-func (n *Node) ownedBy(ctx context.Context, dead string, live []string) (map[string]uint64, error) {
+func (n *Node) ownedBy(ctx context.Context, dead map[string]bool, live []string) (map[string]ownedEntry, error) {
 	for attempt := 1; ; attempt++ {
 		out, err := n.readOwned(ctx, dead, live, n.readFirstWait(attempt))
 		if err == nil {
@@ -104,7 +118,7 @@ func (n *Node) ownedBy(ctx context.Context, dead string, live []string) (map[str
 // which takes minutes for 100,000 sessions) and keeps the ids of ownedBy.
 // It gives up when the first entry does not come within first, or the next
 // within readIdle (guardRead).
-func (n *Node) readOwned(ctx context.Context, dead string, live []string, first time.Duration) (map[string]uint64, error) {
+func (n *Node) readOwned(ctx context.Context, dead map[string]bool, live []string, first time.Duration) (map[string]ownedEntry, error) {
 	wctx, progress, stop := guardRead(ctx, first)
 	defer stop()
 	w, err := n.owners.WatchAll(wctx, jetstream.IgnoreDeletes())
@@ -112,7 +126,7 @@ func (n *Node) readOwned(ctx context.Context, dead string, live []string, first 
 		return nil, fmt.Errorf("cluster: read the owners: %w", readErr(wctx, err))
 	}
 	defer w.Stop()
-	out := make(map[string]uint64)
+	out := make(map[string]ownedEntry)
 	for {
 		var e jetstream.KeyValueEntry
 		select {
@@ -128,7 +142,7 @@ func (n *Node) readOwned(ctx context.Context, dead string, live []string, first 
 			return out, nil // every current entry read
 		}
 		progress()
-		if e.Operation() != jetstream.KeyValuePut || string(e.Value()) != dead {
+		if e.Operation() != jetstream.KeyValuePut || !dead[string(e.Value())] {
 			continue
 		}
 		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(e.Key(), "c."))
@@ -136,7 +150,7 @@ func (n *Node) readOwned(ctx context.Context, dead string, live []string, first 
 			continue
 		}
 		if nodeFor(string(raw), live) == n.cfg.Node {
-			out[string(raw)] = e.Revision()
+			out[string(raw)] = ownedEntry{rev: e.Revision(), node: string(e.Value())}
 		}
 	}
 }
@@ -167,7 +181,12 @@ func (n *Node) liveNodes() []string {
 
 // holdSessions holds here the persistent sessions of node dead, whose link
 // was just lost, that this node would adopt (see the top of this file).
-func (n *Node) holdSessions(dead string) {
+// Those of the nodes in others, lost earlier and not adopted yet, that
+// dead held for them go to the survivors the same way (nodeFor moves only
+// dead's share): otherwise what is published for them until their
+// adoption would be acknowledged and matched by no subscription. The
+// others' sessions held here already stay as they are.
+func (n *Node) holdSessions(dead string, others []string) {
 	defer n.wg.Done()
 	// Every node says when it is done, holding or not (holdgate.go).
 	defer n.reportHeld(dead)
@@ -181,10 +200,14 @@ func (n *Node) holdSessions(dead string) {
 	// tried again meanwhile, since a session not held loses what is
 	// published for it, acknowledged.
 	deadline := start.Add(holdGateMax)
-	var ids map[string]uint64
+	owners := map[string]bool{dead: true}
+	for _, o := range others {
+		owners[o] = true
+	}
+	var ids map[string]ownedEntry
 	for {
 		var err error
-		if ids, err = n.ownedBy(ctx, dead, n.liveNodes()); err == nil {
+		if ids, err = n.ownedBy(ctx, owners, n.liveNodes()); err == nil {
 			break
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) || linkNames(n.ns)[dead] {
@@ -209,7 +232,7 @@ func (n *Node) holdSessions(dead string) {
 		for range holdWorkers {
 			wg.Go(func() {
 				for id := range work {
-					ok, err := n.holdSession(ctx, id, dead)
+					ok, err := n.holdSession(ctx, id, ids[id].node)
 					mu.Lock()
 					switch {
 					case err != nil:
@@ -223,8 +246,11 @@ func (n *Node) holdSessions(dead string) {
 			})
 		}
 		for _, id := range todo {
-			if linkNames(n.ns)[dead] || ctx.Err() != nil {
-				break // back already: it keeps its sessions
+			if ctx.Err() != nil {
+				break
+			}
+			if linkNames(n.ns)[ids[id].node] {
+				continue // back already: it keeps its sessions
 			}
 			work <- id
 		}
@@ -280,6 +306,17 @@ func (n *Node) holdSession(ctx context.Context, id, dead string) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// heldCount is how many sessions are held here for lost nodes.
+func (n *Node) heldCount() int {
+	c := 0
+	for _, v := range n.held.Range {
+		if v.(string) != "" {
+			c++
+		}
+	}
+	return c
 }
 
 // letHeldGo lets the session held here for client id go: what other nodes

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/mqttd/mqttd/broker"
 	"github.com/mqttd/mqttd/internal/brokertest"
@@ -273,4 +276,183 @@ func TestGuardRead(t *testing.T) {
 	if w := n.readFirstWait(1); w != 2*time.Second {
 		t.Fatalf("a node lost long ago: first wait %v, want 2s", w)
 	}
+}
+
+// TestHeldSessionsHeldAgainWhenHolderGoes: of five nodes, one dies and
+// the survivors hold its persistent sessions; then one of those holders
+// goes too, killed or shut down gracefully (Quiesce, Leave), before the
+// sessions are adopted. The three left hold again what it held (each on
+// the node nodeFor picks among them, the others' held copies staying where
+// they are), refusing acknowledgements until they do, so a QoS 1 message
+// published afterwards for such a session reaches its client when it
+// resumes on any node [MQTT-4.6.0-6]. Before, nobody held those sessions
+// until their adoption, and what was published for them meanwhile was
+// acknowledged and lost.
+func TestHeldSessionsHeldAgainWhenHolderGoes(t *testing.T) {
+	for _, how := range []string{"killed", "left"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel() // a cluster of its own
+			name := "hg" + how[:1]
+			nodes := startFresh(t, 5, func(addrs []string) []Config {
+				var cfgs []Config
+				for i := range addrs {
+					cfgs = append(cfgs, Config{Name: name, Node: fmt.Sprintf("%s%d", name, i), Listen: addrs[i],
+						Peers: addrs, AdoptAfter: time.Hour})
+				}
+				return cfgs
+			}, func(i int, o *broker.Options) { o.Store = mem.New() })
+			brokertest.Eventually(t, 30*time.Second, func() bool { return linked(nodes, 4) }, "5 nodes linked")
+
+			// Two nodes that no bucket has two replicas on: the buckets keep
+			// a quorum when both go.
+			dead, gone := quorumSafePair(t, nodes)
+			var survivors, rest []*tnode
+			var restNames []string
+			for _, n := range nodes {
+				if n != dead {
+					survivors = append(survivors, n)
+				}
+				if n != dead && n != gone {
+					rest = append(rest, n)
+					restNames = append(restNames, n.node.Name())
+				}
+			}
+			var survivorNames []string
+			for _, n := range survivors {
+				survivorNames = append(survivorNames, n.node.Name())
+			}
+			// Sessions on dead: three that gone will hold, three others.
+			topic := name + "/t"
+			var moving, staying []string
+			for k := 0; len(moving) < 3 || len(staying) < 3; k++ {
+				id := fmt.Sprintf("%s-%d", name, k)
+				if nodeFor(id, survivorNames) == gone.node.Name() {
+					if len(moving) < 3 {
+						moving = append(moving, id)
+					}
+				} else if len(staying) < 3 {
+					staying = append(staying, id)
+				}
+			}
+			for _, id := range append(slices.Clone(moving), staying...) {
+				s, _ := persistentConnect(t, dead, id)
+				s.Subscribe(1, 1, topic)
+				disconnect(s)
+			}
+			for _, n := range survivors {
+				waitInterest(t, n, topic, dead)
+			}
+
+			killNode(dead)
+			brokertest.Eventually(t, 30*time.Second, func() bool {
+				for _, id := range append(slices.Clone(moving), staying...) {
+					if holder(survivors, id) == nil {
+						return false
+					}
+				}
+				return true
+			}, "the survivors hold the dead node's sessions")
+			for _, id := range moving {
+				if h := holder(survivors, id); h != gone {
+					t.Fatalf("%s held on %s, want %s (nodeFor)", id, h.node.Name(), gone.node.Name())
+				}
+			}
+			stayedOn := map[string]*tnode{}
+			for _, id := range staying {
+				stayedOn[id] = holder(survivors, id)
+			}
+
+			if how == "left" {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if err := gone.Server.Server.Quiesce(ctx); err != nil {
+					t.Fatalf("quiesce: %v", err)
+				}
+				if _, err := gone.node.Leave(ctx); err != nil {
+					t.Fatalf("leave: %v", err)
+				}
+			}
+			killNode(gone)
+			brokertest.Eventually(t, 30*time.Second, func() bool {
+				for _, n := range rest {
+					if n.node.Stats().LinksUp != 2 {
+						return false
+					}
+				}
+				return true
+			}, "the three left see both nodes gone")
+			brokertest.Eventually(t, holdGateMax+10*time.Second, func() bool {
+				for _, id := range moving {
+					if h := holder(rest, id); h == nil || h.node.Name() != nodeFor(id, restNames) {
+						return false
+					}
+				}
+				return true
+			}, "what %s held is held again", gone.node.Name())
+			for _, id := range staying {
+				if h := holder(rest, id); h != stayedOn[id] {
+					t.Fatalf("%s moved from %s to %v", id, stayedOn[id].node.Name(), h)
+				}
+			}
+			waitAcking(t, rest...)
+
+			pub := connect(t, rest[0], name+"-pub")
+			if rc := pub.Publish(&packet.Publish{Topic: topic, QoS: 1, PacketID: 1, Payload: []byte("after")}); rc != packet.Success {
+				t.Fatalf("publish: %v", rc)
+			}
+			for _, id := range append(slices.Clone(moving), staying...) {
+				at := rest[0]
+				if at == holder(rest, id) {
+					at = rest[1]
+				}
+				c, ack := persistentConnect(t, at, id)
+				if !ack.SessionPresent {
+					t.Fatalf("%s: session present 0 on %s", id, at.node.Name())
+				}
+				expectPayloads(t, c, map[string]bool{"after": true})
+				disconnect(c)
+			}
+		})
+	}
+}
+
+// quorumSafePair returns two nodes of nodes that no bucket's stream has
+// replicas on both of.
+func quorumSafePair(t *testing.T, nodes []*tnode) (*tnode, *tnode) {
+	t.Helper()
+	acc := server.DEFAULT_GLOBAL_ACCOUNT
+	var on map[*tnode][]bool
+	brokertest.Eventually(t, 30*time.Second, func() bool {
+		on = map[*tnode][]bool{}
+		for _, b := range []string{bucketSessions, bucketOwners, bucketRetained} {
+			count := 0
+			for _, n := range nodes {
+				in := n.node.ns.JetStreamIsStreamAssigned(acc, "KV_"+b)
+				on[n] = append(on[n], in)
+				if in {
+					count++
+				}
+			}
+			if count != 3 {
+				return false // placed on three nodes once the meta group has applied it
+			}
+		}
+		return true
+	}, "each bucket on three nodes")
+	for _, a := range nodes {
+		for _, b := range nodes {
+			if a == b {
+				continue
+			}
+			both := false
+			for i := range on[a] {
+				both = both || on[a][i] && on[b][i]
+			}
+			if !both {
+				return a, b
+			}
+		}
+	}
+	t.Fatal("no two nodes without a common bucket replica")
+	return nil, nil
 }
