@@ -116,9 +116,10 @@ func TestConnectHookRefuses(t *testing.T) {
 }
 
 // endRecorder is an Authenticator (it refuses user "bad"), a ConnectHook
-// (it refuses one client id) and a ConnectEndHook: it records how each CONNECT it saw ended, checking that the
-// ClientInfo is the one BeforeSession got and that a connected client is
-// registered (a takeover finds it) by then.
+// (it refuses one client id) and a ConnectEndHook: it records how each
+// CONNECT it saw ended, checking that the ClientInfo is the one
+// BeforeSession got and that a connected client is registered (a takeover
+// finds it) by then.
 type endRecorder struct {
 	srv    atomic.Pointer[broker.Server]
 	refuse string

@@ -135,3 +135,30 @@ func leadsSessions(t *testing.T, n *tnode, nodes []*tnode) {
 		return false
 	}, "%s leads %s", n.node.Name(), stream)
 }
+
+// TestNodeForMovesOnlyTheGoneShare: nodeFor spreads client ids about
+// evenly, and when a node goes only the ids it was chosen for move; every
+// other id keeps its node (a holder that goes hands nothing of the others'
+// over, standby.go).
+func TestNodeForMovesOnlyTheGoneShare(t *testing.T) {
+	nodes := []string{"a", "b", "c", "d", "e"}
+	const ids = 10000
+	per := map[string]int{}
+	for i := range ids {
+		id := fmt.Sprintf("client-%d", i)
+		was := nodeFor(id, nodes)
+		per[was]++
+		now := nodeFor(id, []string{"a", "b", "d", "e"}) // c goes
+		if was != "c" && now != was {
+			t.Fatalf("%s moved from %s to %s when c went", id, was, now)
+		}
+		if now == "c" {
+			t.Fatalf("%s chosen for c, which is gone", id)
+		}
+	}
+	for _, n := range nodes {
+		if got := per[n]; got < ids/5*8/10 || got > ids/5*12/10 {
+			t.Errorf("node %s chosen for %d of %d ids, want about %d: %v", n, got, ids, ids/5, per)
+		}
+	}
+}
