@@ -103,7 +103,8 @@ func TestClusterSigterm(t *testing.T) {
 	close(stop)
 	<-ended
 	if err := failed(); err != nil {
-		t.Fatalf("publisher refused while the node left: %v (logs: %s)", err, pubAt.logs)
+		t.Fatalf("publisher refused while the node left: %v (logs: %s; the third node's: %s; the node that left: %s)",
+			err, pubAt.logs, resumeAt.logs, victim.logs)
 	}
 	logs := victim.logs.String()
 	if !strings.Contains(logs, "cluster: sessions handed over to the other nodes before shutdown") {
