@@ -34,6 +34,10 @@ func TestSharedGroups_PrunedOnUnsubscribe_MQTT_4_8_2_3(t *testing.T) {
 	addr := wbServe(t, srv)
 	fs := sharedFilters(10000)
 	sub := wbDial(t, addr, packet.V5)
+	// One PUBLISH reaches 10,000 groups: under the race detector, on a
+	// machine busy with other packages' tests, the first delivery came
+	// after more than the default 5 s.
+	sub.wait = 30 * time.Second
 	sub.connect("sub", true, 0)
 	for i := 0; i < len(fs); i += 1000 {
 		sub.subscribe(0, fs[i:i+1000]...)

@@ -51,6 +51,8 @@ type wbClient struct {
 	nc net.Conn
 	r  *bufio.Reader
 	v  packet.Version
+	// wait bounds each read; 0: 5 s.
+	wait time.Duration
 }
 
 func wbDial(t testing.TB, addr string, v packet.Version) *wbClient {
@@ -72,7 +74,11 @@ func (c *wbClient) send(p packet.Packet) {
 
 func (c *wbClient) recv() packet.Packet {
 	c.t.Helper()
-	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	wait := c.wait
+	if wait == 0 {
+		wait = 5 * time.Second
+	}
+	c.nc.SetReadDeadline(time.Now().Add(wait))
 	p, err := packet.Read(c.r, c.v, 0)
 	if err != nil {
 		c.t.Fatalf("read: %v", err)
