@@ -91,8 +91,8 @@ type ownedEntry struct {
 	node string
 }
 
-// ownedBy lists the client ids owned by the nodes in dead that go to this node:
-// by a hash of the id over live (sorted), as adoption chooses. Right after
+// ownedBy lists the client ids owned by the nodes in dead that go to this
+// node: nodeFor over live, as adoption chooses. Right after
 // a node dies JetStream may be electing new leaders for the buckets it led,
 // and for the meta group, which creates the watch's consumer: a reading
 // that stalls is tried again, as fetchRetrying does, up to adoptTries times.
