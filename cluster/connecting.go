@@ -20,7 +20,7 @@ import (
 // before it takes over what this node holds: BeforeSession refuses a
 // superseded CONNECT that has not returned yet, and one that connected
 // is then taken over like any client. A request that gave up waiting
-// (takeoverWait) leaves the CONNECT to close its own client once it
+// (supersedeWait) leaves the CONNECT to close its own client once it
 // connects (ConnectEnded).
 
 // connecting is one CONNECT in flight on this node.
@@ -29,7 +29,7 @@ type connecting struct {
 	writing    bool   // its claim's write of the ownership entry is in flight
 	rev        uint64 // the revision its claim wrote; 0 before
 	superseded bool   // a node that claimed the id later asked for it
-	abandoned  bool   // and stopped waiting for it to end
+	abandoned  bool   // superseded, and the request stopped waiting for it to end
 }
 
 // inflight holds the CONNECTs in flight, by client id.
@@ -89,7 +89,7 @@ func (f *inflight) end(c *broker.ClientInfo) (abandoned bool) {
 		if k.info != c {
 			continue
 		}
-		abandoned = k.superseded && k.abandoned
+		abandoned = k.abandoned
 		ks = append(ks[:i], ks[i+1:]...)
 		if len(ks) == 0 {
 			delete(f.byID, c.ClientID)
