@@ -5,6 +5,7 @@ package broker
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -48,6 +49,22 @@ func TestSpinner_Measure(t *testing.T) {
 	syncs++
 	step(spinSample, 4*time.Millisecond, 0, false, "busy, the store synced a write")
 	step(spinSample, 4*time.Millisecond, 0, true, "busy, no sync since")
+
+	// Spins that mostly give up: the spinner rests spinCool samples, then
+	// tries again. Too few spins to judge, or enough hits, change nothing.
+	judge := func(tried, found int, want bool, what string) {
+		t.Helper()
+		s.tried, s.found = tried, found
+		step(spinSample, 4*time.Millisecond, 0, want, what)
+	}
+	judge(spinJudged-1, 0, true, "too few spins to judge")
+	judge(100, 80, true, "80 spins in 100 found an event")
+	judge(100, 79, false, "79 in 100 found one")
+	for i := range spinCool {
+		judge(0, 0, false, fmt.Sprintf("resting, sample %d", i+1))
+	}
+	judge(0, 0, true, "rested: spins again")
+	judge(spinJudged, 0, false, "none of its spins found an event")
 
 	off := &spinner{max: 0, hotLoad: -1, cpu: func() time.Duration { return 0 }}
 	if n, err := off.wait(-1, nil); n != 0 || err != nil || off.spins.Load() != 0 {
