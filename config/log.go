@@ -26,10 +26,41 @@ const LevelNotice = slog.Level(2)
 // Logging writes logs as Mosquitto does: "TIMESTAMP: message" lines to the
 // log_dest destinations, filtered by log_type. Reconfigure swaps the
 // settings (SIGHUP) while loggers built on Handler keep working.
+//
+// Lines for stderr, stdout and files are written by a goroutine of the
+// Logging's own, in order, all the lines that came while it wrote the last
+// ones in one write per destination: a connection's goroutine only appends
+// its line. One write system call per line, made by the goroutine of the
+// connection that logged it, cost the broker a third of its CPU time in a
+// storm of connections (two lines each: 125 µs of CPU per connection
+// against 88 µs without the lines; docs/performance.md): the call, and the
+// Go runtime handing the processor to another thread while it ran. A line
+// waits at most for the lines before it; past maxPendingLog bytes waiting,
+// the logging goroutine writes them itself. Lines that come within logPause
+// of a write wait for the next together, so that a storm of connections
+// makes a write every few milliseconds, not two per connection. Warnings
+// and errors are written before the call that logs them returns. Close
+// writes what waits; lines logged after it are written at once. syslog is
+// written at once.
 type Logging struct {
 	state atomic.Pointer[logState]
-	mu    sync.Mutex // serialises writes and Reconfigure
+	mu    sync.Mutex // serialises the writes to the destinations, Reconfigure and Close
+
+	pmu     sync.Mutex // guards pending and closed
+	pending []byte     // formatted lines waiting for the writer (run)
+	spare   []byte     // the buffer written last, reused
+	closed  bool       // Close ran: lines are written at once
+	kick    chan struct{}
+	stop    chan struct{}
 }
+
+// maxPendingLog bounds the bytes of lines waiting to be written.
+const maxPendingLog = 256 << 10
+
+// logPause is the least time between two writes of the logging goroutine:
+// at a few thousand lines a second (a storm of connections), each write
+// would otherwise carry a line or two.
+const logPause = 2 * time.Millisecond
 
 type logState struct {
 	cfg     LogConfig
@@ -43,24 +74,68 @@ type logState struct {
 // NewLogging opens the destinations of lc. verbose (mqttd -v) logs every
 // type, as mosquitto -v does.
 func NewLogging(lc LogConfig, verbose bool) (*Logging, error) {
-	l := &Logging{}
-	st, err := openLog(lc, verbose, os.Stdout, os.Stderr)
-	if err != nil {
-		return nil, err
-	}
-	l.state.Store(st)
-	return l, nil
+	return newLoggingTo(lc, verbose, os.Stdout, os.Stderr)
 }
 
 // newLoggingTo is NewLogging with stdout and stderr replaced (tests).
 func newLoggingTo(lc LogConfig, verbose bool, stdout, stderr io.Writer) (*Logging, error) {
-	l := &Logging{}
+	l := &Logging{kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	st, err := openLog(lc, verbose, stdout, stderr)
 	if err != nil {
 		return nil, err
 	}
 	l.state.Store(st)
+	go l.run()
 	return l, nil
+}
+
+// run writes the waiting lines whenever some come, then lets those that
+// come within logPause wait, to be written together; until Close.
+func (l *Logging) run() {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		select {
+		case <-l.kick:
+		case <-l.stop:
+			return
+		}
+		l.Flush()
+		t.Reset(logPause)
+		select {
+		case <-t.C:
+		case <-l.stop:
+			return
+		}
+	}
+}
+
+// Flush writes the lines waiting to be written.
+func (l *Logging) Flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.flushLocked()
+}
+
+// flushLocked is Flush with l.mu held.
+func (l *Logging) flushLocked() {
+	l.pmu.Lock()
+	buf := l.pending
+	l.pending = l.spare[:0]
+	st := l.state.Load()
+	l.pmu.Unlock()
+	if len(buf) > 0 {
+		for _, w := range st.writers {
+			w.Write(buf)
+		}
+	}
+	l.pmu.Lock()
+	if cap(buf) <= maxPendingLog {
+		l.spare = buf[:0]
+	} else {
+		l.spare = nil
+	}
+	l.pmu.Unlock()
 }
 
 // sysLogger is the system logger (log/syslog's Writer where there is one).
@@ -163,27 +238,93 @@ func (l *Logging) Reconfigure(lc LogConfig, verbose bool) error {
 		return err
 	}
 	l.mu.Lock()
+	l.flushLocked() // the waiting lines go where they were logged for
+	l.pmu.Lock()
 	old := l.state.Swap(st)
+	l.pmu.Unlock()
 	l.mu.Unlock()
 	old.close()
 	return nil
 }
 
-// Close closes the log files.
+// Close writes the waiting lines and closes the log files.
 func (l *Logging) Close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.pmu.Lock()
+	wasClosed := l.closed
+	l.closed = true
+	l.pmu.Unlock()
+	l.flushLocked()
+	if !wasClosed {
+		close(l.stop)
+	}
 	l.state.Load().close()
 }
 
-// write writes one line at level.
+// write writes one line at level: syslog at once, the other destinations
+// by way of pending.
 func (l *Logging) write(t time.Time, level slog.Level, line string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	st := l.state.Load()
 	if !st.enabled(level) {
 		return
 	}
+	if st.syslog != nil {
+		l.writeSyslog(level, line)
+	}
+	l.pmu.Lock()
+	st = l.state.Load() // as Reconfigure left it: the lines go to its writers
+	if len(st.writers) == 0 || !st.enabled(level) {
+		l.pmu.Unlock()
+		return
+	}
+	if l.closed {
+		l.pmu.Unlock()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		b := st.appendLine(nil, t, line)
+		for _, w := range st.writers {
+			w.Write(b)
+		}
+		return
+	}
+	first := len(l.pending) == 0
+	l.pending = st.appendLine(l.pending, t, line)
+	full := len(l.pending) >= maxPendingLog
+	l.pmu.Unlock()
+	switch {
+	case full, level >= slog.LevelWarn:
+		// Warnings and errors are written before write returns, with
+		// the lines before them: the last lines before a crash say the
+		// most.
+		l.Flush()
+	case first:
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// appendLine appends line as it is written, with its timestamp.
+func (st *logState) appendLine(b []byte, t time.Time, line string) []byte {
+	if st.cfg.Timestamp {
+		if st.cfg.TimestampFormat != "" {
+			b = append(b, strftime.Format(st.cfg.TimestampFormat, t)...)
+		} else {
+			b = strconv.AppendInt(b, t.Unix(), 10)
+		}
+		b = append(b, ": "...)
+	}
+	b = append(b, line...)
+	return append(b, '\n')
+}
+
+// writeSyslog sends one line to the system logger.
+func (l *Logging) writeSyslog(level slog.Level, line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := l.state.Load()
 	if st.syslog != nil {
 		switch {
 		case level >= slog.LevelError:
@@ -197,23 +338,6 @@ func (l *Logging) write(t time.Time, level slog.Level, line string) {
 		default:
 			st.syslog.Debug(line)
 		}
-	}
-	if len(st.writers) == 0 {
-		return
-	}
-	var b strings.Builder
-	if st.cfg.Timestamp {
-		if st.cfg.TimestampFormat != "" {
-			b.WriteString(strftime.Format(st.cfg.TimestampFormat, t))
-		} else {
-			b.WriteString(strconv.FormatInt(t.Unix(), 10))
-		}
-		b.WriteString(": ")
-	}
-	b.WriteString(line)
-	b.WriteByte('\n')
-	for _, w := range st.writers {
-		io.WriteString(w, b.String())
 	}
 }
 

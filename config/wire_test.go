@@ -413,6 +413,7 @@ func TestLogTypesAndTimestamp(t *testing.T) {
 				t.Fatal(err)
 			}
 			lg.write(time.Unix(1700000000, 0).UTC(), c.level, "hello")
+			lg.Close() // writes what waits
 			got := out.String()
 			if c.written != (got != "") || (c.written && got != c.prefix+"hello\n") {
 				t.Errorf("got %q, want written=%v with prefix %q", got, c.written, c.prefix)
