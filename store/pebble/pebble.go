@@ -70,6 +70,8 @@ type Store struct {
 	maxSeq map[string]uint64
 	// live remembers recently written queue entries (guarded by mu).
 	live liveEntries
+	// scratch is the builder apply reuses, its maps cleared (guarded by mu).
+	scratch builder
 
 	inflight sync.WaitGroup        // Apply calls waiting for their sync, and ApplyAsync's batches in syncQ
 	syncs    atomic.Uint64         // batches committed to wait for a sync, in all (SyncedWrites)
@@ -531,6 +533,28 @@ type builder struct {
 	buf     []byte
 }
 
+// reset readies bd to build a batch into pb, keeping its maps and buffer
+// unless a large batch grew them.
+func (bd *builder) reset(s *Store, pb *pebbledb.Batch) {
+	bd.s, bd.pb = s, pb
+	const keep = 1024
+	if bd.deltas == nil || len(bd.deltas) > keep || len(bd.pending) > keep || len(bd.cleared) > keep ||
+		len(bd.maxSeq) > keep {
+		bd.deltas = make(map[uint64]int64)
+		bd.pending = make(map[string]pendingEntry)
+		bd.cleared = make(map[string]struct{})
+		bd.maxSeq = make(map[string]uint64)
+	} else {
+		clear(bd.deltas)
+		clear(bd.pending)
+		clear(bd.cleared)
+		clear(bd.maxSeq)
+	}
+	if cap(bd.buf) > 64<<10 {
+		bd.buf = nil
+	}
+}
+
 // existing returns the message id of the queue entry at key as this batch
 // sees it so far.
 func (bd *builder) existing(clientID string, seq uint64, key []byte) (uint64, bool, error) {
@@ -749,17 +773,12 @@ func (s *Store) apply(b *store.Batch, sync bool, ordered func(), done func(error
 		s.mu.Unlock()
 		return err
 	}
-	bd := &builder{
-		s:       s,
-		pb:      s.db.NewBatch(),
-		deltas:  make(map[uint64]int64),
-		pending: make(map[string]pendingEntry),
-		cleared: make(map[string]struct{}),
-		maxSeq:  make(map[string]uint64),
-	}
+	bd := &s.scratch
+	bd.reset(s, s.db.NewBatch())
+	pb := bd.pb
 	fail := func(err error) error {
 		s.mu.Unlock()
-		return errors.Join(err, bd.pb.Close())
+		return errors.Join(err, pb.Close())
 	}
 	for i, op := range b.Ops() {
 		if err := bd.add(&op); err != nil {
@@ -768,7 +787,7 @@ func (s *Store) apply(b *store.Batch, sync bool, ordered func(), done func(error
 	}
 	for id, d := range bd.deltas {
 		if int64(s.refs[id])+d <= 0 {
-			if err := bd.pb.Delete(messageKey(id), nil); err != nil {
+			if err := pb.Delete(messageKey(id), nil); err != nil {
 				return fail(err)
 			}
 		}
@@ -777,9 +796,9 @@ func (s *Store) apply(b *store.Batch, sync bool, ordered func(), done func(error
 	if sync {
 		s.syncs.Add(1)
 		s.arrived.Store(monoNow())
-		err = s.commit("write to", func() error { return s.db.ApplyNoSyncWait(bd.pb, pebbledb.Sync) })
+		err = s.commit("write to", func() error { return s.db.ApplyNoSyncWait(pb, pebbledb.Sync) })
 	} else {
-		err = s.commit("write to", func() error { return s.db.Apply(bd.pb, pebbledb.NoSync) })
+		err = s.commit("write to", func() error { return s.db.Apply(pb, pebbledb.NoSync) })
 		s.dirty.Store(true)
 	}
 	if errors.Is(err, store.ErrFailed) {
@@ -809,7 +828,7 @@ func (s *Store) apply(b *store.Batch, sync bool, ordered func(), done func(error
 		if ordered != nil {
 			ordered()
 		}
-		return bd.pb.Close()
+		return pb.Close()
 	}
 	s.inflight.Add(1)
 	s.mu.Unlock()
@@ -817,19 +836,19 @@ func (s *Store) apply(b *store.Batch, sync bool, ordered func(), done func(error
 		ordered()
 	}
 	if done != nil {
-		s.syncQ <- asyncSync{pb: bd.pb, done: done} // asyncLoop waits for the sync
+		s.syncQ <- asyncSync{pb: pb, done: done} // asyncLoop waits for the sync
 		return nil
 	}
 	defer s.inflight.Done()
 	// Wait for the sync outside the lock: batches that arrive meanwhile
 	// join the next sync.
-	if err := bd.pb.SyncWait(); err != nil {
+	if err := pb.SyncWait(); err != nil {
 		// Pebble's log writer stops at its first error: every later write
 		// would panic (commit). Stop here, as commit does.
 		err = s.halt("sync", err)
-		return errors.Join(err, bd.pb.Close())
+		return errors.Join(err, pb.Close())
 	}
-	return bd.pb.Close()
+	return pb.Close()
 }
 
 // commit runs f, a call that commits to Pebble's write-ahead log. Pebble
