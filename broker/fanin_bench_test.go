@@ -14,6 +14,8 @@ import (
 	"github.com/mqttd/mqttd/broker"
 	"github.com/mqttd/mqttd/internal/brokertest"
 	"github.com/mqttd/mqttd/packet"
+	"github.com/mqttd/mqttd/store"
+	"github.com/mqttd/mqttd/store/pebble"
 )
 
 // BenchmarkFaninQoS1 is issue 11's QoS 1 fan-in over real sockets: 50
@@ -28,14 +30,34 @@ import (
 // per delivery). The load runs in the same process: compare runs.
 //
 //	go test -run '^$' -bench FaninQoS1 -benchtime 200000x -benchmem -cpuprofile /tmp/f.prof ./broker/
-func BenchmarkFaninQoS1(b *testing.B) {
+func BenchmarkFaninQoS1(b *testing.B) { benchFanin(b, false) }
+
+// BenchmarkFaninQoS1Persistent is BenchmarkFaninQoS1 to a persistent
+// session in a Pebble store that syncs every write before its
+// acknowledgement (persistence_sync always): allocs/op adds the store's.
+//
+//	go test -run '^$' -bench FaninQoS1Persistent -benchtime 100000x -benchmem ./broker/
+func BenchmarkFaninQoS1Persistent(b *testing.B) { benchFanin(b, true) }
+
+func benchFanin(b *testing.B, persistent bool) {
 	const (
 		publishers  = 50
 		pubWindow   = 64  // in flight per publisher (mqtt bench --window)
 		outstanding = 500 // published, not yet received (mqtt bench --max-outstanding)
 	)
-	srv := brokertest.Start(b, func(o *broker.Options) { o.MaxQueuedMessages = 100000 })
-	sub, _ := brokertest.DialConnect(b, srv.Addr, &packet.Connect{Version: packet.V311, ClientID: "fanin-sub", CleanStart: true})
+	srv := brokertest.Start(b, func(o *broker.Options) {
+		o.MaxQueuedMessages = 100000
+		if persistent {
+			st, err := pebble.Open(b.TempDir(), pebble.Options{Sync: store.SyncAlways})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { st.Close() })
+			o.Store = st
+		}
+	})
+	sub, _ := brokertest.DialConnect(b, srv.Addr, &packet.Connect{Version: packet.V311, ClientID: "fanin-sub",
+		CleanStart: !persistent})
 	sub.Subscribe(1, 1, "bench/#")
 	pubs := make([]net.Conn, publishers)
 	for i := range pubs {

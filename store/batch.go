@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // ErrInvalid is returned by Apply for a batch that cannot be applied.
@@ -162,7 +163,18 @@ func (b *Batch) DeleteRetained(topic string) {
 // call it before applying anything, so that a batch applies fully or not at
 // all.
 func (b *Batch) Validate(exists func(id uint64) bool) error {
+	// The messages put so far: a few in most batches (a burst of
+	// PUBLISHes), looked up in a list; a map past that.
+	var few [16]uint64
+	listed := few[:0]
 	var put map[uint64]struct{}
+	wasPut := func(id uint64) bool {
+		if put != nil {
+			_, ok := put[id]
+			return ok
+		}
+		return slices.Contains(listed, id)
+	}
 	for i := range b.ops {
 		op := &b.ops[i]
 		var bad string
@@ -183,15 +195,23 @@ func (b *Batch) Validate(exists func(id uint64) bool) error {
 			if op.Message == nil || op.Message.Publish == nil {
 				bad = "message without publish"
 			} else if op.Kind == OpPutMessage {
-				if put == nil {
-					put = make(map[uint64]struct{})
+				switch {
+				case put != nil:
+					put[op.Message.ID] = struct{}{}
+				case len(listed) < cap(listed):
+					listed = append(listed, op.Message.ID)
+				default:
+					put = make(map[uint64]struct{}, 2*len(listed))
+					for _, id := range listed {
+						put[id] = struct{}{}
+					}
+					put[op.Message.ID] = struct{}{}
 				}
-				put[op.Message.ID] = struct{}{}
 			}
 		case OpPutQueueEntry:
 			if op.Entry == nil || op.ClientID == "" {
 				bad = "queue entry without client id"
-			} else if _, ok := put[op.Entry.MessageID]; !ok && !exists(op.Entry.MessageID) {
+			} else if !wasPut(op.Entry.MessageID) && !exists(op.Entry.MessageID) {
 				bad = fmt.Sprintf("queue entry %d of client %q names unknown message %d",
 					op.Entry.Seq, op.ClientID, op.Entry.MessageID)
 			}

@@ -50,8 +50,12 @@ func subscriptionKey(clientID, group, filter string) []byte {
 }
 
 func queueKey(clientID string, seq uint64) []byte {
-	k := clientPrefix(make([]byte, 0, 10+len(clientID)), kindQueue, clientID)
-	return binary.BigEndian.AppendUint64(k, seq)
+	return appendQueueKey(make([]byte, 0, 10+len(clientID)), clientID, seq)
+}
+
+// appendQueueKey appends queueKey(clientID, seq) to dst.
+func appendQueueKey(dst []byte, clientID string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(clientPrefix(dst, kindQueue, clientID), seq)
 }
 
 func inboundKey(clientID string, pid uint16) []byte {
@@ -59,8 +63,11 @@ func inboundKey(clientID string, pid uint16) []byte {
 	return binary.BigEndian.AppendUint16(k, pid)
 }
 
-func messageKey(id uint64) []byte {
-	return binary.BigEndian.AppendUint64([]byte{kindMessage}, id)
+func messageKey(id uint64) []byte { return appendMessageKey(make([]byte, 0, 9), id) }
+
+// appendMessageKey appends messageKey(id) to dst.
+func appendMessageKey(dst []byte, id uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(dst, kindMessage), id)
 }
 
 func retainedKey(topic string) []byte {

@@ -526,11 +526,12 @@ func (l *liveEntries) applied(bd *builder) {
 type builder struct {
 	s       *Store
 	pb      *pebbledb.Batch
-	deltas  map[uint64]int64        // reference count changes; every touched message
-	pending map[string]pendingEntry // queue key -> entry written in this batch
-	cleared map[string]struct{}     // clients whose session this batch deleted
-	maxSeq  map[string]uint64       // changes to Store.maxSeq
+	deltas  map[uint64]int64         // reference count changes; every touched message
+	pending map[entryID]pendingEntry // queue entries written in this batch
+	cleared map[string]struct{}      // clients whose session this batch deleted
+	maxSeq  map[string]uint64        // changes to Store.maxSeq
 	buf     []byte
+	key     []byte // a key being written (Pebble copies it)
 }
 
 // reset readies bd to build a batch into pb, keeping its maps and buffer
@@ -541,7 +542,7 @@ func (bd *builder) reset(s *Store, pb *pebbledb.Batch) {
 	if bd.deltas == nil || len(bd.deltas) > keep || len(bd.pending) > keep || len(bd.cleared) > keep ||
 		len(bd.maxSeq) > keep {
 		bd.deltas = make(map[uint64]int64)
-		bd.pending = make(map[string]pendingEntry)
+		bd.pending = make(map[entryID]pendingEntry)
 		bd.cleared = make(map[string]struct{})
 		bd.maxSeq = make(map[string]uint64)
 	} else {
@@ -558,7 +559,7 @@ func (bd *builder) reset(s *Store, pb *pebbledb.Batch) {
 // existing returns the message id of the queue entry at key as this batch
 // sees it so far.
 func (bd *builder) existing(clientID string, seq uint64, key []byte) (uint64, bool, error) {
-	if p, ok := bd.pending[string(key)]; ok {
+	if p, ok := bd.pending[entryID{clientID, seq}]; ok {
 		return p.msgID, p.live, nil
 	}
 	if _, ok := bd.cleared[clientID]; ok {
@@ -601,15 +602,22 @@ func (bd *builder) deleteSession(clientID string) error {
 		return err
 	}
 	// Release the messages its queue names: entries written earlier in this
-	// batch, then those in the database that this batch has not replaced.
+	// batch, then those in the database that this batch has not written
+	// (an entry it replaced or deleted released its message then).
 	qp := clientPrefix(nil, kindQueue, clientID)
+	var decided map[uint64]struct{}
 	for k, p := range bd.pending {
-		if strings.HasPrefix(k, string(qp)) {
-			if p.live {
-				bd.deltas[p.msgID]--
-			}
-			delete(bd.pending, k)
+		if k.client != clientID {
+			continue
 		}
+		if p.live {
+			bd.deltas[p.msgID]--
+		}
+		if decided == nil {
+			decided = make(map[uint64]struct{})
+		}
+		decided[k.seq] = struct{}{}
+		delete(bd.pending, k)
 	}
 	if _, ok := bd.cleared[clientID]; !ok {
 		it, err := bd.s.db.NewIter(&pebbledb.IterOptions{LowerBound: qp, UpperBound: prefixEnd(qp)})
@@ -617,6 +625,11 @@ func (bd *builder) deleteSession(clientID string) error {
 			return err
 		}
 		for it.First(); it.Valid(); it.Next() {
+			if k := it.Key(); len(k) == len(qp)+8 {
+				if _, ok := decided[binary.BigEndian.Uint64(k[len(qp):])]; ok {
+					continue
+				}
+			}
 			id, err := queueEntryMessageID(it.Value())
 			if err != nil {
 				return errors.Join(fmt.Errorf("%w: queue entry %q: %w", store.ErrCorrupt, it.Key(), err), it.Close())
@@ -633,7 +646,8 @@ func (bd *builder) deleteSession(clientID string) error {
 }
 
 func (bd *builder) putQueueEntry(e *store.QueueEntry) error {
-	key := queueKey(e.ClientID, e.Seq)
+	bd.key = appendQueueKey(bd.key[:0], e.ClientID, e.Seq)
+	key := bd.key
 	top, ok := bd.maxSeq[e.ClientID]
 	if !ok {
 		top = bd.s.maxSeq[e.ClientID]
@@ -650,13 +664,14 @@ func (bd *builder) putQueueEntry(e *store.QueueEntry) error {
 		bd.maxSeq[e.ClientID] = e.Seq
 	}
 	bd.deltas[e.MessageID]++
-	bd.pending[string(key)] = pendingEntry{client: e.ClientID, seq: e.Seq, msgID: e.MessageID, live: true}
+	bd.pending[entryID{e.ClientID, e.Seq}] = pendingEntry{client: e.ClientID, seq: e.Seq, msgID: e.MessageID, live: true}
 	bd.buf = appendQueueEntry(bd.buf[:0], e)
 	return bd.pb.Set(key, bd.buf, nil)
 }
 
 func (bd *builder) deleteQueueEntry(clientID string, seq, known uint64) error {
-	key := queueKey(clientID, seq)
+	bd.key = appendQueueKey(bd.key[:0], clientID, seq)
+	key := bd.key
 	// The entry is read even when the caller names its message
 	// (DeleteQueueEntryOf): a late acknowledgement may delete an entry that
 	// a DeleteSession (a clean start that replaced the session) already
@@ -670,7 +685,7 @@ func (bd *builder) deleteQueueEntry(clientID string, seq, known uint64) error {
 		return fmt.Errorf("%w: queue entry %q names message %d, not %d", store.ErrInvalid, key, old, known)
 	}
 	bd.deltas[old]--
-	bd.pending[string(key)] = pendingEntry{client: clientID, seq: seq}
+	bd.pending[entryID{clientID, seq}] = pendingEntry{client: clientID, seq: seq}
 	return bd.pb.Delete(key, nil)
 }
 
@@ -695,7 +710,8 @@ func (bd *builder) add(op *store.Op) error {
 			return fmt.Errorf("%w: message %d: %w", store.ErrInvalid, op.Message.ID, err)
 		}
 		bd.deltas[op.Message.ID] += 0 // touched: dropped at the end if nothing names it
-		return pb.Set(messageKey(op.Message.ID), bd.buf, nil)
+		bd.key = appendMessageKey(bd.key[:0], op.Message.ID)
+		return pb.Set(bd.key, bd.buf, nil)
 	case store.OpPutQueueEntry:
 		return bd.putQueueEntry(op.Entry)
 	case store.OpDeleteQueueEntry:
@@ -787,7 +803,8 @@ func (s *Store) apply(b *store.Batch, sync bool, ordered func(), done func(error
 	}
 	for id, d := range bd.deltas {
 		if int64(s.refs[id])+d <= 0 {
-			if err := pb.Delete(messageKey(id), nil); err != nil {
+			bd.key = appendMessageKey(bd.key[:0], id)
+			if err := pb.Delete(bd.key, nil); err != nil {
 				return fail(err)
 			}
 		}

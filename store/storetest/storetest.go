@@ -43,6 +43,7 @@ func Run(t *testing.T, open Opener) {
 		{"MessageExpiry", testMessageExpiry},
 		{"DeleteSessionCascade", testDeleteSessionCascade},
 		{"DeleteThenRecreateInOneBatch", testDeleteThenRecreate},
+		{"EntryGoneThenSessionInOneBatch", testEntryGoneThenSession},
 		{"InvalidBatchAppliesNothing", testInvalidBatch},
 		{"ConcurrentApply", testConcurrentApply},
 		{"Closed", testClosed},
@@ -663,6 +664,36 @@ func testDeleteSessionCascade(t *testing.T, s store.Store) {
 	}
 	if st := Load(t, s, Base); len(st.Sessions) != 0 || len(st.Messages) != 0 {
 		t.Errorf("left after deleting every session:\n%s", Dump(st))
+	}
+}
+
+// testEntryGoneThenSession: a batch that deletes or replaces queue entries
+// of a session and then deletes the session releases each entry's message
+// once: a message another session names stays.
+func testEntryGoneThenSession(t *testing.T, s store.Store) {
+	Apply(t, s, func(b *store.Batch) {
+		b.PutMessage(Msg(1, "t", "shared"))
+		b.PutMessage(Msg(2, "t", "also shared"))
+		for _, c := range []string{"c", "keep"} {
+			b.PutSession(Sess(c))
+			b.PutQueueEntry(Entry(c, 1, 1))
+			b.PutQueueEntry(Entry(c, 2, 2))
+		}
+	})
+	Apply(t, s, func(b *store.Batch) {
+		b.DeleteQueueEntry("c", 1) // acknowledged
+		b.PutQueueEntry(&store.QueueEntry{ClientID: "c", Seq: 2, MessageID: 2, QoS: 1, State: store.PublishSent})
+		b.DeleteSession("c") // then its session ends
+	})
+	st := Load(t, s, Base)
+	noSession(t, st, "c")
+	if ss := session(t, st, "keep"); len(ss.Queue) != 2 {
+		t.Errorf("session keep lost entries:\n%s", Dump(st))
+	}
+	for _, id := range []uint64{1, 2} {
+		if !MessageExists(t, s, id) {
+			t.Errorf("message %d deleted while session keep names it", id)
+		}
 	}
 }
 
