@@ -34,14 +34,13 @@ const LevelNotice = slog.Level(2)
 // connection that logged it, cost the broker a third of its CPU time in a
 // storm of connections (two lines each: 125 µs of CPU per connection
 // against 88 µs without the lines; docs/performance.md): the call, and the
-// Go runtime handing the processor to another thread while it ran. A line
-// waits at most for the lines before it; past maxPendingLog bytes waiting,
-// the logging goroutine writes them itself. Lines that come within logPause
-// of a write wait for the next together, so that a storm of connections
-// makes a write every few milliseconds, not two per connection. Warnings
-// and errors are written before the call that logs them returns. Close
-// writes what waits; lines logged after it are written at once. syslog is
-// written at once.
+// Go runtime handing the processor to another thread while it ran. Lines
+// that come within logPause of a write wait for the next together, so that
+// a storm of connections makes a write every few milliseconds, not two per
+// connection; past maxPendingLog bytes waiting, the goroutine that logs
+// writes them itself. Warnings and errors are written before the call that
+// logs them returns. Close writes what waits; lines logged after it are
+// written at once. syslog is written at once.
 type Logging struct {
 	state atomic.Pointer[logState]
 	mu    sync.Mutex // serialises the writes to the destinations, Reconfigure and Close
