@@ -244,11 +244,18 @@ func TestCut(t *testing.T) {
 	}, "cutr/gone on b and in the bucket before the cut")
 
 	cutAt := rec.mark()
+	gens := []uint64{a.node.acks.gen.Load(), b.node.acks.gen.Load()}
 	p0.Cut()
 	p1.Cut()
 	brokertest.Eventually(t, 20*time.Second, func() bool {
 		return a.node.Stats().LinksUp == 0 && b.node.Stats().LinksUp == 0
 	}, "links down after the cut")
+	// Each node numbers its set of links anew (watchRoutes) within
+	// routeCountInterval of seeing a link go; until then a message it
+	// forwards counts as sent while the link was up and fails with it.
+	brokertest.Eventually(t, 10*time.Second, func() bool {
+		return a.node.acks.gen.Load() > gens[0] && b.node.acks.gen.Load() > gens[1]
+	}, "both nodes see their new set of links")
 	brokertest.Eventually(t, 10*time.Second, func() bool { return rec.hasSince(cutAt, "cluster: link to a node lost") },
 		"a logs the link lost")
 
