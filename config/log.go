@@ -47,8 +47,8 @@ type Logging struct {
 
 	pmu     sync.Mutex // guards pending and closed
 	pending []byte     // formatted lines waiting for the writer (run)
-	spare   []byte     // the buffer written last, reused
 	closed  bool       // Close ran: lines are written at once
+	spare   []byte     // the buffer written last, reused; under mu
 	kick    chan struct{}
 	stop    chan struct{}
 }
@@ -128,13 +128,10 @@ func (l *Logging) flushLocked() {
 			w.Write(buf)
 		}
 	}
-	l.pmu.Lock()
+	l.spare = nil
 	if cap(buf) <= maxPendingLog {
 		l.spare = buf[:0]
-	} else {
-		l.spare = nil
 	}
-	l.pmu.Unlock()
 }
 
 // sysLogger is the system logger (log/syslog's Writer where there is one).

@@ -39,19 +39,27 @@ func (w *gateWriter) text() (string, int) {
 	return strings.Join(w.writes, ""), len(w.writes)
 }
 
-// TestLogLinesWrittenTogether: lines logged while the logging goroutine
-// writes earlier ones wait, and are written together, in order, in one write;
-// after Close a line is written before the call returns.
-func TestLogLinesWrittenTogether(t *testing.T) {
+// heldLogging returns a Logging to stderr w whose first write, of line,
+// is held by w: when it returns, the logging goroutine is in that write.
+func heldLogging(t *testing.T, at time.Time, line string) (*Logging, *gateWriter) {
+	t.Helper()
 	cfg := parse(t, "log_timestamp false\n")
 	w := &gateWriter{held: true, entered: make(chan struct{}), release: make(chan struct{})}
 	lg, err := newLoggingTo(cfg.Log, false, &bytes.Buffer{}, w)
 	if err != nil {
 		t.Fatal(err)
 	}
+	lg.write(at, LevelNotice, line)
+	<-w.entered
+	return lg, w
+}
+
+// TestLogLinesWrittenTogether: lines logged while the logging goroutine
+// writes earlier ones wait, and are written together, in order, in one write;
+// after Close a line is written before the call returns.
+func TestLogLinesWrittenTogether(t *testing.T) {
 	at := time.Unix(1700000000, 0)
-	lg.write(at, LevelNotice, "line 0")
-	<-w.entered // the logging goroutine writes line 0, held
+	lg, w := heldLogging(t, at, "line 0") // the logging goroutine writes line 0, held
 	var want strings.Builder
 	want.WriteString("line 0\n")
 	for i := 1; i <= 100; i++ {
@@ -84,16 +92,9 @@ func TestLogLinesWrittenTogether(t *testing.T) {
 // (a full pipe) holds at most maxPendingLog bytes of waiting lines: past
 // that, the goroutine that logs writes them itself, and so waits.
 func TestLogBoundedWhileWriterStalls(t *testing.T) {
-	cfg := parse(t, "log_timestamp false\n")
-	w := &gateWriter{held: true, entered: make(chan struct{}), release: make(chan struct{})}
-	lg, err := newLoggingTo(cfg.Log, false, &bytes.Buffer{}, w)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lg.Close()
 	at := time.Unix(1700000000, 0)
-	lg.write(at, LevelNotice, "first")
-	<-w.entered
+	lg, w := heldLogging(t, at, "first")
+	defer lg.Close()
 	line := strings.Repeat("x", 1000)
 	logged := make(chan int)
 	go func() {
